@@ -1,0 +1,22 @@
+"""The tracker's SQLAlchemy models: the public ``videos`` table, its history and shared state.
+
+No engine and no I/O here: importing models never touches a database.
+"""
+
+from models.base import Base, UTCDateTime
+from models.control import CONTROL_ROW_ID, PollMinute, TrackerControl
+from models.video import State, Video, VideoEvent
+
+metadata = Base.metadata
+
+__all__ = [
+    "CONTROL_ROW_ID",
+    "Base",
+    "PollMinute",
+    "State",
+    "TrackerControl",
+    "UTCDateTime",
+    "Video",
+    "VideoEvent",
+    "metadata",
+]

@@ -1,0 +1,108 @@
+"""The public ``videos`` table, its ``video_events`` history, and the ``State`` a row is in."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, BigId, JSONDocument, UTCDateTime
+
+
+class State(enum.StrEnum):
+    """Where a tracked id stands. ``pending`` is the only state the tracker ever changes."""
+
+    PENDING = "pending"  # being tracked
+    DONE = "done"  # the upstream gave a final record
+    ABANDONED = "abandoned"  # we stopped: deleted, rejected or expired
+
+
+STATE_VALUES = ", ".join(f"'{s.value}'" for s in State)
+
+
+class Video(Base):
+    """One tracked id. Column names are a public contract (see README)."""
+
+    __tablename__ = "videos"
+
+    video_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default=State.PENDING.value)
+
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    status_name: Mapped[str | None] = mapped_column(Text)
+    status_final: Mapped[bool | None] = mapped_column(Boolean)
+    record: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+
+    url: Mapped[str | None] = mapped_column(Text)
+    first_frame: Mapped[str | None] = mapped_column(Text)
+    prompt: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(Text)
+    duration: Mapped[float | None] = mapped_column(Float)
+    output_width: Mapped[int | None] = mapped_column(Integer)
+    output_height: Mapped[int | None] = mapped_column(Integer)
+    upstream_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Due time while pending; a claim moves it to the lease's end, so an expired lease is
+    # simply "due again" and one partial index serves the whole dispatch query.
+    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    poll_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    error_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_http_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    abandon_reason: Mapped[str | None] = mapped_column(Text)
+
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The fencing token of the current claim: an answer is applied only if it still matches.
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+
+    __table_args__ = (
+        CheckConstraint(f"state IN ({STATE_VALUES})", name="state_known"),
+        Index(
+            "ix_videos_due",
+            "next_poll_at",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+        Index("ix_videos_done_at", "done_at", "video_id"),
+    )
+
+    def __repr__(self) -> str:
+        return f"Video({self.video_id!r}, state={self.state!r}, status={self.status_name!r})"
+
+
+class VideoEvent(Base):
+    """One change that matters in a video's life: enqueued, status changed, done, errors..."""
+
+    __tablename__ = "video_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    video_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("videos.video_id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(32))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    status_name: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"VideoEvent({self.video_id!r}, {self.kind!r}, at={self.at!r})"

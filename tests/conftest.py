@@ -1,0 +1,72 @@
+"""Shared fixtures: a throwaway Postgres database per test session, migrated once."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import db
+
+# The server the tests use; CI and developer machines have a trust-auth Postgres on loopback.
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def _admin() -> Engine:
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+def pg_url_for(name: str) -> str:
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh database with the schema at head; dropped at the end of the session."""
+    name = f"pt_test_{uuid.uuid4().hex[:10]}"
+    admin = _admin()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = pg_url_for(name)
+    engine = db.make_engine(url, pool=False)
+    db.upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_database: str) -> Iterator[Engine]:
+    engine = db.make_engine(pg_database, pool_size=10)
+    yield engine
+    engine.dispose()
+
+
+def reset_tables(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE video_events, videos, poll_minutes"))
+        conn.execute(
+            text(
+                "UPDATE tracker_control SET next_slot_at = NULL, rate_factor = 1, "
+                "rate_factor_at = NULL, throttled_until = NULL, auth_paused_until = NULL, "
+                "auth_failing = false, auth_failed_at = NULL, auth_error = NULL, "
+                "last_dispatch_at = NULL"
+            )
+        )
+
+
+@pytest.fixture
+def pg(pg_engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """A session factory on the test database, emptied before each test."""
+    reset_tables(pg_engine)
+    yield db.session_factory(pg_engine)

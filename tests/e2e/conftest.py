@@ -1,0 +1,133 @@
+"""End-to-end plumbing: the real ``pixverse-tracker`` processes, Redis, Postgres, the simulator."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import Engine, text
+
+from tests.conftest import REDIS_URL, reset_tables
+from worker.simulator import Simulator
+
+CLI = str(Path(sys.executable).with_name("pixverse-tracker"))
+TOKEN = "e2e-token-7c1f9d2b-do-not-log"
+
+# Compressed timings: the scenarios play out in seconds, not minutes.
+FAST = {
+    "TRACKER_DISPATCH_INTERVAL": "0.5",
+    "TRACKER_FIRST_POLL_DELAY": "0.3",
+    "TRACKER_POLL_INTERVAL_MIN": "0.7",
+    "TRACKER_POLL_INTERVAL_MAX": "2",
+    "TRACKER_GIVE_UP_AFTER": "35",
+    "TRACKER_RATE_LIMIT": "40",
+    "TRACKER_HTTP_CONNECT_TIMEOUT": "1",
+    "TRACKER_HTTP_TIMEOUT": "1.5",
+    "TRACKER_LEASE": "8",
+    "TRACKER_BATCH_SIZE": "10",
+    "TRACKER_AUTH_PAUSE": "2",
+    "TRACKER_RATE_LIMIT_PAUSE": "1",
+    "TRACKER_RATE_RECOVERY": "5",
+    "TRACKER_LOG_LEVEL": "INFO",
+}
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "USEAPI_"))}
+    env.pop("DATABASE_URL", None)
+    env.pop("CELERY_BROKER_URL", None)
+    env.update(extra)
+    return env
+
+
+class Processes:
+    """Starts tracker processes with their output in files; kills what is left at the end."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
+        self.log_dir = log_dir
+        self.env = env
+        self.started: list[subprocess.Popen[bytes]] = []
+        self.counter = 0
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        self.counter += 1
+        log = open(self.log_dir / f"{self.counter:02d}-{args[0]}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [CLI, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.started.append(process)
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for process in self.started:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def redis_broker() -> Iterator[str]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def simulator() -> Iterator[Simulator]:
+    with Simulator(token=TOKEN, default_delay=3) as sim:
+        yield sim
+
+
+@pytest.fixture
+def tracker_env(
+    pg_database: str, pg_engine: Engine, redis_broker: str, simulator: Simulator
+) -> dict[str, str]:
+    reset_tables(pg_engine)
+    # The usual postgresql:// form on purpose: the tracker must map it to psycopg2 itself.
+    url = pg_database.replace("postgresql+psycopg2://", "postgresql://")
+    return base_env(
+        USEAPI_TOKEN=TOKEN,
+        USEAPI_BASE_URL=simulator.base_url,
+        DATABASE_URL=url,
+        CELERY_BROKER_URL=redis_broker,
+        **FAST,
+    )
+
+
+@pytest.fixture
+def processes(tmp_path: Path, tracker_env: dict[str, str]) -> Iterator[Processes]:
+    procs = Processes(tmp_path, tracker_env)
+    yield procs
+    procs.stop_all()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def pending_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM videos WHERE state = 'pending'")).scalar_one())

@@ -1,0 +1,543 @@
+"""Integration tests of the loopback useapi.net simulator over real HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+import requests
+
+from worker.simulator import (
+    DELETED_MESSAGE,
+    NOT_YET_MESSAGE,
+    LoggedRequest,
+    Simulator,
+    make_id,
+    serve,
+)
+
+TOKEN = "sim-token"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+    elapsed: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def get(sim: Simulator, path: str, token: str | None = TOKEN) -> Reply:
+    """Send one raw GET (http.client, so the path reaches the server exactly as written)."""
+    url = urlsplit(sim.base_url)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    started = time.monotonic()
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    return Reply(response.status, response.headers, body, time.monotonic() - started)
+
+
+def video_path(video_id: str) -> str:
+    return "/v2/pixverse/videos/" + quote(video_id, safe=":@")
+
+
+def poll(sim: Simulator, video_id: str, token: str | None = TOKEN) -> Reply:
+    return get(sim, video_path(video_id), token)
+
+
+def first_seen(sim: Simulator, video_id: str) -> float:
+    # The first authorized request's arrival is the id's clock origin.
+    return next(entry.started for entry in sim.requests_for(video_id) if entry.authorized)
+
+
+def sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.monotonic()) + 0.02)
+
+
+def assert_not_yet(reply: Reply) -> None:
+    assert reply.status == 404
+    assert reply.json() == {"error": NOT_YET_MESSAGE}
+
+
+def assert_completed(reply: Reply, video_id: str) -> None:
+    assert reply.status == 200
+    record = reply.json()
+    assert record["video_id"] == video_id
+    assert record["video_status"] == 1
+    assert record["video_status_name"] == "COMPLETED"
+    assert record["video_status_final"] is True
+    assert record["url"]
+
+
+def assert_record(reply: Reply, status: int, name: str, final: bool, url: bool) -> None:
+    assert reply.status == 200
+    record = reply.json()
+    assert (record["video_status"], record["video_status_name"]) == (status, name)
+    assert record["video_status_final"] is final
+    assert bool(record["url"]) is url
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(default_delay=0.0) as simulator:
+        yield simulator
+
+
+# -- ids and scenario selection ---------------------------------------------------------------
+
+
+def test_make_id_builds_a_useapi_shaped_id_whose_email_tag_names_the_scenario() -> None:
+    assert make_id("generating_2_6", 7) == "user:1-pixverse:sim+generating_2_6@example.com-video:7"
+    assert make_id("never", 3, user=9, kind="image") == (
+        "user:9-pixverse:sim+never@example.com-image:3"
+    )
+
+
+def test_an_id_without_a_tag_or_with_an_unknown_tag_completes_after_the_default_delay() -> None:
+    with Simulator(default_delay=60.0) as simulator:
+        for video_id in (
+            "user:1-pixverse:plain@example.com-video:1",
+            "user:1-pixverse:john+work@example.com-video:2",
+            make_id("completed_x", 3),
+        ):
+            assert_not_yet(poll(simulator, video_id))
+            assert simulator.completed_at(video_id) == first_seen(simulator, video_id) + 60.0
+
+
+def test_scenario_parameters_may_be_decimals(sim: Simulator) -> None:
+    video_id = make_id("completed_2.5", 1)
+    assert_not_yet(poll(sim, video_id))
+    assert sim.completed_at(video_id) == first_seen(sim, video_id) + 2.5
+
+
+def test_script_overrides_the_scenario_named_in_the_id(sim: Simulator) -> None:
+    video_id = make_id("never", 1)
+    sim.script(video_id, "completed_0")
+    assert_completed(poll(sim, video_id), video_id)
+
+
+@pytest.mark.parametrize("scenario", ["nope", "completed_x", "ratelimit_1.5_0", "never_1"])
+def test_script_refuses_a_malformed_scenario(sim: Simulator, scenario: str) -> None:
+    with pytest.raises(ValueError):
+        sim.script(make_id("never", 1), scenario)
+
+
+# -- each scenario's sequence -----------------------------------------------------------------
+
+
+def test_completed_answers_not_yet_until_its_delay_then_the_completed_record(
+    sim: Simulator,
+) -> None:
+    video_id = make_id("completed_0.1", 1)
+    assert_not_yet(poll(sim, video_id))
+    completed_at = sim.completed_at(video_id)
+    assert completed_at == first_seen(sim, video_id) + 0.1
+    sleep_until(completed_at)
+    assert_completed(poll(sim, video_id), video_id)
+
+
+def test_a_completed_record_copies_the_documented_fields_for_the_requested_id(
+    sim: Simulator,
+) -> None:
+    video_id = make_id("completed_0", 42)
+    record = poll(sim, video_id).json()
+    assert record["video_id"] == video_id
+    assert record["url"] == "https://media.example/42.mp4"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record["created_at"])
+    assert record["model"] == "v3"
+    assert record["duration"] == 5
+    assert record["queue_data"] == {"queue_time": 1, "queue_count": 0}
+    assert record["first_frame"] and record["prompt"]
+    assert record["output_width"] > 0 and record["output_height"] > 0
+    for documented in ("account_id", "template_i18n_json", "camera_movement", "platform"):
+        assert documented in record
+    assert record["lip_sync"] is None and record["customer_paths"] is None
+
+
+def test_the_created_at_of_an_id_stays_its_first_seen_time(sim: Simulator) -> None:
+    video_id = make_id("generating_0_0.1", 1)
+    created = poll(sim, video_id).json()["created_at"]
+    sleep_until(sim.completed_at(video_id) or 0.0)
+    assert poll(sim, video_id).json()["created_at"] == created
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "name", "final", "url"),
+    [
+        ("generating", 10, "GENERATING", False, False),
+        ("queuedfinal", 5, "QUEUED", True, False),
+        ("nourl", 1, "COMPLETED", True, False),
+        ("unknown", 42, "MYSTERY", False, False),
+    ],
+)
+def test_two_phase_scenarios_answer_not_yet_then_their_middle_record_then_completed(
+    sim: Simulator, scenario: str, status: int, name: str, final: bool, url: bool
+) -> None:
+    video_id = make_id(f"{scenario}_0.15_0.35", 1)
+    assert_not_yet(poll(sim, video_id))
+    origin = first_seen(sim, video_id)
+    sleep_until(origin + 0.15)
+    assert_record(poll(sim, video_id), status, name, final, url)
+    assert sim.completed_at(video_id) == origin + 0.35
+    sleep_until(origin + 0.35)
+    assert_completed(poll(sim, video_id), video_id)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "name"), [("failed", 8, "FAILED"), ("moderated", 7, "MODERATED")]
+)
+def test_failure_scenarios_answer_not_yet_then_a_final_record_without_url(
+    sim: Simulator, scenario: str, status: int, name: str
+) -> None:
+    video_id = make_id(f"{scenario}_0.1", 1)
+    assert_not_yet(poll(sim, video_id))
+    completed_at = sim.completed_at(video_id)
+    assert completed_at == first_seen(sim, video_id) + 0.1
+    sleep_until(completed_at)
+    assert_record(poll(sim, video_id), status, name, True, False)
+
+
+def test_deleted_without_a_delay_answers_the_deletion_message_at_once(sim: Simulator) -> None:
+    video_id = make_id("deleted", 1)
+    reply = poll(sim, video_id)
+    assert reply.status == 404
+    assert reply.json() == {"error": DELETED_MESSAGE}
+
+
+def test_deleted_with_a_delay_answers_not_yet_first(sim: Simulator) -> None:
+    video_id = make_id("deleted_0.1", 1)
+    assert_not_yet(poll(sim, video_id))
+    sleep_until(sim.completed_at(video_id) or 0.0)
+    assert poll(sim, video_id).json() == {"error": DELETED_MESSAGE}
+
+
+def test_the_not_yet_message_mentions_deleted_but_differs_from_the_deletion_message() -> None:
+    assert "deleted" in NOT_YET_MESSAGE
+    assert "has been deleted" not in NOT_YET_MESSAGE
+
+
+def test_rejected_always_answers_400_and_never_completes(sim: Simulator) -> None:
+    video_id = make_id("rejected", 1)
+    for _ in range(2):
+        reply = poll(sim, video_id)
+        assert reply.status == 400
+        assert reply.json() == {"error": "Invalid video_id", "code": 400}
+    assert sim.completed_at(video_id) is None
+
+
+def test_never_answers_not_yet_forever(sim: Simulator) -> None:
+    video_id = make_id("never", 1)
+    for _ in range(3):
+        assert_not_yet(poll(sim, video_id))
+    assert sim.completed_at(video_id) is None
+
+
+def test_ratelimit_answers_429_without_retry_after_for_the_first_n_requests(
+    sim: Simulator,
+) -> None:
+    video_id = make_id("ratelimit_2_0", 1)
+    for _ in range(2):
+        reply = poll(sim, video_id)
+        assert reply.status == 429
+        assert reply.json() == {"error": "Too many requests", "code": 429}
+        assert reply.headers.get("Retry-After") is None
+    assert_completed(poll(sim, video_id), video_id)
+
+
+def test_retryafter_answers_429_with_the_retry_after_header(sim: Simulator) -> None:
+    video_id = make_id("retryafter_2_1.5_0", 1)
+    for _ in range(2):
+        reply = poll(sim, video_id)
+        assert reply.status == 429
+        assert reply.headers.get("Retry-After") == "1.5"
+    assert_completed(poll(sim, video_id), video_id)
+
+
+def test_errors_cycle_through_500_502_503_504_then_complete(sim: Simulator) -> None:
+    video_id = make_id("errors_5_0", 1)
+    replies = [poll(sim, video_id) for _ in range(5)]
+    assert [reply.status for reply in replies] == [500, 502, 503, 504, 500]
+    assert replies[0].json() == {"error": "Internal Server Error", "code": 500}
+    for reply in replies[1:4]:
+        assert reply.headers.get_content_type() == "text/html"
+        assert reply.body.startswith(b"<html>")
+    assert_completed(poll(sim, video_id), video_id)
+
+
+def test_slow_delays_only_the_first_n_answers(sim: Simulator) -> None:
+    video_id = make_id("slow_1_0.3_0", 1)
+    assert poll(sim, video_id).elapsed >= 0.3
+    fast = poll(sim, video_id)
+    assert fast.elapsed < 0.3
+    assert_completed(fast, video_id)
+
+
+def test_garbage_cycles_through_malformed_answers_then_completes(sim: Simulator) -> None:
+    video_id = make_id("garbage_6_0", 1)
+    replies = [poll(sim, video_id) for _ in range(6)]
+    assert all(reply.status == 200 for reply in replies)
+    assert replies[0].body == b"<html>oops</html>"
+    assert replies[0].headers.get_content_type() == "text/html"
+    assert replies[1].json() == [1, 2]
+    assert replies[2].body == b'{"video_id": "us'
+    other = replies[3].json()
+    assert other["video_status_name"] == "COMPLETED" and other["url"]
+    assert other["video_id"] != video_id
+    assert replies[4].json() == "ok"
+    assert replies[5].body == b"<html>oops</html>"
+    assert_completed(poll(sim, video_id), video_id)
+
+
+# -- authorization ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+def test_a_missing_or_wrong_token_answers_401_and_does_not_start_the_clock(
+    sim: Simulator, token: str | None
+) -> None:
+    video_id = make_id("completed_0", 1)
+    reply = poll(sim, video_id, token=token)
+    assert reply.status == 401
+    assert reply.json() == {"error": "Unauthorized", "code": 401}
+    assert sim.completed_at(video_id) is None
+    [entry] = sim.requests
+    assert entry.authorized is False and entry.video_id == video_id
+
+
+def test_authorization_is_checked_before_the_path(sim: Simulator) -> None:
+    assert get(sim, "/nowhere", token="wrong").status == 401
+
+
+def test_the_token_can_be_changed_at_run_time(sim: Simulator) -> None:
+    video_id = make_id("completed_0", 1)
+    sim.token = "rotated"
+    assert poll(sim, video_id).status == 401
+    assert poll(sim, video_id, token="rotated").status == 200
+
+
+def test_unauthorized_for_answers_401_to_every_request_until_it_expires(sim: Simulator) -> None:
+    sim.unauthorized_for(0.2)
+    started = time.monotonic()
+    assert poll(sim, make_id("completed_0", 1)).status == 401
+    assert get(sim, "/nowhere").status == 401
+    sleep_until(started + 0.2)
+    assert poll(sim, make_id("completed_0", 1)).status == 200
+
+
+# -- path handling ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/pixverse/videos/user:1/extra",
+        "/v2/pixverse/videos/x/",
+        "/v2/pixverse/videos/",
+        "/v2/pixverse/videos",
+        "/v2/pixverse/videos%2Fx",
+        "/v2%2Fpixverse%2Fvideos%2Fx",
+        "/v2/pixverse/video/x",
+        "/",
+    ],
+)
+def test_a_path_that_is_not_exactly_the_endpoint_answers_404_not_found(
+    sim: Simulator, path: str
+) -> None:
+    reply = get(sim, path)
+    assert reply.status == 404
+    assert reply.json() == {"error": "Not found"}
+    [entry] = sim.requests
+    assert entry.video_id is None and entry.path == path
+
+
+def test_the_id_segment_is_percent_decoded_after_splitting(sim: Simulator) -> None:
+    reply = get(sim, "/v2/pixverse/videos/a%2Fb")
+    assert reply.status == 200
+    assert reply.json()["video_id"] == "a/b"
+
+
+def test_an_encoded_id_is_decoded_and_the_query_string_is_ignored(sim: Simulator) -> None:
+    video_id = make_id("completed_0", 5)
+    path = "/v2/pixverse/videos/" + quote(video_id, safe="") + "?ignored=1"
+    assert_completed(get(sim, path), video_id)
+    assert sim.requests_for(video_id)[0].path == path
+
+
+# -- request log, overlaps, latency, lifecycle ------------------------------------------------
+
+
+def test_the_request_log_records_every_request_in_arrival_order(sim: Simulator) -> None:
+    first, second = make_id("never", 1), make_id("completed_0", 2)
+    poll(sim, first)
+    poll(sim, second)
+    poll(sim, first, token="wrong")
+    log = sim.requests
+    assert [(e.video_id, e.status, e.authorized) for e in log] == [
+        (first, 404, True),
+        (second, 200, True),
+        (first, 401, False),
+    ]
+    assert all(isinstance(e, LoggedRequest) and e.started <= e.finished for e in log)
+    assert [e.started for e in log] == sorted(e.started for e in log)
+    assert [e.status for e in sim.requests_for(first)] == [404, 401]
+    log.clear()
+    assert len(sim.requests) == 3
+
+
+def run_concurrently(sim: Simulator, paths: list[str]) -> list[Reply]:
+    replies: dict[int, Reply] = {}
+
+    def worker(index: int, path: str) -> None:
+        replies[index] = get(sim, path)
+
+    threads = [threading.Thread(target=worker, args=item) for item in enumerate(paths)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [replies[index] for index in range(len(paths))]
+
+
+def test_two_concurrent_requests_for_one_id_count_as_one_overlap(sim: Simulator) -> None:
+    video_id = make_id("slow_2_0.2_0", 1)
+    run_concurrently(sim, [video_path(video_id)] * 2)
+    assert sim.overlapping_requests() == 1
+
+
+def test_sequential_requests_and_concurrent_requests_for_different_ids_do_not_overlap(
+    sim: Simulator,
+) -> None:
+    poll(sim, make_id("completed_0", 1))
+    poll(sim, make_id("completed_0", 1))
+    run_concurrently(sim, [video_path(make_id("slow_1_0.1_0", n)) for n in (2, 3)])
+    assert sim.overlapping_requests() == 0
+
+
+def test_the_server_keeps_answering_while_one_answer_is_sleeping(sim: Simulator) -> None:
+    slow = threading.Thread(target=poll, args=(sim, make_id("slow_1_0.4_0", 1)))
+    slow.start()
+    time.sleep(0.05)
+    assert poll(sim, make_id("completed_0", 2)).elapsed < 0.5
+    slow.join()
+
+
+def test_latency_delays_every_answer_and_can_be_changed_at_run_time(sim: Simulator) -> None:
+    assert poll(sim, make_id("completed_0", 1)).elapsed < 0.1
+    sim.latency = 0.1
+    assert poll(sim, make_id("completed_0", 1)).elapsed >= 0.1
+    assert poll(sim, make_id("completed_0", 1), token="wrong").elapsed >= 0.1
+    assert get(sim, "/nowhere").elapsed >= 0.1
+
+
+def test_latency_given_at_construction_applies_from_the_start() -> None:
+    with Simulator(latency=0.1, default_delay=0.0) as simulator:
+        assert poll(simulator, make_id("completed_0", 1)).elapsed >= 0.1
+
+
+def test_reset_forgets_the_log_the_overlaps_and_the_per_id_clocks(sim: Simulator) -> None:
+    video_id = make_id("ratelimit_1_0", 1)
+    assert poll(sim, video_id).status == 429
+    assert poll(sim, video_id).status == 200
+    sim.reset()
+    assert sim.requests == [] and sim.overlapping_requests() == 0
+    assert sim.completed_at(video_id) is None
+    assert poll(sim, video_id).status == 429
+
+
+def test_per_request_logging_to_stderr_is_silenced(
+    sim: Simulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    poll(sim, make_id("completed_0", 1))
+    get(sim, "/nowhere")
+    assert capfd.readouterr().err == ""
+
+
+def test_kept_alive_connections_are_reused_and_dropped_on_stop() -> None:
+    simulator = Simulator(default_delay=0.0).start()
+    url = simulator.base_url + video_path(make_id("completed_0", 1))
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with requests.Session() as session:
+        assert session.get(url, headers=headers, timeout=5).status_code == 200
+        assert session.get(url, headers=headers, timeout=5).status_code == 200
+        simulator.stop()
+        with pytest.raises(requests.ConnectionError):
+            session.get(url, headers=headers, timeout=5)
+
+
+def test_stop_drops_a_sleeping_answer_instead_of_sending_it_early() -> None:
+    simulator = Simulator(default_delay=0.0).start()
+    outcome: list[object] = []
+
+    def slow_poll() -> None:
+        try:
+            outcome.append(poll(simulator, make_id("slow_1_30_0", 1)))
+        except (http.client.HTTPException, OSError) as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=slow_poll)
+    thread.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    simulator.stop()
+    thread.join(timeout=5)
+    assert time.monotonic() - started < 1.0
+    assert len(outcome) == 1 and not isinstance(outcome[0], Reply)
+    assert simulator.requests == []
+
+
+def test_a_restarted_simulator_listens_on_the_same_base_url() -> None:
+    simulator = Simulator(default_delay=0.0).start()
+    base_url = simulator.base_url
+    simulator.stop()
+    with simulator:
+        assert simulator.base_url == base_url
+        assert poll(simulator, make_id("completed_0", 1)).status == 200
+
+
+def test_base_url_needs_a_started_simulator_when_the_port_is_chosen_by_the_system() -> None:
+    with pytest.raises(RuntimeError):
+        _ = Simulator().base_url
+
+
+def test_serve_prints_its_base_url_and_stops_cleanly_on_ctrl_c() -> None:
+    code = f"from worker.simulator import {serve.__name__}; serve('127.0.0.1', 0, 'cli', 0.0, 0.0)"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        base_url = process.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", base_url)
+        reply = requests.get(
+            base_url + video_path(make_id("completed_0", 1)),
+            headers={"Authorization": "Bearer cli"},
+            timeout=5,
+        )
+        assert reply.status_code == 200
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+        assert process.returncode == 0, stderr
+        assert stderr == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -1,0 +1,87 @@
+"""The Celery app: its configuration, queues and beat schedule, taken from the settings.
+
+``celery -A worker.app worker|beat`` works; so do ``pixverse-tracker worker|beat|run``.
+The configuration is read when Celery first needs it, not at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from worker import logs
+from worker.settings import Settings, load
+
+DISPATCH_QUEUE = "tracker.dispatch"
+POLL_QUEUE = "tracker.poll"
+
+app = Celery("pixverse_tracker", include=["worker.tasks"])
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for a tracker: at-least-once tasks whose safety rests on the lease."""
+    interval = settings.dispatch_interval
+    config: dict[str, Any] = {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # a worker outlives a broker restart
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        # Ack after the task ran; a crash mid-batch is healed by the lease, not by redelivery
+        # (Redis redelivers only after its visibility timeout, an hour by default).
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        # A poll task must end before its lease does (the poll loop also stops itself in time;
+        # these limits bite only in the prefork pool, where Celery can enforce them).
+        "task_time_limit": settings.task_time_limit,
+        "task_soft_time_limit": max(1.0, settings.task_time_limit - 3),
+        "task_queues": (Queue(DISPATCH_QUEUE), Queue(POLL_QUEUE)),
+        "task_default_queue": POLL_QUEUE,
+        "task_routes": {
+            "tracker.dispatch": {"queue": DISPATCH_QUEUE},
+            "tracker.poll": {"queue": POLL_QUEUE},
+        },
+        # Beat keeps no schedule file: one fixed interval needs no persistence.
+        "beat_scheduler": "celery.beat:Scheduler",
+        "beat_schedule": {
+            "dispatch": {
+                "task": "tracker.dispatch",
+                "schedule": interval,
+                # a tick nobody ran in time is worthless: the next one claims afresh
+                "options": {"expires": max(1.0, interval * 2)},
+            }
+        },
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "worker_send_task_events": False,
+        "worker_enable_remote_control": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+    if settings.broker_url.startswith("memory://"):
+        # The in-process broker polls its queues; the default second would delay every poll.
+        config["broker_transport_options"] = {"polling_interval": 0.05}
+    return config
+
+
+@app.on_configure.connect
+def _configure(sender: Celery, **_: Any) -> None:
+    sender.conf.update(celery_config(load()))
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    # Connecting here stops Celery from installing its own handlers: ours redact the token.
+    settings = load()
+    logs.configure(settings.log_level, secrets=[settings.useapi_token.reveal()])
+
+
+@signals.worker_init.connect
+def _require_token(**_: Any) -> None:
+    # `celery -A worker.app worker` must stop at start-up too, not poll with no token.
+    load().require_token()

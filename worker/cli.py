@@ -1,0 +1,441 @@
+"""The ``pixverse-tracker`` command: migrate, enqueue, run, worker, beat, status, list, show, ..."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, NoReturn, TextIO
+
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
+
+from worker import api, db, ids, runtime, store
+from worker.runtime import Runtime
+from worker.settings import Settings, SettingsError, load
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CommandError(Exception):
+    """A failure worth one clear line to the user, never a traceback."""
+
+
+# --- shared plumbing ------------------------------------------------------------------------------
+
+
+def open_runtime(settings: Settings | None = None, *, migrate_sqlite: bool = True) -> Runtime:
+    """Settings, engine and a schema check. The embedded SQLite database migrates itself."""
+    rt = Runtime(settings or load())
+    runtime.install(rt)
+    head = db.head_revision()
+    current = db.current_revision(rt.engine)
+    if current != head:
+        if rt.settings.is_sqlite and migrate_sqlite:
+            db.upgrade(rt.engine)
+        elif current is None:
+            raise CommandError("the database has no tracker tables yet: run `pixverse-tracker migrate`")
+        else:
+            raise CommandError(
+                f"the database schema is at revision {current}, this version needs {head}: "
+                "run `pixverse-tracker migrate`"
+            )
+    return rt
+
+
+def _stamp(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def _age(now: datetime, then: datetime | None) -> str:
+    if then is None:
+        return "-"
+    seconds = int((now - then).total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _print_json(value: Any, out: TextIO) -> None:
+    json.dump(value, out, default=_json_default, indent=2, ensure_ascii=False)
+    out.write("\n")
+
+
+PUBLIC_COLUMNS = (
+    "video_id", "state", "status_code", "status_name", "status_final", "url", "first_frame",
+    "prompt", "model", "duration", "output_width", "output_height", "upstream_created_at",
+    "enqueued_at", "updated_at", "last_polled_at", "next_poll_at", "done_at", "poll_count",
+    "error_count", "last_http_status", "last_error", "abandon_reason",
+)  # fmt: skip
+
+
+def video_dict(video: Any, *, with_record: bool = False) -> dict[str, Any]:
+    row = {name: getattr(video, name) for name in PUBLIC_COLUMNS}
+    if with_record:
+        row["record"] = video.record
+    return row
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out.write(line.rstrip() + "\n")
+    for row in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def video_rows(videos: Sequence[Any], now: datetime) -> list[list[str]]:
+    rows = []
+    for v in videos:
+        detail = v.abandon_reason or v.url or v.last_error or ""
+        rows.append(
+            [
+                v.video_id,
+                v.state,
+                v.status_name or ("-" if v.status_code is None else str(v.status_code)),
+                str(v.poll_count),
+                str(v.error_count),
+                _age(now, v.enqueued_at),
+                detail if len(detail) <= 60 else detail[:57] + "...",
+            ]
+        )
+    return rows
+
+
+VIDEO_HEADERS = ("VIDEO_ID", "STATE", "STATUS", "POLLS", "ERRORS", "AGE", "URL / REASON")
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = load()
+    engine = db.make_engine(settings.database_url, pool=False)
+    try:
+        before = db.current_revision(engine)
+        db.upgrade(engine)
+        after = db.current_revision(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        print(f"schema already at revision {after}")
+    else:
+        print(f"schema migrated from {before or 'empty'} to {after}")
+    return EXIT_OK
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    if args.ids == ["-"]:
+        numbered = list(ids.from_lines(sys.stdin))
+        where = "line"
+    elif "-" in args.ids:
+        raise CommandError("`-` (read ids from stdin) must be the only argument")
+    else:
+        numbered = list(enumerate(args.ids, start=1))
+        where = "argument"
+    has_valid = any(ids.problem_with(video_id) is None for _, video_id in numbered)
+    report = api.enqueue_numbered(
+        numbered, retrack=args.retrack, rt=open_runtime() if has_valid else None
+    )
+    for bad in report.refused:
+        print(
+            f"error: {where} {bad.where}: invalid id {ids.shown(bad.video_id)}: {bad.problem}",
+            file=sys.stderr,
+        )
+    summary = (
+        f"enqueued {len(report.added)} new, re-armed {len(report.rearmed)}, "
+        f"{len(report.unchanged)} already tracked"
+    )
+    if report.refused:
+        summary += f"; refused {len(report.refused)} invalid"
+    print(summary)
+    return EXIT_FAILED if report.refused or not numbered else EXIT_OK
+
+
+def _start_token_check(settings: Settings) -> None:
+    try:
+        settings.require_token()
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _worker_argv(settings: Settings, extra: Sequence[str]) -> list[str]:
+    return [
+        "worker",
+        "--pool=threads",
+        f"--concurrency={settings.worker_concurrency}",
+        f"--loglevel={settings.log_level}",
+        "--without-gossip",
+        "--without-mingle",
+        *extra,
+    ]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = load()
+    _start_token_check(settings)
+    if settings.embedded:
+        raise CommandError(
+            "CELERY_BROKER_URL is not set: a separate worker needs a shared broker; "
+            "use `pixverse-tracker run` for the embedded one-process mode"
+        )
+    open_runtime(settings, migrate_sqlite=False)
+    from worker.app import app
+
+    app.worker_main(_worker_argv(settings, args.celery_args))
+    return EXIT_OK
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    settings = load()
+    if settings.embedded:
+        raise CommandError(
+            "CELERY_BROKER_URL is not set: a separate beat needs a shared broker; "
+            "use `pixverse-tracker run` for the embedded one-process mode"
+        )
+    open_runtime(settings, migrate_sqlite=False)
+    from worker.app import app
+
+    app.start(["beat", f"--loglevel={settings.log_level}", *args.celery_args])
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = load()
+    _start_token_check(settings)
+    open_runtime(settings)
+    from celery import beat
+
+    from worker.app import app
+
+    # Beat in a thread of this process: with the in-process broker it is the only way the
+    # dispatch ticks reach the worker, and on one machine it saves a process.
+    clock = beat.EmbeddedService(app, thread=True)
+    clock.start()
+    try:
+        app.worker_main(_worker_argv(settings, args.celery_args))
+    finally:
+        clock.stop()
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rt = open_runtime()
+    with rt.sessions.begin() as session:
+        s = store.summary(session, rt.policy)
+    if args.json:
+        data = {k: getattr(s, k) for k in s.__dataclass_fields__}
+        _print_json(data, sys.stdout)
+        return EXIT_OK
+    out = sys.stdout
+    counts = s.counts
+    out.write(
+        f"pending {counts['pending']}  done {counts['done']}  abandoned {counts['abandoned']}"
+        f"  (due now {s.due_now})\n"
+    )
+    if s.oldest_pending_id:
+        out.write(
+            f"oldest pending: {s.oldest_pending_id} "
+            f"(enqueued {_age(s.now, s.oldest_pending_since)} ago)\n"
+        )
+    out.write(
+        f"last hour: {s.polls_last_hour} polls, {s.errors_last_hour} errors, "
+        f"{s.rate_limited_last_hour} rate-limited, {s.unauthorized_last_hour} unauthorized\n"
+    )
+    if s.auth_failing:
+        out.write(
+            f"UPSTREAM REJECTS THE TOKEN since {_stamp(s.auth_failed_at)}: {s.auth_error}; "
+            f"polling paused until {_stamp(s.auth_paused_until)} (then one probe at a time)\n"
+        )
+    else:
+        out.write("upstream token: accepted (no 401 since the last success)\n")
+    if s.throttled_until and s.throttled_until > s.now:
+        out.write(f"throttled by 429 until {_stamp(s.throttled_until)}\n")
+    out.write(
+        f"rate: {rt.settings.rate_limit * s.rate_factor:g}/s of {rt.settings.rate_limit:g}/s; "
+        f"last dispatch {_age(s.now, s.last_dispatch_at)} ago\n"
+    )
+    return EXIT_OK
+
+
+def _parse_since(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandError(f"--since {text!r} is not an ISO-8601 time like 2026-11-29T10:00:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rt = open_runtime()
+    since = _parse_since(args.since) if args.since else None
+    with rt.sessions.begin() as session:
+        now = store.current_time(session)
+        videos = store.list_videos(
+            session, state=args.state, status=args.status, since=since, limit=args.limit or None
+        )
+    if args.json:
+        _print_json([video_dict(v) for v in videos], sys.stdout)
+    elif args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=PUBLIC_COLUMNS)
+        writer.writeheader()
+        for v in videos:
+            writer.writerow({k: _json_default(x) if isinstance(x, datetime) else x for k, x in video_dict(v).items()})
+    else:
+        render_table(VIDEO_HEADERS, video_rows(videos, now), sys.stdout)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    rt = open_runtime()
+    with rt.sessions.begin() as session:
+        video = store.get_video(session, args.video_id)
+        if video is None:
+            raise CommandError(f"{ids.shown(args.video_id)} is not tracked")
+        history = store.events_for(session, args.video_id)
+    if args.json:
+        data = video_dict(video, with_record=True)
+        data["events"] = [
+            {k: getattr(e, k) for k in ("at", "kind", "http_status", "status_code", "status_name", "message")}
+            for e in history
+        ]
+        _print_json(data, sys.stdout)
+        return EXIT_OK
+    out = sys.stdout
+    for name, value in video_dict(video).items():
+        shown = _stamp(value) if isinstance(value, datetime) else ("-" if value is None else value)
+        out.write(f"{name:>20}  {shown}\n")
+    out.write("\nhistory:\n")
+    for e in history:
+        bits = [e.kind]
+        if e.status_name or e.status_code is not None:
+            bits.append(f"status={e.status_name or e.status_code}")
+        if e.http_status:
+            bits.append(f"http={e.http_status}")
+        if e.message:
+            bits.append(e.message)
+        out.write(f"  {_stamp(e.at)}  {' '.join(bits)}\n")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from worker.simulator import serve
+
+    serve(args.host, args.port, args.token, args.latency, args.default_delay)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(speed=args.speed)
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pixverse-tracker",
+        description="Track useapi.net PixVerse videos until they are final, in a database table.",
+        epilog="Settings come from the environment; see README.md for the table.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("migrate", cmd_migrate, "create or upgrade the database schema (safe to run again)")
+
+    p = add("enqueue", cmd_enqueue, "start tracking video ids (`-` reads one id per line from stdin)")
+    p.add_argument("ids", nargs="+", metavar="ID", help="video ids, or - for stdin")
+    p.add_argument("--retrack", action="store_true", help="re-arm ids that are already done or abandoned")
+
+    for name, handler, help_ in (
+        ("run", cmd_run, "worker and beat in one process (embedded mode, or one machine)"),
+        ("worker", cmd_worker, "a Celery worker that polls (needs CELERY_BROKER_URL)"),
+        ("beat", cmd_beat, "the Celery beat that schedules dispatch (run exactly one)"),
+    ):
+        p = add(name, handler, help_)
+        p.add_argument(
+            "celery_args", nargs=argparse.REMAINDER, metavar="...", help="extra Celery options, after --"
+        )
+
+    p = add("status", cmd_status, "counts per state, oldest pending, recent polls, upstream auth")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("list", cmd_list, "list tracked videos")
+    p.add_argument("--state", choices=["pending", "done", "abandoned"])
+    p.add_argument("--status", help="upstream status name or number, e.g. COMPLETED or 1")
+    p.add_argument("--since", help="only videos finished (done_at) at or after this ISO-8601 time")
+    p.add_argument("--limit", type=int, default=100, help="at most this many rows (0: all; default 100)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+
+    p = add("show", cmd_show, "one video's row and its history")
+    p.add_argument("video_id", metavar="ID")
+    p.add_argument("--json", action="store_true")
+
+    p = add("simulate", cmd_simulate, "serve a local fake of the useapi.net endpoint")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--token", default="sim-token", help="the Bearer token it accepts")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds every answer waits")
+    p.add_argument("--default-delay", type=float, default=5.0, help="seconds until an untagged id completes")
+
+    p = add("demo", cmd_demo, "simulator + embedded tracker + live progress, on this machine")
+    p.add_argument("--speed", type=float, default=1.0, help="run the scenarios this many times faster")
+    return parser
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    print(f"pixverse-tracker: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command not in ("worker", "beat", "run"):
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    if getattr(args, "celery_args", None) and args.celery_args[0] == "--":
+        args.celery_args = args.celery_args[1:]
+    try:
+        return int(args.handler(args))
+    except (CommandError, SettingsError) as exc:
+        _fail(str(exc))
+    except OperationalError as exc:
+        _fail(f"cannot use the database: {_first_line(exc)}")
+    except ProgrammingError as exc:
+        _fail(f"database error (is the schema migrated?): {_first_line(exc)}")
+    except SQLAlchemyError as exc:
+        _fail(f"database error: {_first_line(exc)}")
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

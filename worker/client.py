@@ -1,0 +1,563 @@
+"""Client for useapi.net's PixVerse v2 video endpoint, turning every answer into a typed outcome."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import math
+import re
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import cache
+from importlib import metadata
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import quote, urlsplit
+
+import requests
+import urllib3
+from requests.auth import AuthBase
+
+from worker.outcomes import (
+    Deleted,
+    NotYet,
+    Outcome,
+    RateLimited,
+    Record,
+    Rejected,
+    Transient,
+    Unauthorized,
+)
+
+__all__ = [
+    "MAX_MESSAGE_CHARS",
+    "MAX_RETRY_AFTER",
+    "VIDEOS_PATH",
+    "UseapiClient",
+    "parse_retry_after",
+    "video_url",
+]
+
+VIDEOS_PATH: Final = "/v2/pixverse/videos/"
+# Upstream text ends up in logs and rows; a bound keeps a chatty error page from flooding them.
+MAX_MESSAGE_CHARS: Final = 500
+# A Retry-After beyond an hour is more likely a bug than advice; the poller's deadline rules.
+MAX_RETRY_AFTER: Final = 3600.0
+
+_CHUNK_BYTES: Final = 64 * 1024
+_REDACTED: Final = "[redacted]"
+# Only this phrase means the video is gone; the generic 404 sentence also contains "deleted".
+_DELETED_MARKER: Final = "has been deleted"
+_DELTA_SECONDS: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_WHITESPACE_RUN: Final = re.compile(r"\s+")
+_ERROR_ONLY_KEYS: Final = frozenset({"error", "code"})
+
+_TRANSIENT_LABELS: Final[dict[int, str]] = {
+    408: "request timeout",
+    412: "precondition failed (out of credits)",
+    425: "too early",
+    596: "account on hold",
+}
+
+# Everything the network, TLS, HTTP parsing or urllib3 can throw while talking to the upstream.
+_TRANSPORT_ERRORS: Final = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+)
+# requests parses a redirect's Location even with allow_redirects=False and lets ValueError escape
+# for a malformed one ("Invalid IPv6 URL"): around the request itself it is an upstream fault.
+_REQUEST_ERRORS: Final = (*_TRANSPORT_ERRORS, ValueError)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def video_url(base_url: str, video_id: str) -> str:
+    """The URL of one video record, with ``video_id`` confined to a single path segment.
+
+    Raises ValueError for an empty id, for "." or ".." (urllib3 would normalise those dot
+    segments away and change the path), and for an id that cannot be encoded as UTF-8.
+    """
+    if video_id in ("", ".", ".."):
+        raise ValueError(f"invalid video id: {video_id!r}")
+    # quote() leaves only unreserved characters, ":" and "@" alone, so "/", "?", "#", "%" and
+    # spaces cannot change the path, query or fragment; "+" becomes %2B because some servers
+    # still read a raw "+" in a path as a space.
+    try:
+        segment = quote(video_id, safe=":@")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"invalid video id: {video_id!r}") from exc
+    return base_url.rstrip("/") + VIDEOS_PATH + segment
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value (delta-seconds or HTTP-date), clamped to [0, 3600].
+
+    Returns None when the header is absent or unreadable, so callers fall back to their own backoff.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if _DELTA_SECONDS.fullmatch(text):
+        # float() rather than int(): huge digit strings become inf (clamped) instead of raising.
+        return _clamp_delay(float(text))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    # A date without a usable zone ("-0000", asctime) is UTC by HTTP's definition.
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = now if now is not None else datetime.now(UTC)
+    if current.tzinfo is None:
+        current = current.replace(tzinfo=UTC)
+    return _clamp_delay((when - current).total_seconds())
+
+
+def _clamp_delay(seconds: float) -> float:
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _clean_text(text: str, secrets: tuple[str, ...]) -> str:
+    """Upstream text made safe to log: token scrubbed, one line, at most MAX_MESSAGE_CHARS."""
+    # Scrub before cutting so a token straddling the cut cannot leave a readable prefix.
+    for secret in secrets:
+        text = text.replace(secret, _REDACTED)
+    text = text[: MAX_MESSAGE_CHARS * 2]
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = _WHITESPACE_RUN.sub(" ", text).strip()
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[: MAX_MESSAGE_CHARS - 3] + "..."
+    # Last line of defence (e.g. a replacement that recreated the token): drop the text entirely.
+    if any(secret in text for secret in secrets):
+        return "[redacted message]"
+    return text
+
+
+def _clean_value(value: Any, secrets: tuple[str, ...]) -> Any:
+    """A JSON value from the upstream, bounded and scrubbed, keeping simple scalars as they are."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return _clean_text(value, secrets)
+    return _clean_text(json.dumps(value, default=str), secrets)
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON and cannot be stored in a JSONB column downstream.
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _parse_json(data: bytes) -> tuple[bool, Any]:
+    """(True, value) for a strict JSON document, (False, None) for anything else."""
+    try:
+        return True, json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        # ValueError covers JSONDecodeError, bad encodings and over-long integers.
+        return False, None
+
+
+def _error_text(data: bytes) -> str:
+    """The upstream's error text: the JSON "error" field when there is one, else the raw body."""
+    ok, value = _parse_json(data)
+    if ok and isinstance(value, dict) and isinstance(value.get("error"), str):
+        return str(value["error"])
+    return data.decode("utf-8", errors="replace")
+
+
+def _exception_chain(exc: BaseException, limit: int = 12) -> Iterator[BaseException]:
+    """The exception and what it wraps (causes, contexts, urllib3 reasons, exception args)."""
+    seen: set[int] = set()
+    pending = [exc]
+    while pending and len(seen) < limit:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked: list[Any] = [
+            current.__cause__,
+            current.__context__,
+            getattr(current, "reason", None),
+        ]
+        linked.extend(current.args)
+        pending.extend(item for item in linked if isinstance(item, BaseException))
+
+
+def _describe_error(exc: BaseException) -> str:
+    """A short, stable name for what went wrong on the wire."""
+    # Most specific first: several requests exceptions belong to two families at once, and
+    # urllib3's NewConnectionError is (for history's sake) a ConnectTimeoutError.
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connect timeout"
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return _describe_connection_error(exc)
+    if isinstance(exc, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
+        return "read timeout"
+    if isinstance(
+        exc, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+    ):
+        return "timeout"
+    if isinstance(exc, (requests.exceptions.SSLError, urllib3.exceptions.SSLError, ssl.SSLError)):
+        return "TLS error"
+    if isinstance(exc, (requests.exceptions.ProxyError, urllib3.exceptions.ProxyError)):
+        return "proxy error"
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        return "too many redirects"
+    if isinstance(exc, (requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError)):
+        return "content decoding error"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "broken chunked encoding"
+    if isinstance(
+        exc,
+        (
+            requests.exceptions.ConnectionError,
+            urllib3.exceptions.ProtocolError,
+            urllib3.exceptions.NewConnectionError,
+            http.client.HTTPException,
+            ConnectionError,
+        ),
+    ):
+        return _describe_connection_error(exc)
+    if isinstance(exc, requests.exceptions.InvalidURL):
+        return "invalid URL"
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        return "invalid header"
+    if isinstance(exc, requests.RequestException):
+        # Before OSError: every requests exception is an IOError.
+        return "request failed"
+    if isinstance(exc, ValueError):
+        return "malformed response"
+    if isinstance(exc, OSError):
+        return "network error"
+    return "request failed"
+
+
+def _describe_connection_error(exc: BaseException) -> str:
+    # Refused and reset read differently in an incident, so name them when the chain says so.
+    for inner in _exception_chain(exc):
+        if isinstance(inner, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(inner, ConnectionResetError):
+            return "connection reset"
+    return "connection error"
+
+
+def _error_detail(exc: BaseException, secrets: tuple[str, ...]) -> dict[str, Any]:
+    return {"exception": type(exc).__name__, "message": _clean_text(str(exc), secrets)}
+
+
+@dataclass(frozen=True)
+class _Body:
+    """What reading a response body produced: the bytes, or why they could not be had whole."""
+
+    data: bytes = b""
+    failure: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_redirect(status: int) -> bool:
+    return 300 <= status < 400
+
+
+def _status_reason(status: int) -> str:
+    if _is_redirect(status):
+        return f"HTTP {status}: redirect not followed"
+    if status in _TRANSIENT_LABELS:
+        return f"HTTP {status}: {_TRANSIENT_LABELS[status]}"
+    if 500 <= status < 600:
+        return f"HTTP {status}: server error"
+    return f"HTTP {status}: unexpected status"
+
+
+def _classify(
+    video_id: str,
+    status: int,
+    body: _Body,
+    retry_after: str | None,
+    latency: float,
+    secrets: tuple[str, ...],
+) -> Outcome:
+    """Map one HTTP answer to its outcome; the status decides, the body only where it must."""
+    if status == 200:
+        return _classify_record(video_id, body, latency, secrets)
+    if status == 404:
+        if body.failure is not None:
+            # Deleted vs not-yet lives in the body; without it we cannot tell, so retry.
+            return Transient(f"HTTP 404 but {body.failure}", 404, latency, dict(body.detail))
+        text = _error_text(body.data)
+        message = _clean_text(text, secrets)
+        if _DELETED_MARKER in text.casefold():
+            return Deleted(message=message, latency=latency)
+        return NotYet(message=message, latency=latency)
+    # For these the status alone decides; an unreadable body only costs the message.
+    message = _clean_text(_error_text(body.data), secrets) if body.failure is None else ""
+    if status == 400:
+        return Rejected(message=message, latency=latency)
+    if status in (401, 403):
+        return Unauthorized(message=message, http_status=status, latency=latency)
+    if status == 429:
+        return RateLimited(
+            retry_after=parse_retry_after(retry_after), message=message, latency=latency
+        )
+    detail: dict[str, Any] = {}
+    if message:
+        detail["message"] = message
+    hinted = parse_retry_after(retry_after)
+    if hinted is not None:
+        # Not one of Transient's fields, but a 503's Retry-After is worth passing to the backoff.
+        detail["retry_after"] = hinted
+    return Transient(_status_reason(status), status, latency, detail)
+
+
+def _classify_record(
+    video_id: str, body: _Body, latency: float, secrets: tuple[str, ...]
+) -> Outcome:
+    if body.failure is not None:
+        return Transient(body.failure, 200, latency, dict(body.detail))
+    ok, value = _parse_json(body.data)
+    if not ok:
+        # Decode it all: cutting the bytes before scrubbing could leave a token prefix behind.
+        snippet = _clean_text(body.data.decode("utf-8", errors="replace"), secrets)
+        return Transient("200 body is not valid JSON", 200, latency, {"body": snippet})
+    if not isinstance(value, dict):
+        return Transient(
+            "200 body is JSON but not an object", 200, latency, {"type": type(value).__name__}
+        )
+    got = value.get("video_id")
+    if got is None:
+        # Every field is optional upstream, so a record without an id is still a record; but an
+        # object holding nothing but an error is an error answer wearing a 200.
+        if "error" in value and set(value) <= _ERROR_ONLY_KEYS:
+            message = _clean_value(value.get("error"), secrets)
+            return Transient(
+                "200 body holds an error, not a record", 200, latency, {"message": message}
+            )
+        return Record(record=value, latency=latency)
+    if got != video_id:
+        # Storing another video's record under this id would be silent corruption.
+        return Transient(
+            "200 record is for another video", 200, latency, {"got": _clean_value(got, secrets)}
+        )
+    return Record(record=value, latency=latency)
+
+
+def _declared_length(value: str | None) -> int | None:
+    text = (value or "").strip()
+    # isascii: str.isdigit() also accepts digits like "²" that int() refuses.
+    if not (text.isascii() and text.isdigit()):
+        return None
+    # Python refuses int() on very long digit strings; any such length is over the cap anyway.
+    return int(text) if len(text) <= 18 else 10**18
+
+
+def _read_some(raw: Any, amount: int) -> bytes:
+    """At most ``amount`` decoded body bytes, from a single socket read when urllib3 allows it."""
+    if isinstance(raw, urllib3.response.HTTPResponse):
+        # read1 returns after one recv, so the deadline check between reads stays meaningful;
+        # read(amount) would block until all of ``amount`` trickled in. requests asks urllib3
+        # not to decode, so decoding is requested here, and the cap counts decoded bytes.
+        if hasattr(raw, "read1"):
+            data = raw.read1(amount, decode_content=True)
+        else:  # urllib3 1.x
+            data = raw.read(amount, decode_content=True)
+    else:
+        data = raw.read(amount)
+    return bytes(data) if data else b""
+
+
+def _close_redirect(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """Response hook: close a redirect before requests reads its body.
+
+    Even with allow_redirects=False, requests consumes a redirect's whole body (uncapped) to
+    prepare the next hop; closing the response first leaves it nothing to read.
+    """
+    if response.is_redirect:
+        response.close()
+
+
+def _close_quietly(response: requests.Response) -> None:
+    # The outcome is already decided; a failing close only means the socket is gone anyway.
+    with contextlib.suppress(*_TRANSPORT_ERRORS):
+        response.close()
+
+
+@cache
+def _user_agent() -> str:
+    try:
+        version = metadata.version("pixverse-tracker")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    return f"pixverse-tracker/{version}"
+
+
+class _BearerAuth(AuthBase):
+    """Sets the Bearer header; holds the token so nothing else (repr included) has to."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+        encoded = quote(token, safe="")
+        # The forms an upstream might echo back; scrubbed from every message we keep.
+        self.secrets: tuple[str, ...] = (token,) if encoded == token else (token, encoded)
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        # Passing auth explicitly also stops requests from swapping in ~/.netrc credentials.
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(token={_REDACTED})"
+
+
+# ---------------------------------------------------------------------------------------------
+# I/O
+# ---------------------------------------------------------------------------------------------
+
+
+class UseapiClient:
+    """Fetches single video records from useapi.net.
+
+    One instance (and one session) serves every poll thread of a process: we only send GETs
+    with no cookies, and urllib3's connection pool is thread-safe; size the session's pool
+    (``HTTPAdapter(pool_maxsize=...)``) to the number of requests in flight at once.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 20.0,
+        max_body_bytes: int = 1_048_576,
+        session: requests.Session | None = None,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(
+                f"base_url must be an http(s) URL without query or fragment: {base_url!r}"
+            )
+        if (
+            not token
+            or not token.isascii()
+            or any(ch.isspace() or not ch.isprintable() for ch in token)
+        ):
+            # Fail at start-up rather than on every request with an unusable header value.
+            raise ValueError("token must be non-empty printable ASCII without whitespace")
+        for name, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive finite number of seconds")
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be at least 1")
+        self._base_url = base_url.rstrip("/")
+        self._auth = _BearerAuth(token)
+        self._connect_timeout = float(connect_timeout)
+        self._read_timeout = float(read_timeout)
+        self._max_body_bytes = max_body_bytes
+        # A slow-drip server resets the per-read timeout with each byte; this bounds the whole body.
+        self._body_deadline = self._connect_timeout + self._read_timeout
+        self._owns_session = session is None
+        self._session = session if session is not None else requests.Session()
+        self._headers = {"Accept": "application/json", "User-Agent": _user_agent()}
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base_url={self._base_url!r}, "
+            f"connect_timeout={self._connect_timeout}, read_timeout={self._read_timeout}, "
+            f"max_body_bytes={self._max_body_bytes})"
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session if this client created it; an injected session belongs to its owner."""
+        if self._owns_session:
+            self._session.close()
+
+    def fetch(self, video_id: str) -> Outcome:
+        """Ask the upstream about one video and say what the answer means.
+
+        Never raises for anything the network or the upstream can do. Raises ValueError for an
+        id that cannot be put in a URL (see ``video_url``): that is the caller's bug.
+        """
+        url = video_url(self._base_url, video_id)
+        secrets = self._auth.secrets
+        started = time.monotonic()
+        try:
+            response = self._session.get(
+                url,
+                headers=self._headers,
+                auth=self._auth,
+                timeout=(self._connect_timeout, self._read_timeout),
+                # A redirect must not carry the token elsewhere; it is reported, not followed.
+                allow_redirects=False,
+                stream=True,
+                # Explicit, so an injected session with verify=False cannot switch TLS checks off.
+                verify=True,
+                hooks={"response": [_close_redirect]},
+            )
+        except _REQUEST_ERRORS as exc:
+            return Transient(
+                _describe_error(exc), None, time.monotonic() - started, _error_detail(exc, secrets)
+            )
+        try:
+            status = response.status_code
+            body = _Body() if _is_redirect(status) else self._read_body(response)
+            retry_after = response.headers.get("Retry-After")
+        finally:
+            _close_quietly(response)
+        latency = time.monotonic() - started
+        return _classify(video_id, status, body, retry_after, latency, secrets)
+
+    def _read_body(self, response: requests.Response) -> _Body:
+        """The body, read in chunks under the size cap and the deadline (at most cap + 1 bytes)."""
+        cap = self._max_body_bytes
+        declared = _declared_length(response.headers.get("Content-Length"))
+        if declared is not None and declared > cap:
+            return _Body(failure=f"body too large (declared {declared} bytes, cap {cap})")
+        deadline = time.monotonic() + self._body_deadline
+        buffer = bytearray()
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    return _Body(
+                        failure=f"body read exceeded its {self._body_deadline:g}s deadline"
+                    )
+                chunk = _read_some(response.raw, min(_CHUNK_BYTES, cap + 1 - len(buffer)))
+                if not chunk:
+                    break
+                buffer += chunk
+                if len(buffer) > cap:
+                    # The caller closes the response, dropping the connection with the rest unread.
+                    return _Body(failure=f"body too large (over {cap} bytes)")
+        except _TRANSPORT_ERRORS as exc:
+            return _Body(
+                failure=f"{_describe_error(exc)} while reading the body",
+                detail=_error_detail(exc, self._auth.secrets),
+            )
+        return _Body(bytes(buffer))

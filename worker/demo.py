@@ -1,0 +1,155 @@
+"""``pixverse-tracker demo``: the simulator and the embedded tracker in one process, shown live."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+from worker.simulator import Simulator, make_id
+
+DEMO_TOKEN = "demo-token"
+
+# (scenario tag, what the viewer should expect). Seconds are at --speed 1.
+SCENARIOS = [
+    ("completed_3", "404 while processing, then COMPLETED"),
+    ("completed_8", "404 while processing, then COMPLETED"),
+    ("completed_14", "404 while processing, then COMPLETED"),
+    ("generating_2_7", "GENERATING, then COMPLETED"),
+    ("failed_5", "FAILED: done, a final failure"),
+    ("moderated_4", "MODERATED: done, a final failure"),
+    ("deleted_3", "404 'has been deleted': abandoned"),
+    ("rejected", "400: abandoned as rejected"),
+    ("ratelimit_2_4", "429 twice: the global rate backs off"),
+    ("retryafter_1_2_4", "429 with Retry-After"),
+    ("errors_3_3", "5xx three times, then COMPLETED"),
+    ("slow_1_4_3", "one answer slower than the timeout"),
+    ("garbage_4_3", "garbage bodies, then COMPLETED"),
+    ("queuedfinal_2_8", "QUEUED claiming final: an anomaly, polled on"),
+    ("nourl_2_8", "COMPLETED without a url: polled on"),
+    ("unknown_2_6", "an unknown status code, then COMPLETED"),
+    ("never", "never finishes: abandoned as expired"),
+]
+
+
+def _scaled(tag: str, speed: float) -> str:
+    name, *params = tag.split("_")
+    scaled = []
+    for i, value in enumerate(params):
+        # counts (N) stay whole; times are divided by the speed
+        is_count = name in {"ratelimit", "retryafter", "errors", "slow", "garbage"} and i == 0
+        scaled.append(value if is_count else f"{float(value) / speed:g}")
+    return "_".join([name, *scaled])
+
+
+def _demo_environment(base_url: str, data_dir: Path, speed: float) -> dict[str, str]:
+    def t(seconds: float) -> str:
+        return f"{seconds / speed:g}"
+
+    return {
+        "USEAPI_TOKEN": DEMO_TOKEN,
+        "USEAPI_BASE_URL": base_url,
+        "DATABASE_URL": f"sqlite:///{(data_dir / 'demo.db').as_posix()}",
+        "CELERY_BROKER_URL": "",
+        "TRACKER_DATA_DIR": str(data_dir),
+        "TRACKER_DISPATCH_INTERVAL": t(0.5),
+        "TRACKER_FIRST_POLL_DELAY": t(0.5),
+        "TRACKER_POLL_INTERVAL_MIN": t(1),
+        "TRACKER_POLL_INTERVAL_MAX": t(2),
+        "TRACKER_GIVE_UP_AFTER": t(25),
+        "TRACKER_RATE_LIMIT": "20",
+        "TRACKER_HTTP_CONNECT_TIMEOUT": "1",
+        "TRACKER_HTTP_TIMEOUT": t(2),
+        "TRACKER_LEASE": "12",
+        "TRACKER_AUTH_PAUSE": t(2),
+        "TRACKER_RATE_LIMIT_PAUSE": t(2),
+        "TRACKER_RATE_RECOVERY": t(5),
+        "TRACKER_LOG_LEVEL": "ERROR",
+    }
+
+
+def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120.0) -> int:
+    from celery import beat
+    from celery.worker import state as worker_state
+
+    from worker import api, cli, store
+    from worker.app import app
+    from worker.settings import load
+
+    out = out or sys.stdout
+    if speed <= 0:
+        raise cli.CommandError("--speed must be positive")
+    data_dir = Path(os.environ.get("TRACKER_DATA_DIR", ".pixverse-tracker")) / "demo"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    simulator = Simulator(token=DEMO_TOKEN).start()
+    os.environ.update(_demo_environment(simulator.base_url, data_dir, speed))
+    os.environ.pop("CELERY_BROKER_URL", None)
+    rt = cli.open_runtime(load())
+
+    video_ids = [make_id(_scaled(tag, speed), n) for n, (tag, _) in enumerate(SCENARIOS, start=1)]
+    api.enqueue(video_ids, rt=rt)
+    out.write(f"demo: simulator at {simulator.base_url}, database {rt.settings.database_url}\n")
+    out.write(f"demo: tracking {len(video_ids)} videos, one per scenario\n\n")
+
+    clock = beat.EmbeddedService(app, thread=True)
+    worker = app.WorkController(
+        pool_cls="threads",
+        concurrency=rt.settings.worker_concurrency,
+        without_heartbeat=True,
+        without_mingle=True,
+        without_gossip=True,
+        loglevel="ERROR",
+    )
+    thread = threading.Thread(target=worker.start, name="demo-worker", daemon=True)
+    clock.start()
+    thread.start()
+    started = time.monotonic()
+    interactive = out.isatty()
+    try:
+        while True:
+            with rt.sessions.begin() as session:
+                counts = store.summary(session, rt.policy).counts
+            finished = counts["done"] + counts["abandoned"]
+            _progress(out, finished, len(video_ids), counts, time.monotonic() - started, interactive)
+            if finished >= len(video_ids) or time.monotonic() - started > timeout:
+                break
+            time.sleep(0.5)
+    finally:
+        worker_state.should_terminate = 0  # the documented way to stop a worker in a thread
+        thread.join(15)
+        clock.stop()
+        simulator.stop()
+        worker_state.should_terminate = None
+    out.write("\n\n")
+    with rt.sessions.begin() as session:
+        now = store.current_time(session)
+        videos = store.list_videos(session, limit=None)
+    by_id = {v.video_id: v for v in videos}
+    rows = cli.video_rows([by_id[v] for v in video_ids], now)
+    for row, (_, expected) in zip(rows, SCENARIOS, strict=True):
+        row.append(expected)
+    cli.render_table((*cli.VIDEO_HEADERS, "SCENARIO"), rows, out)
+    out.write(f"\nrequests sent to the simulator: {len(simulator.requests)}\n")
+    out.write(f"inspect: DATABASE_URL={os.environ['DATABASE_URL']} pixverse-tracker list\n")
+    rt.close()
+    pending = sum(1 for v in videos if v.state == "pending")
+    return 0 if pending == 0 else 1
+
+
+def _progress(out: TextIO, finished: int, total: int, counts: dict[str, int], elapsed: float, tty: bool) -> None:
+    width = 30
+    filled = int(width * finished / total) if total else width
+    bar = "#" * filled + "-" * (width - filled)
+    line = (
+        f"[{bar}] {finished}/{total} finished  (done {counts['done']}, "
+        f"abandoned {counts['abandoned']}, pending {counts['pending']})  {elapsed:4.0f}s"
+    )
+    if tty:
+        out.write("\r" + line)
+    else:
+        out.write(line + "\n")
+    out.flush()

@@ -1,0 +1,86 @@
+"""Logging: one line per event with a stable ``action`` key, and the token scrubbed everywhere."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+_FIELDS_ATTR = "fields"
+
+
+def event(logger: logging.Logger, level: int, action: str, **fields: Any) -> None:
+    """Log ``action`` with machine-readable fields: ``action=poll video_id=... outcome=...``."""
+    if logger.isEnabledFor(level):
+        logger.log(level, action, extra={"action": action, _FIELDS_ATTR: fields})
+
+
+class KeyValueFormatter(logging.Formatter):
+    """``2026-11-29T04:31:04Z INFO tracker.poll action=poll video_id=... status=404``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        fields: dict[str, Any] = getattr(record, _FIELDS_ATTR, None) or {}
+        action = getattr(record, "action", None)
+        if action is not None:
+            body = f"action={action}" + "".join(f" {k}={_value(v)}" for k, v in fields.items())
+        else:
+            body = record.getMessage()
+        line = f"{stamp} {record.levelname} {record.name} {body}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    text = str(value)
+    return repr(text) if (" " in text or not text) else text
+
+
+class RedactSecrets(logging.Filter):
+    """Replace known secrets in every record, whoever logged it (defence in depth)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        message = record.getMessage()
+        fields = getattr(record, _FIELDS_ATTR, None)
+        if any(secret in message for secret in self._secrets):
+            for secret in self._secrets:
+                message = message.replace(secret, "********")
+            record.msg, record.args = message, None
+        if fields:
+            setattr(record, _FIELDS_ATTR, {k: self._scrub(v) for k, v in fields.items()})
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            if any(secret in text for secret in self._secrets):
+                record.exc_info = None
+                record.msg = f"{record.getMessage()} (exception hidden: it contained a secret)"
+        return True
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, "********")
+        return value
+
+
+def configure(level: str = "INFO", secrets: list[str] | None = None) -> None:
+    """Send everything to stderr in the key=value format, with secrets redacted."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter())
+    handler.addFilter(RedactSecrets(secrets or []))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Third-party chatter that is noise at INFO.
+    for noisy in ("urllib3", "kombu", "amqp"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

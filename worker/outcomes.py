@@ -1,0 +1,94 @@
+"""What one upstream answer means: the typed outcomes the client returns instead of raising.
+
+Every expected answer of ``GET /v2/pixverse/videos/{video_id}`` maps to exactly one of these.
+They are plain values so the rules in ``tracking.py`` can be tested without any HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Record:
+    """200 with a JSON object whose ``video_id`` matches the one asked for."""
+
+    record: dict[str, Any]
+    http_status: int = 200
+    latency: float = 0.0
+
+
+@dataclass(frozen=True)
+class NotYet:
+    """404 that is not the specific deletion message: the video is still processing (or unknown)."""
+
+    message: str = ""
+    http_status: int = 404
+    latency: float = 0.0
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """404 whose error says the video "has been deleted"."""
+
+    message: str = ""
+    http_status: int = 404
+    latency: float = 0.0
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """400 (or another 4xx that says the request itself is wrong), with the upstream's message."""
+
+    message: str = ""
+    http_status: int = 400
+    latency: float = 0.0
+
+
+@dataclass(frozen=True)
+class Unauthorized:
+    """401: the token is bad or missing. Affects every id alike."""
+
+    message: str = ""
+    http_status: int = 401
+    latency: float = 0.0
+
+
+@dataclass(frozen=True)
+class RateLimited:
+    """429: slow down. ``retry_after`` is seconds from now when the upstream said so."""
+
+    retry_after: float | None = None
+    message: str = ""
+    http_status: int = 429
+    latency: float = 0.0
+
+
+@dataclass(frozen=True)
+class Transient:
+    """Anything worth retrying: 5xx, timeouts, resets, bad bodies, a record for another id."""
+
+    reason: str = ""
+    http_status: int | None = None
+    latency: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+Outcome = Record | NotYet | Deleted | Rejected | Unauthorized | RateLimited | Transient
+
+# Stable names, used in logs, events, metrics and the poll counters.
+KIND: dict[type[Any], str] = {
+    Record: "record",
+    NotYet: "not_yet",
+    Deleted: "deleted",
+    Rejected: "rejected",
+    Unauthorized: "unauthorized",
+    RateLimited: "rate_limited",
+    Transient: "transient",
+}
+
+
+def kind_of(outcome: Outcome) -> str:
+    """The stable machine name of an outcome's kind."""
+    return KIND[type(outcome)]

@@ -1,0 +1,104 @@
+"""The composition root: one set of settings, engine, sessions and HTTP client per process.
+
+Built lazily on first use and rebuilt after a fork, because engines and HTTP connections must
+not be shared across processes (each Celery child builds its own).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import cached_property
+
+import requests
+from requests.adapters import HTTPAdapter
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import db
+from worker.client import UseapiClient
+from worker.settings import Settings, load
+from worker.tracking import Policy
+
+
+class Runtime:
+    """Owns the connections; stores its settings now and connects on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __repr__(self) -> str:
+        return f"Runtime(database={self.settings.database_url.split('@')[-1]!r})"
+
+    @cached_property
+    def engine(self) -> Engine:
+        # Every poll thread may hold a connection while it applies its answer.
+        size = self.settings.poll_concurrency + 2
+        return db.make_engine(self.settings.database_url, pool_size=size)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return db.session_factory(self.engine)
+
+    @cached_property
+    def client(self) -> UseapiClient:
+        s = self.settings
+        return UseapiClient(
+            s.useapi_base_url,
+            s.require_token(),
+            connect_timeout=s.http_connect_timeout,
+            read_timeout=s.http_timeout,
+            max_body_bytes=s.max_body_bytes,
+            session=self.http,
+        )
+
+    @cached_property
+    def http(self) -> requests.Session:
+        # One session shared by every poll thread of this process: its connection pool must be
+        # as large as the number of requests that can be in flight at once.
+        session = requests.Session()
+        size = self.settings.poll_concurrency * self.settings.worker_concurrency
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=size, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    @cached_property
+    def policy(self) -> Policy:
+        s = self.settings
+        return Policy(
+            first_poll_delay=s.first_poll_delay,
+            poll_interval_min=s.poll_interval_min,
+            poll_interval_max=s.poll_interval_max,
+            jitter=s.poll_jitter,
+            give_up_after=s.give_up_after,
+            auth_pause=s.auth_pause,
+            rate_limit_pause=s.rate_limit_pause,
+            rate_recovery=s.rate_recovery,
+        )
+
+    def close(self) -> None:
+        if "http" in self.__dict__:
+            self.http.close()
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+
+_lock = threading.Lock()
+_current: tuple[int, Runtime] | None = None
+
+
+def get() -> Runtime:
+    """This process's runtime, built from the environment on first use."""
+    global _current
+    with _lock:
+        if _current is None or _current[0] != os.getpid():
+            _current = (os.getpid(), Runtime(load()))
+        return _current[1]
+
+
+def install(runtime: Runtime) -> None:
+    """Use ``runtime`` in this process (the CLI and tests build their own)."""
+    global _current
+    with _lock:
+        _current = (os.getpid(), runtime)

@@ -1,0 +1,239 @@
+"""One frozen settings object, read from the environment and validated once."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+DEFAULT_BASE_URL = "https://api.useapi.net"
+EMBEDDED_BROKER_URL = "memory://"
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has a value the tracker cannot use."""
+
+
+class Secret:
+    """A string that never shows itself in repr(), str() or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the tracker can be told, with the defaults documented in README.md."""
+
+    useapi_token: Secret
+    useapi_base_url: str
+    allow_insecure_upstream: bool
+    database_url: str
+    broker_url: str
+    data_dir: Path
+    dispatch_interval: float
+    first_poll_delay: float
+    poll_interval_min: float
+    poll_interval_max: float
+    poll_jitter: float
+    give_up_after: float
+    rate_limit: float
+    http_connect_timeout: float
+    http_timeout: float
+    max_body_bytes: int
+    lease: float
+    batch_size: int
+    poll_concurrency: int
+    worker_concurrency: int
+    auth_pause: float
+    rate_limit_pause: float
+    rate_recovery: float
+    log_level: str
+
+    @property
+    def embedded(self) -> bool:
+        """True when neither a database nor a broker was configured: SQLite + in-process broker."""
+        return self.broker_url == EMBEDDED_BROKER_URL
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def task_time_limit(self) -> float:
+        """Hard limit for one poll task: it must end before its lease does (see docs)."""
+        return max(1.0, self.lease - 2.0)
+
+    def require_token(self) -> str:
+        """The token, or a clear error naming the variable when it is missing."""
+        if not self.useapi_token:
+            raise SettingsError("USEAPI_TOKEN is not set: the tracker cannot poll useapi.net without it")
+        return self.useapi_token.reveal()
+
+
+# --- parsing helpers: each names the variable in its error ------------------------------------
+
+
+def _number(name: str, raw: str, cast: Callable[[str], T], low: float, high: float) -> T:
+    try:
+        value = cast(raw.strip())
+    except ValueError:
+        kind = "a whole number" if cast is int else "a number"
+        raise SettingsError(f"{name}={raw!r} is not {kind}") from None
+    if not (low <= float(value) <= high):  # type: ignore[arg-type]
+        raise SettingsError(f"{name}={raw!r} is out of range: it must be between {low:g} and {high:g}")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean: use true or false")
+
+
+def normalize_database_url(url: str) -> str:
+    """Pin Postgres URLs to psycopg2, our driver.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which we do not ship; users
+    write the usual ``postgresql://user@host/db`` (or Heroku-style ``postgres://``).
+    """
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+def _database_url(raw: str) -> str:
+    url = normalize_database_url(raw.strip())
+    if not (url.startswith("postgresql+psycopg2://") or url.startswith("sqlite")):
+        scheme = url.split(":", 1)[0] or "(empty)"
+        raise SettingsError(
+            f"DATABASE_URL uses {scheme!r}: use postgresql://user@host/db or sqlite:///path.db"
+        )
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _base_url(raw: str, allow_insecure: bool) -> str:
+    url = raw.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise SettingsError(f"USEAPI_BASE_URL={raw!r} is not an http(s) URL")
+    if parts.query or parts.fragment:
+        raise SettingsError(f"USEAPI_BASE_URL={raw!r} must not have a query or fragment")
+    # The token travels in a header: refuse to send it in clear to anything but this machine.
+    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure:
+        raise SettingsError(
+            f"USEAPI_BASE_URL={raw!r} is plain http to a remote host, which would send the token "
+            "in clear; use https, or set TRACKER_ALLOW_INSECURE_UPSTREAM=true if you really mean it"
+        )
+    return url
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raises SettingsError naming the first bad variable."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str, default: str) -> str:
+        value = env.get(name)
+        return default if value is None or value.strip() == "" else value
+
+    def seconds(name: str, default: float, low: float = 0.0, high: float = 30 * 86400.0) -> float:
+        return _number(name, get(name, repr(default)), float, low, high)
+
+    def whole(name: str, default: int, low: int, high: int) -> int:
+        return _number(name, get(name, str(default)), int, low, high)
+
+    data_dir = Path(get("TRACKER_DATA_DIR", ".pixverse-tracker")).expanduser()
+    raw_db = env.get("DATABASE_URL", "").strip()
+    raw_broker = env.get("CELERY_BROKER_URL", "").strip()
+    database_url = (
+        _database_url(raw_db) if raw_db else f"sqlite:///{(data_dir / 'tracker.db').as_posix()}"
+    )
+    broker_url = raw_broker or EMBEDDED_BROKER_URL
+    insecure = _bool("TRACKER_ALLOW_INSECURE_UPSTREAM", get("TRACKER_ALLOW_INSECURE_UPSTREAM", ""))
+
+    values: dict[str, Any] = dict(
+        useapi_token=Secret(env.get("USEAPI_TOKEN", "").strip()),
+        useapi_base_url=_base_url(get("USEAPI_BASE_URL", DEFAULT_BASE_URL), insecure),
+        allow_insecure_upstream=insecure,
+        database_url=database_url,
+        broker_url=broker_url,
+        data_dir=data_dir,
+        dispatch_interval=seconds("TRACKER_DISPATCH_INTERVAL", 5.0, 0.1, 3600),
+        first_poll_delay=seconds("TRACKER_FIRST_POLL_DELAY", 15.0, 0, 86400),
+        poll_interval_min=seconds("TRACKER_POLL_INTERVAL_MIN", 15.0, 0.1, 86400),
+        poll_interval_max=seconds("TRACKER_POLL_INTERVAL_MAX", 60.0, 0.1, 86400),
+        poll_jitter=_number("TRACKER_POLL_JITTER", get("TRACKER_POLL_JITTER", "0.2"), float, 0, 0.9),
+        give_up_after=seconds("TRACKER_GIVE_UP_AFTER", 6 * 3600.0, 1, 365 * 86400.0),
+        rate_limit=_number("TRACKER_RATE_LIMIT", get("TRACKER_RATE_LIMIT", "5"), float, 0.01, 10000),
+        http_connect_timeout=seconds("TRACKER_HTTP_CONNECT_TIMEOUT", 5.0, 0.05, 300),
+        http_timeout=seconds("TRACKER_HTTP_TIMEOUT", 20.0, 0.05, 600),
+        max_body_bytes=whole("TRACKER_MAX_BODY_BYTES", 1_048_576, 1024, 512 * 1_048_576),
+        lease=seconds("TRACKER_LEASE", 90.0, 2, 86400),
+        batch_size=whole("TRACKER_BATCH_SIZE", 25, 1, 10000),
+        poll_concurrency=whole("TRACKER_POLL_CONCURRENCY", 8, 1, 256),
+        worker_concurrency=whole("TRACKER_WORKER_CONCURRENCY", 4, 1, 256),
+        auth_pause=seconds("TRACKER_AUTH_PAUSE", 60.0, 0.1, 86400),
+        rate_limit_pause=seconds("TRACKER_RATE_LIMIT_PAUSE", 15.0, 0.1, 3600),
+        rate_recovery=seconds("TRACKER_RATE_RECOVERY", 60.0, 0.1, 86400),
+        log_level=get("TRACKER_LOG_LEVEL", "INFO").strip().upper(),
+    )
+    settings = Settings(**values)
+    _check_consistency(settings)
+    return settings
+
+
+def _check_consistency(s: Settings) -> None:
+    if s.poll_interval_min > s.poll_interval_max:
+        raise SettingsError(
+            f"TRACKER_POLL_INTERVAL_MIN ({s.poll_interval_min:g}) is larger than "
+            f"TRACKER_POLL_INTERVAL_MAX ({s.poll_interval_max:g})"
+        )
+    # A poll task waits for its rate slots (up to one dispatch interval), then for the slowest
+    # request; all of that must fit inside the lease, or a live worker would lose its rows.
+    needed = s.dispatch_interval + s.http_connect_timeout + 2 * s.http_timeout + 3
+    if s.lease < needed:
+        raise SettingsError(
+            f"TRACKER_LEASE ({s.lease:g}s) is too short: it must cover one dispatch interval plus "
+            f"the HTTP timeouts with margin (at least {needed:g}s with the current settings)"
+        )
+    if s.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise SettingsError(f"TRACKER_LOG_LEVEL={s.log_level!r} is not a log level")
+

@@ -1,0 +1,729 @@
+"""A loopback fake of useapi.net's ``GET /v2/pixverse/videos/{video_id}``, scripted per video id."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import unquote
+
+NOT_YET_MESSAGE = "The video was deleted, not found, or is still processing."
+DELETED_MESSAGE = "The original video has been deleted"
+
+_ENDPOINT_PREFIX = ["", "v2", "pixverse", "videos"]
+_JSON = "application/json; charset=utf-8"
+_HTML = "text/html; charset=utf-8"
+
+# The documented example record (useapi-pixverse-get-video.txt); per-id fields are overridden.
+_EXAMPLE_RECORD: dict[str, Any] = {
+    "video_id": "user:<userid>-pixverse:<email>-video:112233445566",
+    "video_status": 1,
+    "account_id": 33445566,
+    "created_at": "2024-11-11T12:34:56Z",
+    "first_frame": "https://media.pixverse.ai/....jpg",
+    "output_width": 2560,
+    "output_height": 1472,
+    "original_video_id": "user:<userid>-pixverse:<email>-video:66778899",
+    "upscaled": 1,
+    "prompt": "<prompt>",
+    "model": "v3",
+    "negative_prompt": "<negative prompt>",
+    "quality": "360p",
+    "motion_mode": "normal",
+    "asset_id": 0,
+    "auto_character_prompt": 0,
+    "seed": 0,
+    "likes": 0,
+    "model_name": "",
+    "queue_data": {"queue_time": 1, "queue_count": 0},
+    "video_duration": 5,
+    "last_frame": "",
+    "extended": 0,
+    "lip_sync": None,
+    "url": "https://media.pixverse.ai/...mp4",
+    "img_id": 115994841,
+    "img_url": "https://media.pixverse.ai/...webp",
+    "duration": 5,
+    "motion_brush": "",
+    "asset_name": "",
+    "asset_img_url": "",
+    "remove_watermark": 1,
+    "nick_name": "<name>",
+    "avatar": "https://media.pixverse.ai/...jpeg",
+    "aspect_ratio": "",
+    "camera_movement": "default",
+    "relation_type": 0,
+    "style": "",
+    "template_id": 307489548427968,
+    "template_name": "Crazy Cat Woman",
+    "template_thumbnail_url": "https://media.pixverse.ai/asset%2Ftemplate%2Fcatwoman.png",
+    "template_thumbnail_video_url": "https://media.pixverse.ai/asset%2Ftemplate%2Fcatwoman.mp4",
+    "template_i18n_json": (
+        '{"zh-CN":{"display_name":"疯狂猫女变身","display_prompt":"变身妖娆猫女,撩翻全场!"}}'
+    ),
+    "workflow_tag": "",
+    "customer_paths": None,
+    "platform": "",
+    "video_status_name": "COMPLETED",
+    "video_status_final": True,
+}
+
+# Parameter names per scenario, in the order they follow the name in the tag.
+# N counts requests (integer); A, D and S are seconds (decimals allowed).
+_SCENARIO_PARAMS: dict[str, tuple[str, ...]] = {
+    "completed": ("D",),
+    "generating": ("A", "D"),
+    "failed": ("D",),
+    "moderated": ("D",),
+    "deleted": ("D",),
+    "rejected": (),
+    "ratelimit": ("N", "D"),
+    "retryafter": ("N", "S", "D"),
+    "errors": ("N", "D"),
+    "slow": ("N", "S", "D"),
+    "garbage": ("N", "D"),
+    "queuedfinal": ("A", "D"),
+    "nourl": ("A", "D"),
+    "unknown": ("A", "D"),
+    "never": (),
+}
+_COUNT_RE = re.compile(r"\d+")
+_SECONDS_RE = re.compile(r"\d+(?:\.\d+)?")
+# The tag is whatever sits between a "+" and the "@" of the email inside the id.
+_TAG_RE = re.compile(r"\+([^+@]*)@")
+_NUMBER_RE = re.compile(r":(\d+)$")
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One request the simulator answered.
+
+    ``started`` is its arrival and ``finished`` the moment its answer was about to be written,
+    both ``time.monotonic()`` values.
+    """
+
+    video_id: str | None
+    path: str
+    status: int
+    started: float
+    finished: float
+    authorized: bool
+
+
+@dataclass(frozen=True)
+class _Scenario:
+    name: str
+    params: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes
+    content_type: str = _JSON
+    headers: tuple[tuple[str, str], ...] = ()
+    extra_delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Moment:
+    """What a scenario needs to know to answer one request for one id."""
+
+    video_id: str
+    elapsed: float
+    ordinal: int
+    created_at: str
+    params: dict[str, float]
+
+
+@dataclass
+class _Seen:
+    first_seen: float
+    created_at: str
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class _Call:
+    seq: int
+    epoch: int
+    video_id: str | None
+    path: str
+    started: float
+    authorized: bool
+    answer: _Answer
+    delay: float
+
+
+def make_id(scenario: str, n: int, user: int = 1, kind: str = "video") -> str:
+    """Build a useapi.net-shaped id whose email tag names the scenario the simulator plays."""
+    return f"user:{user}-pixverse:sim+{scenario}@example.com-{kind}:{n}"
+
+
+def _parse_param(name: str, raw: str) -> float:
+    pattern = _COUNT_RE if name == "N" else _SECONDS_RE
+    if not pattern.fullmatch(raw):
+        raise ValueError(f"parameter {name} must be a non-negative number, got {raw!r}")
+    return float(raw)
+
+
+def _parse_scenario(text: str, default_delay: float) -> _Scenario:
+    """Parse ``name_p1_p2`` into a scenario; a missing trailing D takes its default."""
+    name, *raw = text.strip().lower().split("_")
+    names = _SCENARIO_PARAMS.get(name)
+    if names is None:
+        raise ValueError(f"unknown scenario {name!r}")
+    optional_d = 1 if names[-1:] == ("D",) else 0
+    if not len(names) - optional_d <= len(raw) <= len(names):
+        raise ValueError(f"scenario {name!r} takes parameters {'_'.join(names) or 'none'}")
+    params = {key: _parse_param(key, value) for key, value in zip(names, raw)}
+    if optional_d and "D" not in params:
+        # A bare "deleted" means gone from the first request; others wait the default delay.
+        params["D"] = 0.0 if name == "deleted" else default_delay
+    return _Scenario(name, params)
+
+
+def _scenario_from_id(video_id: str, default_delay: float) -> _Scenario:
+    match = _TAG_RE.search(video_id)
+    if match is not None:
+        try:
+            return _parse_scenario(match.group(1), default_delay)
+        except ValueError:
+            pass  # an ordinary email tag (john+work@...) is not a script: use the default
+    return _Scenario("completed", {"D": default_delay})
+
+
+def _final_after(scenario: _Scenario) -> float | None:
+    """Seconds after first sight at which the scenario reaches its true final state."""
+    if scenario.name in ("never", "rejected"):
+        return None
+    return scenario.params["D"]
+
+
+def _number_of(video_id: str) -> str:
+    match = _NUMBER_RE.search(video_id)
+    # Ids without trailing digits still need a stable, URL-safe media name.
+    return match.group(1) if match else str(zlib.crc32(video_id.encode()))
+
+
+def _iso_utc(wall: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
+
+
+def _json_answer(status: int, payload: object) -> _Answer:
+    return _Answer(status, json.dumps(payload, ensure_ascii=False).encode())
+
+
+def _html_answer(status: int) -> _Answer:
+    phrase = f"{status} {HTTPStatus(status).phrase}"
+    body = f"<html><head><title>{phrase}</title></head><body><h1>{phrase}</h1></body></html>"
+    return _Answer(status, body.encode(), _HTML)
+
+
+_UNAUTHORIZED = _json_answer(401, {"error": "Unauthorized", "code": 401})
+_NOT_FOUND = _json_answer(404, {"error": "Not found"})
+_NOT_YET = _json_answer(404, {"error": NOT_YET_MESSAGE})
+_DELETED = _json_answer(404, {"error": DELETED_MESSAGE})
+_REJECTED = _json_answer(400, {"error": "Invalid video_id", "code": 400})
+_RATE_LIMITED = _json_answer(429, {"error": "Too many requests", "code": 429})
+
+
+def _record(video_id: str, created_at: str, status: int, name: str, final: bool) -> dict[str, Any]:
+    number = _number_of(video_id)
+    record = dict(_EXAMPLE_RECORD)
+    record.update(
+        video_id=video_id,
+        created_at=created_at,
+        video_status=status,
+        video_status_name=name,
+        video_status_final=final,
+        url="",
+        queue_data={"queue_time": 1, "queue_count": 0},
+        first_frame=f"https://media.example/{number}.jpg",
+        prompt=f"simulated video {number}",
+        model="v3",
+        duration=5,
+        video_duration=5,
+        output_width=1280,
+        output_height=720,
+    )
+    return record
+
+
+def _record_answer(moment: _Moment, status: int, name: str, final: bool) -> _Answer:
+    return _json_answer(200, _record(moment.video_id, moment.created_at, status, name, final))
+
+
+def _completed(moment: _Moment) -> _Answer:
+    record = _record(moment.video_id, moment.created_at, 1, "COMPLETED", True)
+    record["url"] = f"https://media.example/{_number_of(moment.video_id)}.mp4"
+    return _json_answer(200, record)
+
+
+def _completed_after_d(moment: _Moment) -> _Answer:
+    return _completed(moment) if moment.elapsed >= moment.params["D"] else _NOT_YET
+
+
+def _final_after_d(status: int, name: str) -> Callable[[_Moment], _Answer]:
+    def respond(moment: _Moment) -> _Answer:
+        if moment.elapsed < moment.params["D"]:
+            return _NOT_YET
+        return _record_answer(moment, status, name, True)
+
+    return respond
+
+
+def _middle_phase(status: int, name: str, final: bool) -> Callable[[_Moment], _Answer]:
+    """Not-yet until A, then the given record until D, then COMPLETED."""
+
+    def respond(moment: _Moment) -> _Answer:
+        if moment.elapsed < moment.params["A"]:
+            return _NOT_YET
+        if moment.elapsed < moment.params["D"]:
+            return _record_answer(moment, status, name, final)
+        return _completed(moment)
+
+    return respond
+
+
+def _first_n(special: Callable[[_Moment], _Answer]) -> Callable[[_Moment], _Answer]:
+    """The first N requests get ``special``; later ones behave like completed_D."""
+
+    def respond(moment: _Moment) -> _Answer:
+        if moment.ordinal <= moment.params["N"]:
+            return special(moment)
+        return _completed_after_d(moment)
+
+    return respond
+
+
+def _deleted(moment: _Moment) -> _Answer:
+    return _DELETED if moment.elapsed >= moment.params["D"] else _NOT_YET
+
+
+def _retry_after(moment: _Moment) -> _Answer:
+    seconds = f"{moment.params['S']:g}"
+    return replace(_RATE_LIMITED, headers=(("Retry-After", seconds),))
+
+
+def _server_error(moment: _Moment) -> _Answer:
+    status = (500, 502, 503, 504)[(moment.ordinal - 1) % 4]
+    if status == 500:
+        return _json_answer(500, {"error": "Internal Server Error", "code": 500})
+    # Gateways in front of an API answer HTML, which a client must not try to parse as JSON.
+    return _html_answer(status)
+
+
+def _slow(moment: _Moment) -> _Answer:
+    return replace(_completed_after_d(moment), extra_delay=moment.params["S"])
+
+
+def _garbage(moment: _Moment) -> _Answer:
+    index = (moment.ordinal - 1) % 5
+    if index == 0:
+        return _Answer(200, b"<html>oops</html>", _HTML)
+    if index == 1:
+        return _Answer(200, b"[1,2]")
+    if index == 2:
+        return _Answer(200, b'{"video_id": "us')
+    if index == 3:
+        other = f"user:0-pixverse:other@example.com-video:{_number_of(moment.video_id)}"
+        return _completed(replace(moment, video_id=other))
+    return _Answer(200, b'"ok"')
+
+
+_RESPONDERS: dict[str, Callable[[_Moment], _Answer]] = {
+    "completed": _completed_after_d,
+    "generating": _middle_phase(10, "GENERATING", False),
+    "failed": _final_after_d(8, "FAILED"),
+    "moderated": _final_after_d(7, "MODERATED"),
+    "deleted": _deleted,
+    "rejected": lambda moment: _REJECTED,
+    "ratelimit": _first_n(lambda moment: _RATE_LIMITED),
+    "retryafter": _first_n(_retry_after),
+    "errors": _first_n(_server_error),
+    "slow": _first_n(_slow),
+    "garbage": _first_n(_garbage),
+    "queuedfinal": _middle_phase(5, "QUEUED", True),
+    "nourl": _middle_phase(1, "COMPLETED", True),
+    "unknown": _middle_phase(42, "MYSTERY", False),
+    "never": lambda moment: _NOT_YET,
+}
+
+
+def _endpoint_id(raw_path: str) -> str | None:
+    """The decoded video id if the path is exactly the endpoint, else None."""
+    path = raw_path.split("?", 1)[0].split("#", 1)[0]
+    # Split before decoding so an encoded "/" (%2F) never creates or removes a segment.
+    segments = [unquote(segment) for segment in path.split("/")]
+    if len(segments) != 5 or segments[:4] != _ENDPOINT_PREFIX or not segments[4]:
+        return None
+    return segments[4]
+
+
+def _non_negative(name: str, value: float) -> float:
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return float(value)
+
+
+class Simulator:
+    """Fake upstream: answers each video id according to the scenario named in its email tag.
+
+    The scenario comes from the id itself (``...pixverse:sim+generating_2_6@example.com...``), so
+    separate processes can script ids without talking to the simulator; ``script()`` overrides it.
+    An id's clock starts at the FIRST authorized endpoint request the simulator sees for it (a 401
+    does not start it), and request counts (N) count only those requests too. Each answer
+    describes the state at the moment the request arrived, before ``latency`` is waited.
+    ``completed_at`` is when the id reaches its true final state (COMPLETED, FAILED, MODERATED,
+    deleted): anomalous records that merely claim to be final (queuedfinal, nourl) do not count.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str = "sim-token",
+        latency: float = 0.0,
+        default_delay: float = 5.0,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._token = token
+        self._latency = _non_negative("latency", latency)
+        self._default_delay = _non_negative("default_delay", default_delay)
+        self._lock = threading.Lock()
+        self._seen: dict[str, _Seen] = {}
+        self._scripts: dict[str, _Scenario] = {}
+        self._in_flight: dict[str, int] = {}
+        self._connections: set[socket.socket] = set()
+        self._overlaps = 0
+        self._log: dict[int, LoggedRequest] = {}
+        self._next_seq = 0
+        self._epoch = 0
+        self._revoked_until = float("-inf")
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Bind and serve in a daemon thread; a restart reuses the first bound port."""
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        server = _Server((self._host, self._port), self)
+        # Keep the port so base_url stays valid across stop()/start() (upstream outage tests).
+        self._port = server.server_port
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.02},  # short poll so stop() returns quickly
+            name=f"pixverse-simulator-{self._port}",
+            daemon=True,
+        )
+        self._server, self._thread = server, thread
+        thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening, wake sleeping answers and drop kept-alive connections."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._server = self._thread = None
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        self._drop_connections()
+        if thread is not None:
+            thread.join()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._port == 0:
+            raise RuntimeError("the port is chosen by start(); start the simulator first")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
+
+    # -- run-time settings ---------------------------------------------------------------------
+
+    @property
+    def latency(self) -> float:
+        with self._lock:
+            return self._latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        value = _non_negative("latency", seconds)
+        with self._lock:
+            self._latency = value
+
+    @property
+    def token(self) -> str:
+        with self._lock:
+            return self._token
+
+    @token.setter
+    def token(self, value: str) -> None:
+        with self._lock:
+            self._token = value
+
+    @property
+    def default_delay(self) -> float:
+        return self._default_delay
+
+    def unauthorized_for(self, seconds: float) -> None:
+        """Answer 401 to every request for the next ``seconds`` (a revoked token)."""
+        until = time.monotonic() + _non_negative("seconds", seconds)
+        with self._lock:
+            self._revoked_until = until
+
+    def script(self, video_id: str, scenario: str) -> None:
+        """Override the scenario of one id; raises ValueError on a malformed scenario.
+
+        The id's clock and request count are kept: scripting does not restart it.
+        """
+        parsed = _parse_scenario(scenario, self._default_delay)
+        with self._lock:
+            self._scripts[video_id] = parsed
+
+    def reset(self) -> None:
+        """Forget the request log, overlap count and per-id clocks; scripts and settings stay.
+
+        Requests still in flight during a reset are not logged when they finish.
+        """
+        with self._lock:
+            self._seen.clear()
+            self._log.clear()
+            self._overlaps = 0
+            self._epoch += 1
+
+    # -- observations --------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        """Every answered request, in arrival order (a copy); ones cut off by stop() are left out."""
+        with self._lock:
+            return [self._log[seq] for seq in sorted(self._log)]
+
+    def requests_for(self, video_id: str) -> list[LoggedRequest]:
+        return [entry for entry in self.requests if entry.video_id == video_id]
+
+    def overlapping_requests(self) -> int:
+        """How often a request arrived while another for the same id was still in flight."""
+        with self._lock:
+            return self._overlaps
+
+    def completed_at(self, video_id: str) -> float | None:
+        """``time.monotonic()`` at which the id turns final; None if never or not yet seen."""
+        with self._lock:
+            seen = self._seen.get(video_id)
+            if seen is None:
+                return None
+            after = _final_after(self._scenario_locked(video_id))
+            return None if after is None else seen.first_seen + after
+
+    # -- request handling (called from handler threads) ---------------------------------------
+
+    def _arrive(self, raw_path: str, authorization: str | None) -> _Call:
+        video_id = _endpoint_id(raw_path)
+        with self._lock:
+            started = time.monotonic()
+            authorized = self._authorized_locked(authorization, started)
+            if video_id is not None:
+                self._enter_locked(video_id)
+            answer = self._answer_locked(video_id, authorized, started)
+            seq, self._next_seq = self._next_seq, self._next_seq + 1
+            return _Call(
+                seq=seq,
+                epoch=self._epoch,
+                video_id=video_id,
+                path=raw_path,
+                started=started,
+                authorized=authorized,
+                answer=answer,
+                delay=self._latency + answer.extra_delay,
+            )
+
+    def _depart(self, call: _Call, logged: bool) -> None:
+        finished = time.monotonic()
+        with self._lock:
+            if call.video_id is not None:
+                self._in_flight[call.video_id] -= 1
+                if not self._in_flight[call.video_id]:
+                    del self._in_flight[call.video_id]
+            if logged and call.epoch == self._epoch:
+                self._log[call.seq] = LoggedRequest(
+                    video_id=call.video_id,
+                    path=call.path,
+                    status=call.answer.status,
+                    started=call.started,
+                    finished=finished,
+                    authorized=call.authorized,
+                )
+
+    def _authorized_locked(self, authorization: str | None, now: float) -> bool:
+        if now < self._revoked_until:
+            return False
+        scheme, _, credentials = (authorization or "").partition(" ")
+        # The auth scheme is case-insensitive (RFC 9110); the token itself is not.
+        return scheme.lower() == "bearer" and credentials.strip() == self._token
+
+    def _enter_locked(self, video_id: str) -> None:
+        # Counted for every request to the endpoint, 401s included: overlap is a client habit.
+        if self._in_flight.get(video_id, 0):
+            self._overlaps += 1
+        self._in_flight[video_id] = self._in_flight.get(video_id, 0) + 1
+
+    def _answer_locked(self, video_id: str | None, authorized: bool, now: float) -> _Answer:
+        if not authorized:
+            return _UNAUTHORIZED
+        if video_id is None:
+            return _NOT_FOUND
+        seen = self._seen.get(video_id)
+        if seen is None:
+            seen = self._seen[video_id] = _Seen(now, _iso_utc(time.time()))
+        seen.count += 1
+        scenario = self._scenario_locked(video_id)
+        moment = _Moment(
+            video_id=video_id,
+            elapsed=now - seen.first_seen,
+            ordinal=seen.count,
+            created_at=seen.created_at,
+            params=scenario.params,
+        )
+        return _RESPONDERS[scenario.name](moment)
+
+    def _scenario_locked(self, video_id: str) -> _Scenario:
+        scripted = self._scripts.get(video_id)
+        return scripted or _scenario_from_id(video_id, self._default_delay)
+
+    def _track_connection(self, connection: socket.socket, open_: bool) -> None:
+        with self._lock:
+            if open_:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def _drop_connections(self) -> None:
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                # Wakes handler threads blocked on idle keep-alive reads, so a stopped
+                # simulator really stops answering.
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the client
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
+        self.simulator = simulator
+        self.stopping = threading.Event()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up, or a stop() mid-answer, is normal here; real bugs still print.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.1 so clients can keep connections alive as they would against the real API.
+    protocol_version = "HTTP/1.1"
+    server_version = "pixverse-simulator"
+
+    def _server(self) -> _Server:
+        server = self.server
+        if not isinstance(server, _Server):
+            raise TypeError("handler used outside the simulator's server")
+        return server
+
+    def setup(self) -> None:
+        super().setup()
+        self._server().simulator._track_connection(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self._server().simulator._track_connection(self.connection, False)
+
+    def do_GET(self) -> None:
+        self._discard_body()
+        server = self._server()
+        call = server.simulator._arrive(self.path, self.headers.get("Authorization"))
+        cut_off = True
+        try:
+            # An Event instead of time.sleep so stop() cuts long waits short.
+            cut_off = call.delay > 0 and server.stopping.wait(call.delay)
+        finally:
+            # Logged before the bytes go out: once a client holds the answer, the log shows it,
+            # and a next poll sent straight after it is not miscounted as an overlap.
+            server.simulator._depart(call, logged=not cut_off)
+        if cut_off:
+            # A stopped upstream drops the connection; answering early would fake a fast reply.
+            self.close_connection = True
+            return
+        self._send(call.answer)
+
+    def _discard_body(self) -> None:
+        # A GET with a body would otherwise desynchronise the kept-alive connection.
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if length > 0:
+            self.rfile.read(length)
+
+    def _send(self, answer: _Answer) -> None:
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        for name, value in answer.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(answer.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Silenced: the simulator keeps its own request log, and stderr noise hides test output.
+        return
+
+
+def serve(host: str, port: int, token: str, latency: float, default_delay: float) -> None:
+    """Run a simulator in the foreground until Ctrl-C; prints its base URL once listening."""
+    simulator = Simulator(host, port, token, latency, default_delay).start()
+    try:
+        print(simulator.base_url, flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how the CLI command is meant to end
+    finally:
+        simulator.stop()

@@ -1,0 +1,522 @@
+"""All the tracker's SQL: enqueue, claim, apply a poll result, release, and the read queries.
+
+Functions take a Session and never commit: the caller (a task or the CLI) owns the transaction.
+Times come from the database's clock (``db_now``), never from the worker's.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, Text, bindparam, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import FunctionElement
+
+from models import CONTROL_ROW_ID, PollMinute, State, TrackerControl, UTCDateTime, Video, VideoEvent
+from worker import tracking
+from worker.tracking import Decision, EventSpec, LimiterView, Policy, RowView, SlotPlan
+
+NOTIFY_CHANNEL = "video_done"
+CHUNK = 5000  # rows per multi-row statement: well under every driver's parameter limit
+
+
+class db_now(FunctionElement[datetime]):  # noqa: N801 - reads like the SQL function it is
+    """The database's current time, so every worker agrees on one clock."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(db_now, "postgresql")
+def _now_pg(element: Any, compiler: Any, **kw: Any) -> str:
+    # statement_timestamp(), not now(): a statement that waited for a row lock sees the time
+    # it actually ran, not the start of its transaction.
+    return "statement_timestamp()"
+
+
+@compiles(db_now, "sqlite")
+def _now_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+def current_time(session: Session) -> datetime:
+    return session.execute(select(db_now())).scalar_one()
+
+
+def _chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _insert_for(session: Session) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# --- enqueue -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    added: list[str] = field(default_factory=list)
+    rearmed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def enqueue(
+    session: Session, video_ids: Sequence[str], policy: Policy, *, retrack: bool = False
+) -> EnqueueResult:
+    """Insert valid, de-duplicated ids; existing rows are left alone unless ``retrack``.
+
+    A batch is one statement (Postgres: the ids travel as one array), not a round trip per id.
+    """
+    now = current_time(session)
+    first = tracking.first_poll_at(now, policy)
+    insert_new = _insert_new_pg if is_postgres(session) else _insert_new_portable
+    added: list[str] = []
+    rearmed: list[str] = []
+    for chunk in _chunks(video_ids, 50_000 if is_postgres(session) else CHUNK):
+        new = insert_new(session, chunk, now, first)
+        added.extend(new)
+        if retrack and len(new) < len(chunk):
+            fresh = set(new)
+            existing = [v for v in chunk if v not in fresh]
+            rearmed.extend(_rearm(session, existing, now, first))
+    _add_events(session, now, [(v, EventSpec("retracked")) for v in rearmed])
+    touched = set(added) | set(rearmed)
+    return EnqueueResult(added, rearmed, [v for v in video_ids if v not in touched])
+
+
+_INSERT_NEW_PG = text(
+    """
+    WITH added AS (
+        INSERT INTO videos (video_id, state, enqueued_at, updated_at, next_poll_at,
+                            poll_count, error_count)
+        SELECT v, 'pending', :now, :now, :first, 0, 0 FROM unnest(:ids) AS v
+        ON CONFLICT (video_id) DO NOTHING
+        RETURNING video_id
+    ), logged AS (
+        INSERT INTO video_events (video_id, at, kind)
+        SELECT video_id, :now, 'enqueued' FROM added
+    )
+    SELECT video_id FROM added
+    """
+).bindparams(bindparam("ids", type_=postgresql.ARRAY(Text)))
+
+
+def _insert_new_pg(
+    session: Session, video_ids: Sequence[str], now: datetime, first: datetime
+) -> list[str]:
+    params = {"ids": list(video_ids), "now": now, "first": first}
+    return list(session.execute(_INSERT_NEW_PG, params).scalars())
+
+
+def _insert_new_portable(
+    session: Session, video_ids: Sequence[str], now: datetime, first: datetime
+) -> list[str]:
+    rows = [
+        {
+            "video_id": video_id,
+            "state": State.PENDING.value,
+            "enqueued_at": now,
+            "updated_at": now,
+            "next_poll_at": first,
+            "poll_count": 0,
+            "error_count": 0,
+        }
+        for video_id in video_ids
+    ]
+    stmt = (
+        sqlite.insert(Video.__table__)
+        .on_conflict_do_nothing(index_elements=["video_id"])
+        .returning(Video.__table__.c.video_id)
+    )
+    new = list(session.execute(stmt, rows).scalars())
+    _add_events(session, now, [(v, EventSpec("enqueued")) for v in new])
+    return new
+
+
+def _rearm(session: Session, video_ids: Sequence[str], now: datetime, first: datetime) -> list[str]:
+    stmt = (
+        update(Video)
+        .where(Video.video_id.in_(video_ids), Video.state != State.PENDING.value)
+        .values(
+            state=State.PENDING.value,
+            enqueued_at=now,
+            updated_at=now,
+            next_poll_at=first,
+            done_at=None,
+            abandon_reason=None,
+            poll_count=0,
+            error_count=0,
+            claimed_until=None,
+            claim_token=None,
+        )
+        .returning(Video.video_id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.execute(stmt).scalars())
+
+
+def _add_events(session: Session, now: datetime, events: Iterable[tuple[str, EventSpec]]) -> None:
+    rows = [
+        {
+            "video_id": video_id,
+            "at": now,
+            "kind": spec.kind,
+            "http_status": spec.http_status,
+            "status_code": spec.status_code,
+            "status_name": spec.status_name,
+            "message": spec.message,
+        }
+        for video_id, spec in events
+    ]
+    for start in range(0, len(rows), CHUNK):
+        session.execute(insert(VideoEvent.__table__), rows[start : start + CHUNK])
+
+
+# --- the global limiter and the claim -------------------------------------------------------------
+
+
+def _limiter_view(control: TrackerControl) -> LimiterView:
+    return LimiterView(
+        next_slot_at=control.next_slot_at,
+        rate_factor=control.rate_factor,
+        rate_factor_at=control.rate_factor_at,
+        throttled_until=control.throttled_until,
+        auth_paused_until=control.auth_paused_until,
+        auth_failing=control.auth_failing,
+    )
+
+
+def _lock_control(session: Session) -> tuple[TrackerControl, datetime]:
+    row = session.execute(
+        select(TrackerControl, db_now())
+        .where(TrackerControl.id == CONTROL_ROW_ID)
+        .with_for_update()
+    ).one_or_none()
+    if row is None:  # a database migrated by hand without the seed row
+        session.add(TrackerControl(id=CONTROL_ROW_ID, rate_factor=1.0, auth_failing=False))
+        session.flush()
+        return _lock_control(session)
+    return row[0], row[1]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Ids claimed by one dispatch: the fencing token, and each id's request slot."""
+
+    token: str | None
+    now: datetime
+    slots: list[tuple[str, datetime]]
+    reason: str | None = None
+
+
+def claim_due(
+    session: Session,
+    *,
+    rate_limit: float,
+    horizon: float,
+    lease: float,
+    policy: Policy,
+    max_count: int = 10_000,
+) -> Claim:
+    """Claim due pending rows, as many as the global rate allows over the next ``horizon``.
+
+    The control row's lock serializes dispatchers (two beats are safe); ``SKIP LOCKED`` keeps
+    a dispatcher from waiting on rows a worker is writing.
+    """
+    control, now = _lock_control(session)
+    plan: SlotPlan = tracking.plan_slots(
+        _limiter_view(control), now, rate_limit, horizon, policy, max_count
+    )
+    control.last_dispatch_at = now
+    if plan.count == 0:
+        return Claim(None, now, [], plan.reason)
+    token = uuid.uuid4().hex
+    until = now + timedelta(seconds=lease)
+    due = (
+        select(Video.video_id)
+        .where(Video.state == State.PENDING.value, Video.next_poll_at <= now)
+        .order_by(Video.next_poll_at)
+        .limit(plan.count)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = list(
+        session.execute(
+            update(Video)
+            .where(Video.video_id.in_(due.scalar_subquery()))
+            .values(claimed_until=until, next_poll_at=until, claim_token=token)
+            .returning(Video.video_id)
+            .execution_options(synchronize_session=False)
+        ).scalars()
+    )
+    if claimed:
+        control.next_slot_at = plan.slot(len(claimed))
+    return Claim(token, now, [(v, plan.slot(i)) for i, v in enumerate(sorted(claimed))])
+
+
+def owned_rows(
+    session: Session, token: str, video_ids: Sequence[str], margin: float
+) -> tuple[datetime, dict[str, RowView], bool]:
+    """Rows this claim still holds with at least ``margin`` seconds of lease left.
+
+    A stale or duplicate task finds nothing here and so never polls an id someone else holds.
+    Also says whether the upstream is currently rejecting the token.
+    """
+    now = current_time(session)
+    rows = session.execute(
+        select(
+            Video.video_id,
+            Video.enqueued_at,
+            Video.poll_count,
+            Video.error_count,
+            Video.status_code,
+            Video.record.is_not(None),
+        ).where(
+            Video.video_id.in_(video_ids),
+            Video.claim_token == token,
+            Video.state == State.PENDING.value,
+            Video.claimed_until > now + timedelta(seconds=margin),
+        )
+    ).all()
+    failing = session.execute(
+        select(TrackerControl.auth_failing).where(TrackerControl.id == CONTROL_ROW_ID)
+    ).scalar_one_or_none()
+    views = {
+        r[0]: RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows
+    }
+    return now, views, bool(failing)
+
+
+# --- applying an answer ---------------------------------------------------------------------------
+
+
+def apply(session: Session, video_id: str, token: str, decision: Decision) -> bool:
+    """Write one decision, guarded by the claim token and ``state = 'pending'``.
+
+    Returns False (and writes nothing) when the claim no longer holds: a late or duplicate
+    answer can never move a finished row, nor overwrite a newer claimant's record.
+    """
+    now = decision.changes["updated_at"]
+    result = session.execute(
+        update(Video)
+        .where(
+            Video.video_id == video_id,
+            Video.claim_token == token,
+            Video.state == State.PENDING.value,
+        )
+        .values(state=decision.state.value, **decision.changes)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    _add_events(session, now, [(video_id, e) for e in decision.events])
+    if decision.notify_done and is_postgres(session):
+        # NOTIFY is transactional: listeners hear it only if this row really became done.
+        session.execute(select(func.pg_notify(NOTIFY_CHANNEL, video_id)))
+    return True
+
+
+def release(session: Session, token: str, video_ids: Sequence[str], until: datetime | None) -> int:
+    """Give claimed rows back without penalty, due again at ``until`` (or now)."""
+    if not video_ids:
+        return 0
+    result = session.execute(
+        update(Video)
+        .where(
+            Video.video_id.in_(video_ids),
+            Video.claim_token == token,
+            Video.state == State.PENDING.value,
+        )
+        .values(
+            next_poll_at=until if until is not None else db_now(),
+            claimed_until=None,
+            claim_token=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def note_unauthorized(session: Session, message: str, policy: Policy) -> datetime:
+    control, now = _lock_control(session)
+    changes = tracking.after_unauthorized(_limiter_view(control), message, now, policy)
+    for key, value in changes.items():
+        setattr(control, key, value)
+    return control.auth_paused_until or now
+
+
+def note_rate_limited(session: Session, retry_after: float | None, policy: Policy) -> datetime:
+    control, now = _lock_control(session)
+    changes = tracking.after_rate_limited(_limiter_view(control), retry_after, now, policy)
+    for key, value in changes.items():
+        setattr(control, key, value)
+    return control.throttled_until or now
+
+
+def note_auth_ok(session: Session) -> None:
+    session.execute(
+        update(TrackerControl)
+        .where(TrackerControl.id == CONTROL_ROW_ID, TrackerControl.auth_failing.is_(True))
+        .values(auth_failing=False, auth_paused_until=None, auth_error=None)
+    )
+
+
+def add_poll_counts(session: Session, counts: tracking.PollCounts) -> None:
+    """One upsert per batch into the current minute's counters."""
+    if counts.polls == 0:
+        return
+    minute = current_time(session).replace(second=0, microsecond=0)
+    values = {
+        "minute": minute,
+        "polls": counts.polls,
+        "errors": counts.errors,
+        "rate_limited": counts.rate_limited,
+        "unauthorized": counts.unauthorized,
+    }
+    stmt = _insert_for(session)(PollMinute.__table__).values(values)
+    table = PollMinute.__table__
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["minute"],
+        set_={
+            name: table.c[name] + stmt.excluded[name]
+            for name in ("polls", "errors", "rate_limited", "unauthorized")
+        },
+    )
+    session.execute(stmt)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    now: datetime
+    counts: dict[str, int]
+    due_now: int
+    oldest_pending_id: str | None
+    oldest_pending_since: datetime | None
+    polls_last_hour: int
+    errors_last_hour: int
+    rate_limited_last_hour: int
+    unauthorized_last_hour: int
+    auth_failing: bool
+    auth_error: str | None
+    auth_failed_at: datetime | None
+    auth_paused_until: datetime | None
+    throttled_until: datetime | None
+    rate_factor: float
+    last_dispatch_at: datetime | None
+
+
+def summary(session: Session, policy: Policy) -> Summary:
+    now = current_time(session)
+    counts = {s.value: 0 for s in State}
+    for state, count in session.execute(select(Video.state, func.count()).group_by(Video.state)):
+        counts[state] = count
+    due_now = session.execute(
+        select(func.count())
+        .select_from(Video)
+        .where(Video.state == State.PENDING.value, Video.next_poll_at <= now)
+    ).scalar_one()
+    oldest = session.execute(
+        select(Video.video_id, Video.enqueued_at)
+        .where(Video.state == State.PENDING.value)
+        .order_by(Video.enqueued_at, Video.video_id)
+        .limit(1)
+    ).one_or_none()
+    hour = session.execute(
+        select(
+            func.coalesce(func.sum(PollMinute.polls), 0),
+            func.coalesce(func.sum(PollMinute.errors), 0),
+            func.coalesce(func.sum(PollMinute.rate_limited), 0),
+            func.coalesce(func.sum(PollMinute.unauthorized), 0),
+        ).where(PollMinute.minute >= now - timedelta(hours=1))
+    ).one()
+    control = session.get(TrackerControl, CONTROL_ROW_ID)
+    limiter = _limiter_view(control) if control else LimiterView()
+    return Summary(
+        now=now,
+        counts=counts,
+        due_now=due_now,
+        oldest_pending_id=oldest[0] if oldest else None,
+        oldest_pending_since=oldest[1] if oldest else None,
+        polls_last_hour=int(hour[0]),
+        errors_last_hour=int(hour[1]),
+        rate_limited_last_hour=int(hour[2]),
+        unauthorized_last_hour=int(hour[3]),
+        auth_failing=bool(control and control.auth_failing),
+        auth_error=control.auth_error if control else None,
+        auth_failed_at=control.auth_failed_at if control else None,
+        auth_paused_until=control.auth_paused_until if control else None,
+        throttled_until=control.throttled_until if control else None,
+        rate_factor=tracking.effective_rate_factor(limiter, now, policy),
+        last_dispatch_at=control.last_dispatch_at if control else None,
+    )
+
+
+def status_filter(status: str) -> Any:
+    """``--status`` matches the upstream status name (any case) or its number."""
+    text = status.strip()
+    if text.lstrip("-").isdigit():
+        return Video.status_code == int(text)
+    return func.upper(Video.status_name) == text.upper()
+
+
+def list_query(
+    *,
+    state: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = 100,
+) -> Select[tuple[Video]]:
+    query = select(Video)
+    if state:
+        query = query.where(Video.state == state)
+    if status:
+        query = query.where(status_filter(status))
+    if since is not None:
+        # "finished since": served by the (done_at, video_id) index
+        query = query.where(Video.done_at >= since).order_by(Video.done_at, Video.video_id)
+    else:
+        query = query.order_by(Video.enqueued_at, Video.video_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return query
+
+
+def list_videos(session: Session, **filters: Any) -> list[Video]:
+    return list(session.scalars(list_query(**filters)))
+
+
+def get_video(session: Session, video_id: str) -> Video | None:
+    return session.get(Video, video_id)
+
+
+def events_for(session: Session, video_id: str) -> list[VideoEvent]:
+    return list(
+        session.scalars(
+            select(VideoEvent).where(VideoEvent.video_id == video_id).order_by(VideoEvent.id)
+        )
+    )
+
+
+def done_event_counts(session: Session) -> dict[str, int]:
+    """How many 'done' events each id has (exactly one is the promise)."""
+    rows = session.execute(
+        select(VideoEvent.video_id, func.count())
+        .where(VideoEvent.kind == "done")
+        .group_by(VideoEvent.video_id)
+    )
+    return {video_id: count for video_id, count in rows}
+

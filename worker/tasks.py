@@ -1,0 +1,40 @@
+"""The Celery tasks: thin wrappers that pass ids and call ``poller``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from worker import poller, runtime
+from worker.app import app
+from worker.logs import event
+
+log = logging.getLogger("tracker.tasks")
+
+
+@app.task(name="tracker.dispatch", ignore_result=True)
+def dispatch() -> int:
+    """Claim due ids within the global rate budget and send them out as poll batches."""
+    rt = runtime.get()
+    batches = poller.dispatch(rt)
+    for batch in batches:
+        # A message older than the lease is useless: the rows are free again by then.
+        poll.apply_async(args=[batch.to_message()], expires=rt.settings.lease)
+    return sum(len(b.items) for b in batches)
+
+
+@app.task(name="tracker.poll", ignore_result=True)
+def poll(message: dict[str, Any]) -> dict[str, int]:
+    """Poll one batch of claimed ids."""
+    report = poller.poll_batch(runtime.get(), poller.Batch.from_message(message))
+    event(
+        log,
+        logging.INFO,
+        "batch_done",
+        polled=report.polled,
+        applied=report.applied,
+        stale=report.stale,
+        released=report.released,
+        failed_to_store=report.failed_to_store,
+    )
+    return {"polled": report.polled, "applied": report.applied}

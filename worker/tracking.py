@@ -1,0 +1,476 @@
+"""The pure rules: what an upstream answer means for a tracked row, and when to poll next.
+
+No I/O here. ``store.py`` feeds these functions a snapshot of the row and the database's clock,
+and writes back whatever ``Decision`` they return.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from models import State
+from worker.outcomes import (
+    Deleted,
+    NotYet,
+    Outcome,
+    RateLimited,
+    Record,
+    Rejected,
+    Transient,
+    Unauthorized,
+    kind_of,
+)
+
+COMPLETED = 1
+TERMINAL_FAILURES = {6: "DELETED", 7: "MODERATED", 8: "FAILED"}
+KNOWN_NAMES = {
+    "COMPLETED": 1,
+    "QUEUED": 5,
+    "DELETED": 6,
+    "MODERATED": 7,
+    "FAILED": 8,
+    "GENERATING": 10,
+    "PROCESSING": 10,
+}
+# Past the give-up deadline, answers that tell us nothing (5xx, timeouts) are retried this much
+# longer, so an upstream outage at the wrong moment does not expire videos that may be done.
+ERROR_GRACE = timedelta(hours=1)
+MESSAGE_LIMIT = 500
+MIN_RATE_FACTOR = 0.05
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The timing knobs the rules need (a slice of Settings, so rules stay free of the env)."""
+
+    first_poll_delay: float = 15.0
+    poll_interval_min: float = 15.0
+    poll_interval_max: float = 60.0
+    jitter: float = 0.2
+    give_up_after: float = 6 * 3600.0
+    auth_pause: float = 60.0
+    rate_limit_pause: float = 15.0
+    rate_recovery: float = 60.0
+
+
+@dataclass(frozen=True)
+class RowView:
+    """What the rules need to know about a pending row (read under its row lock)."""
+
+    video_id: str
+    enqueued_at: datetime
+    poll_count: int = 0
+    error_count: int = 0
+    status_code: int | None = None
+    has_record: bool = False
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    kind: str
+    message: str | None = None
+    http_status: int | None = None
+    status_code: int | None = None
+    status_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to write for one answer: new state, column values, history, and side effects."""
+
+    state: State
+    changes: dict[str, Any]
+    events: tuple[EventSpec, ...] = ()
+    notify_done: bool = False
+    # Why we logged something noteworthy (anomalies); None when the answer was unremarkable.
+    anomaly: str | None = None
+    pause: str | None = None  # "auth" or "rate": the answer concerns every id, not this one
+    retry_after: float | None = None
+
+
+# --- reading a record --------------------------------------------------------------------------
+
+
+class Verdict(Enum):
+    IN_PROGRESS = "in_progress"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ANOMALY = "anomaly"
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
+        return value.strip().lower() == "true"
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    return None
+
+
+def _as_text(value: Any) -> str | None:
+    return clean_text(value) if isinstance(value, str) else None
+
+
+def clean_text(text: str) -> str:
+    """Postgres text and jsonb cannot hold NUL characters; everything else is kept."""
+    return text.replace("\x00", "")
+
+
+def clean_json(value: Any) -> Any:
+    """The record as received, minus the NUL characters no database column can store."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN and Infinity are not JSON; jsonb refuses them
+    return value
+
+
+def status_of(record: dict[str, Any]) -> tuple[int | None, str | None, bool | None]:
+    """(code, name, final flag) with numbers-as-strings coerced and a missing code read off the name."""
+    code = _as_int(record.get("video_status"))
+    name = _as_text(record.get("video_status_name"))
+    if code is None and name is not None:
+        code = KNOWN_NAMES.get(name.strip().upper())
+    return code, name, _as_bool(record.get("video_status_final"))
+
+
+def judge(record: dict[str, Any]) -> tuple[Verdict, str | None]:
+    """Is this record really final? ``video_status_final`` alone is not proof (upstream.md)."""
+    code, name, final = status_of(record)
+    url = _as_text(record.get("url"))
+    label = name or (f"status {code}" if code is not None else "no status")
+    if final is False:
+        if code == COMPLETED or code in TERMINAL_FAILURES:
+            return Verdict.ANOMALY, f"{label} says it is not final; polling on"
+        return Verdict.IN_PROGRESS, None
+    # final is True, or absent (then the status code alone decides).
+    if code == COMPLETED:
+        if url:
+            return Verdict.SUCCESS, None
+        return Verdict.ANOMALY, f"{label} without a url; polling on"
+    if code in TERMINAL_FAILURES:
+        return Verdict.FAILURE, None
+    if final is True:
+        return Verdict.ANOMALY, f"{label} claims to be final but is not a known final status"
+    return Verdict.IN_PROGRESS, None
+
+
+def typed_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """The typed copies of the fields people filter on; wrong types become NULL, never errors."""
+    code, name, final = status_of(record)
+    duration = _as_float(record.get("duration"))
+    if duration is None:
+        duration = _as_float(record.get("video_duration"))
+    return {
+        "status_code": code,
+        "status_name": name,
+        "status_final": final,
+        "url": _as_text(record.get("url")) or None,
+        "first_frame": _as_text(record.get("first_frame")) or None,
+        "prompt": _as_text(record.get("prompt")),
+        "model": _as_text(record.get("model")),
+        "duration": duration,
+        "output_width": _as_int(record.get("output_width")),
+        "output_height": _as_int(record.get("output_height")),
+        "upstream_created_at": parse_time(record.get("created_at")),
+    }
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None  # a time without a zone is ambiguous; keep it only in the record
+    return parsed
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+
+def backoff_delay(attempt: int, policy: Policy, rng: random.Random) -> float:
+    """Capped exponential backoff with jitter, always within [min, max] interval."""
+    low, high = policy.poll_interval_min, policy.poll_interval_max
+    base = min(high, low * 1.5 ** min(attempt, 64))
+    floor = max(low, base * (1.0 - policy.jitter))
+    return rng.uniform(floor, base) if base > floor else base
+
+
+def deadline_of(row: RowView, policy: Policy) -> datetime:
+    return row.enqueued_at + timedelta(seconds=policy.give_up_after)
+
+
+def next_poll(row: RowView, now: datetime, policy: Policy, rng: random.Random, attempt: int) -> datetime:
+    """The next poll time, never past the deadline, so the last poll lands at the deadline."""
+    due = now + timedelta(seconds=backoff_delay(attempt, policy, rng))
+    deadline = deadline_of(row, policy)
+    return min(due, deadline) if now < deadline else due
+
+
+def first_poll_at(now: datetime, policy: Policy) -> datetime:
+    return now + timedelta(seconds=policy.first_poll_delay)
+
+
+# --- the decision --------------------------------------------------------------------------------
+
+
+def _short(text: str | None) -> str | None:
+    if text is None:
+        return None
+    text = clean_text(text)
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
+
+
+def _finished(state: State, now: datetime, changes: dict[str, Any]) -> dict[str, Any]:
+    changes.update(next_poll_at=None, done_at=now if state is State.DONE else None)
+    return changes
+
+
+def decide(
+    row: RowView, outcome: Outcome, now: datetime, policy: Policy, rng: random.Random
+) -> Decision:
+    """Turn one upstream answer into the row's next state. ``now`` is the database's clock."""
+    base: dict[str, Any] = {"updated_at": now, "claimed_until": None, "claim_token": None}
+
+    # Answers about the account, not the video: no penalty, no poll counted.
+    if isinstance(outcome, Unauthorized):
+        until = now + timedelta(seconds=policy.auth_pause)
+        return Decision(
+            State.PENDING,
+            {**base, "next_poll_at": until, "last_http_status": outcome.http_status},
+            pause="auth",
+        )
+    if isinstance(outcome, RateLimited):
+        wait = outcome.retry_after if outcome.retry_after is not None else policy.rate_limit_pause
+        until = now + timedelta(seconds=max(wait, policy.poll_interval_min))
+        return Decision(
+            State.PENDING,
+            {**base, "next_poll_at": until, "last_http_status": outcome.http_status},
+            pause="rate",
+            retry_after=outcome.retry_after,
+        )
+
+    polled = {**base, "last_polled_at": now, "last_http_status": outcome.http_status}
+    deadline = deadline_of(row, policy)
+
+    if isinstance(outcome, Transient):
+        changes = {**polled, "error_count": row.error_count + 1, "last_error": _short(outcome.reason)}
+        event = EventSpec("error", _short(outcome.reason), outcome.http_status)
+        if now >= deadline + ERROR_GRACE:
+            reason = f"expired: no usable answer after the deadline (last: {_short(outcome.reason)})"
+            changes.update(abandon_reason=reason)
+            return Decision(
+                State.ABANDONED,
+                _finished(State.ABANDONED, now, changes),
+                (event, EventSpec("abandoned", reason, outcome.http_status)),
+            )
+        attempt = row.poll_count + row.error_count + 1
+        changes["next_poll_at"] = next_poll(row, now, policy, rng, attempt)
+        if now >= deadline:
+            # keep retrying past the deadline only within the grace period
+            changes["next_poll_at"] = min(changes["next_poll_at"], deadline + ERROR_GRACE)
+        return Decision(State.PENDING, changes, (event,))
+
+    polled.update(poll_count=row.poll_count + 1, last_error=None)
+
+    if isinstance(outcome, Deleted | Rejected):
+        label = "deleted" if isinstance(outcome, Deleted) else "rejected"
+        reason = f"{label}: {_short(outcome.message) or 'no message'}"
+        polled["abandon_reason"] = reason
+        return Decision(
+            State.ABANDONED,
+            _finished(State.ABANDONED, now, polled),
+            (EventSpec("abandoned", reason, outcome.http_status),),
+        )
+
+    events: list[EventSpec] = []
+    anomaly: str | None = None
+    if isinstance(outcome, Record):
+        record = clean_json(outcome.record)
+        columns = typed_columns(record)
+        polled.update(columns, record=record)
+        if not row.has_record or columns["status_code"] != row.status_code:
+            events.append(
+                EventSpec(
+                    "status",
+                    None,
+                    outcome.http_status,
+                    columns["status_code"],
+                    columns["status_name"],
+                )
+            )
+        verdict, anomaly = judge(record)
+        if verdict in (Verdict.SUCCESS, Verdict.FAILURE):
+            events.append(
+                EventSpec("done", None, outcome.http_status, columns["status_code"], columns["status_name"])
+            )
+            return Decision(
+                State.DONE, _finished(State.DONE, now, polled), tuple(events), notify_done=True
+            )
+        if anomaly is not None and events:
+            # once per status change, not once per poll: the log has every occurrence
+            events.append(EventSpec("anomaly", anomaly, outcome.http_status, columns["status_code"]))
+    else:
+        assert isinstance(outcome, NotYet)
+
+    if now >= deadline:
+        reason = f"expired: not finished {policy.give_up_after:g}s after enqueue"
+        polled["abandon_reason"] = reason
+        events.append(EventSpec("abandoned", reason, outcome.http_status))
+        return Decision(
+            State.ABANDONED, _finished(State.ABANDONED, now, polled), tuple(events), anomaly=anomaly
+        )
+    polled["next_poll_at"] = next_poll(row, now, policy, rng, row.poll_count + 1)
+    return Decision(State.PENDING, polled, tuple(events), anomaly=anomaly)
+
+
+# --- the global rate limiter (GCRA) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LimiterView:
+    next_slot_at: datetime | None = None
+    rate_factor: float = 1.0
+    rate_factor_at: datetime | None = None
+    throttled_until: datetime | None = None
+    auth_paused_until: datetime | None = None
+    auth_failing: bool = False
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """Up to ``count`` request slots, ``spacing`` seconds apart from ``first`` (database time)."""
+
+    count: int
+    first: datetime
+    spacing: float
+    reason: str | None = None  # why nothing may be claimed now
+
+    def slot(self, index: int) -> datetime:
+        return self.first + timedelta(seconds=index * self.spacing)
+
+
+def effective_rate_factor(limiter: LimiterView, now: datetime, policy: Policy) -> float:
+    """The rate multiplier after 429s climbs back linearly to 1 over ``rate_recovery`` seconds."""
+    if limiter.rate_factor >= 1.0 or limiter.rate_factor_at is None:
+        return 1.0
+    elapsed = max(0.0, (now - limiter.rate_factor_at).total_seconds())
+    return min(1.0, limiter.rate_factor + elapsed / policy.rate_recovery)
+
+
+def plan_slots(
+    limiter: LimiterView,
+    now: datetime,
+    rate_limit: float,
+    horizon: float,
+    policy: Policy,
+    max_count: int = 10_000,
+) -> SlotPlan:
+    """How many ids one dispatch may claim, and when each may be fetched.
+
+    Slots are handed out at 1/rate spacing from a shared "next free slot" time, so however many
+    dispatchers run, the upstream never sees more than the rate, and never a burst.
+    """
+    if limiter.auth_paused_until is not None and now < limiter.auth_paused_until:
+        return SlotPlan(0, now, 0.0, "paused: the upstream rejected the token")
+    if limiter.throttled_until is not None and now < limiter.throttled_until:
+        return SlotPlan(0, now, 0.0, "throttled: the upstream answered 429")
+    rate = rate_limit * effective_rate_factor(limiter, now, policy)
+    spacing = 1.0 / rate
+    first = now if limiter.next_slot_at is None else max(now, limiter.next_slot_at)
+    window = (now - first).total_seconds() + horizon
+    count = max(0, math.ceil(window / spacing - 1e-9))
+    if limiter.auth_failing:
+        count = min(count, 1)  # probe with one request until the token works again
+    return SlotPlan(min(count, max_count), first, spacing)
+
+
+def after_rate_limited(
+    limiter: LimiterView, retry_after: float | None, now: datetime, policy: Policy
+) -> dict[str, Any]:
+    """Control-row changes after a 429: halve the rate (once per throttle) and pause."""
+    wait = retry_after if retry_after is not None else policy.rate_limit_pause
+    until = now + timedelta(seconds=wait)
+    changes: dict[str, Any] = {}
+    already = limiter.throttled_until is not None and now < limiter.throttled_until
+    if not already:
+        factor = effective_rate_factor(limiter, now, policy)
+        changes.update(rate_factor=max(MIN_RATE_FACTOR, factor / 2), rate_factor_at=now)
+    if limiter.throttled_until is None or until > limiter.throttled_until:
+        changes["throttled_until"] = until
+    return changes
+
+
+def after_unauthorized(limiter: LimiterView, message: str, now: datetime, policy: Policy) -> dict[str, Any]:
+    changes: dict[str, Any] = {
+        "auth_failing": True,
+        "auth_paused_until": now + timedelta(seconds=policy.auth_pause),
+        "auth_error": _short(message) or "Unauthorized",
+    }
+    if not limiter.auth_failing:
+        changes["auth_failed_at"] = now
+    return changes
+
+
+@dataclass
+class PollCounts:
+    """Per-batch tally of poll outcomes, written once per batch."""
+
+    polls: int = 0
+    errors: int = 0
+    rate_limited: int = 0
+    unauthorized: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcome: Outcome) -> None:
+        kind = kind_of(outcome)
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        self.polls += 1
+        if isinstance(outcome, Transient):
+            self.errors += 1
+        elif isinstance(outcome, RateLimited):
+            self.rate_limited += 1
+        elif isinstance(outcome, Unauthorized):
+            self.unauthorized += 1

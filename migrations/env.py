@@ -10,7 +10,9 @@ from worker import db
 from worker.settings import load
 
 
-def _include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+def _include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
     # The completed_videos view is created by hand in a migration; it is not a table to drop.
     return not (type_ == "table" and name == "completed_videos")
 

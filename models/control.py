@@ -29,9 +29,7 @@ class TrackerControl(Base):
     rate_factor_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     throttled_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     auth_paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    auth_failing: Mapped[bool] = mapped_column(
-        Boolean, default=False, server_default=text("false")
-    )
+    auth_failing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     auth_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     auth_error: Mapped[str | None] = mapped_column(Text)
     last_dispatch_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -13,7 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import db
 
 # The server the tests use; CI and developer machines have a trust-auth Postgres on loopback.
-PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
@@ -26,23 +29,29 @@ def pg_url_for(name: str) -> str:
     return f"{base}/{name}"
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh database with the schema at head; dropped at the end of the session."""
-    name = f"pt_test_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def empty_database(prefix: str = "pt_test") -> Iterator[str]:
+    """A brand-new, empty Postgres database of our own; dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = _admin()
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = pg_url_for(name)
-    engine = db.make_engine(url, pool=False)
-    db.upgrade(engine)
-    engine.dispose()
     try:
-        yield url
+        yield pg_url_for(name)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh database with the schema at head, shared by the session."""
+    with empty_database() as url:
+        engine = db.make_engine(url, pool=False)
+        db.upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 @pytest.fixture(scope="session")

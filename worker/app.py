@@ -9,13 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu.entity import Queue
 
 from worker import logs
 from worker.settings import Settings, load
-
-DISPATCH_QUEUE = "tracker.dispatch"
-POLL_QUEUE = "tracker.poll"
 
 app = Celery("pixverse_tracker", include=["worker.tasks"])
 
@@ -23,6 +20,9 @@ app = Celery("pixverse_tracker", include=["worker.tasks"])
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for a tracker: at-least-once tasks whose safety rests on the lease."""
     interval = settings.dispatch_interval
+    # Queue names carry a prefix so several trackers (or test runs) can share one Redis.
+    dispatch_queue = f"{settings.queue_prefix}.dispatch"
+    poll_queue = f"{settings.queue_prefix}.poll"
     config: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
@@ -40,11 +40,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # these limits bite only in the prefork pool, where Celery can enforce them).
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": max(1.0, settings.task_time_limit - 3),
-        "task_queues": (Queue(DISPATCH_QUEUE), Queue(POLL_QUEUE)),
-        "task_default_queue": POLL_QUEUE,
+        "task_queues": (Queue(dispatch_queue), Queue(poll_queue)),
+        "task_default_queue": poll_queue,
         "task_routes": {
-            "tracker.dispatch": {"queue": DISPATCH_QUEUE},
-            "tracker.poll": {"queue": POLL_QUEUE},
+            "tracker.dispatch": {"queue": dispatch_queue},
+            "tracker.poll": {"queue": poll_queue},
         },
         # Beat keeps no schedule file: one fixed interval needs no persistence.
         "beat_scheduler": "celery.beat:Scheduler",

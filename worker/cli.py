@@ -37,7 +37,9 @@ def open_runtime(settings: Settings | None = None, *, migrate_sqlite: bool = Tru
         if rt.settings.is_sqlite and migrate_sqlite:
             db.upgrade(rt.engine)
         elif current is None:
-            raise CommandError("the database has no tracker tables yet: run `pixverse-tracker migrate`")
+            raise CommandError(
+                "the database has no tracker tables yet: run `pixverse-tracker migrate`"
+            )
         else:
             raise CommandError(
                 f"the database schema is at revision {current}, this version needs {head}: "
@@ -118,7 +120,7 @@ def video_rows(videos: Sequence[Any], now: datetime) -> list[list[str]]:
 VIDEO_HEADERS = ("VIDEO_ID", "STATE", "STATUS", "POLLS", "ERRORS", "AGE", "URL / REASON")
 
 
-# --- commands ---------------------------------------------------------------------------------------
+# --- commands ------------------------------------------------------------------------------
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -275,7 +277,9 @@ def _parse_since(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise CommandError(f"--since {text!r} is not an ISO-8601 time like 2026-11-29T10:00:00Z") from None
+        raise CommandError(
+            f"--since {text!r} is not an ISO-8601 time like 2026-11-29T10:00:00Z"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -293,7 +297,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(sys.stdout, fieldnames=PUBLIC_COLUMNS)
         writer.writeheader()
         for v in videos:
-            writer.writerow({k: _json_default(x) if isinstance(x, datetime) else x for k, x in video_dict(v).items()})
+            writer.writerow(
+                {
+                    k: _json_default(x) if isinstance(x, datetime) else x
+                    for k, x in video_dict(v).items()
+                }
+            )
     else:
         render_table(VIDEO_HEADERS, video_rows(videos, now), sys.stdout)
     return EXIT_OK
@@ -309,7 +318,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         data = video_dict(video, with_record=True)
         data["events"] = [
-            {k: getattr(e, k) for k in ("at", "kind", "http_status", "status_code", "status_name", "message")}
+            {
+                k: getattr(e, k)
+                for k in ("at", "kind", "http_status", "status_code", "status_name", "message")
+            }
             for e in history
         ]
         _print_json(data, sys.stdout)
@@ -355,16 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, handler: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, handler: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(handler=handler)
         return p
 
     add("migrate", cmd_migrate, "create or upgrade the database schema (safe to run again)")
 
-    p = add("enqueue", cmd_enqueue, "start tracking video ids (`-` reads one id per line from stdin)")
+    p = add(
+        "enqueue", cmd_enqueue, "start tracking video ids (`-` reads one id per line from stdin)"
+    )
     p.add_argument("ids", nargs="+", metavar="ID", help="video ids, or - for stdin")
-    p.add_argument("--retrack", action="store_true", help="re-arm ids that are already done or abandoned")
+    p.add_argument(
+        "--retrack", action="store_true", help="re-arm ids that are already done or abandoned"
+    )
 
     for name, handler, help_ in (
         ("run", cmd_run, "worker and beat in one process (embedded mode, or one machine)"),
@@ -373,7 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = add(name, handler, help_)
         p.add_argument(
-            "celery_args", nargs=argparse.REMAINDER, metavar="...", help="extra Celery options, after --"
+            "celery_args",
+            nargs=argparse.REMAINDER,
+            metavar="...",
+            help="extra Celery options, after --",
         )
 
     p = add("status", cmd_status, "counts per state, oldest pending, recent polls, upstream auth")
@@ -383,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", choices=["pending", "done", "abandoned"])
     p.add_argument("--status", help="upstream status name or number, e.g. COMPLETED or 1")
     p.add_argument("--since", help="only videos finished (done_at) at or after this ISO-8601 time")
-    p.add_argument("--limit", type=int, default=100, help="at most this many rows (0: all; default 100)")
+    p.add_argument(
+        "--limit", type=int, default=100, help="at most this many rows (0: all; default 100)"
+    )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
@@ -397,10 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--token", default="sim-token", help="the Bearer token it accepts")
     p.add_argument("--latency", type=float, default=0.0, help="seconds every answer waits")
-    p.add_argument("--default-delay", type=float, default=5.0, help="seconds until an untagged id completes")
+    p.add_argument(
+        "--default-delay", type=float, default=5.0, help="seconds until an untagged id completes"
+    )
 
     p = add("demo", cmd_demo, "simulator + embedded tracker + live progress, on this machine")
-    p.add_argument("--speed", type=float, default=1.0, help="run the scenarios this many times faster")
+    p.add_argument(
+        "--speed", type=float, default=1.0, help="run the scenarios this many times faster"
+    )
     return parser
 
 

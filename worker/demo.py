@@ -114,7 +114,9 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
             with rt.sessions.begin() as session:
                 counts = store.summary(session, rt.policy).counts
             finished = counts["done"] + counts["abandoned"]
-            _progress(out, finished, len(video_ids), counts, time.monotonic() - started, interactive)
+            _progress(
+                out, finished, len(video_ids), counts, time.monotonic() - started, interactive
+            )
             if finished >= len(video_ids) or time.monotonic() - started > timeout:
                 break
             time.sleep(0.5)
@@ -140,7 +142,9 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
     return 0 if pending == 0 else 1
 
 
-def _progress(out: TextIO, finished: int, total: int, counts: dict[str, int], elapsed: float, tty: bool) -> None:
+def _progress(
+    out: TextIO, finished: int, total: int, counts: dict[str, int], elapsed: float, tty: bool
+) -> None:
     width = 30
     filled = int(width * finished / total) if total else width
     bar = "#" * filled + "-" * (width - filled)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 _FIELDS_ATTR = "fields"
@@ -18,8 +19,10 @@ def event(logger: logging.Logger, level: int, action: str, **fields: Any) -> Non
 class KeyValueFormatter(logging.Formatter):
     """``2026-11-29T04:31:04Z INFO tracker.poll action=poll video_id=... status=404``."""
 
+    converter = staticmethod(time.gmtime)  # stamps in UTC, like every time the tracker stores
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%SZ")
         fields: dict[str, Any] = getattr(record, _FIELDS_ATTR, None) or {}
         action = getattr(record, "action", None)
         if action is not None:
@@ -49,7 +52,10 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
             return True
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed call: the handler reports it, as logging does
+            return True
         fields = getattr(record, _FIELDS_ATTR, None)
         if any(secret in message for secret in self._secrets):
             for secret in self._secrets:
@@ -61,14 +67,23 @@ class RedactSecrets(logging.Filter):
             text = logging.Formatter().formatException(record.exc_info)
             if any(secret in text for secret in self._secrets):
                 record.exc_info = None
-                record.msg = f"{record.getMessage()} (exception hidden: it contained a secret)"
+                record.msg = f"{message} (exception hidden: it contained a secret)"
+                record.args = None
+                if fields is not None:
+                    record.__dict__[_FIELDS_ATTR] = {
+                        **getattr(record, _FIELDS_ATTR),
+                        "exception": "hidden: it contained a secret",
+                    }
         return True
 
     def _scrub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in self._secrets:
-                value = value.replace(secret, "********")
-        return value
+        # Anything is printed with str() by the formatter, so check that text, not just strings.
+        text = value if isinstance(value, str) else _value(value)
+        if not any(secret in text for secret in self._secrets):
+            return value
+        for secret in self._secrets:
+            text = text.replace(secret, "********")
+        return text
 
 
 def configure(level: str = "INFO", secrets: list[str] | None = None) -> None:

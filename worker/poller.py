@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from models import State
 from worker import store, tracking
 from worker.logs import event
 from worker.outcomes import Outcome, RateLimited, Transient, Unauthorized, kind_of
@@ -150,7 +151,9 @@ class _BatchRun:
                 self.pause_until = until
 
     def _apply(self, video_id: str, outcome: Outcome) -> None:
-        decision = tracking.decide(self.rows[video_id], outcome, self.db_now(), self.rt.policy, _rng)
+        decision = tracking.decide(
+            self.rows[video_id], outcome, self.db_now(), self.rt.policy, _rng
+        )
         with self.rt.sessions.begin() as session:
             applied = store.apply(session, video_id, self.batch.token, decision)
         with self.lock:
@@ -162,9 +165,15 @@ class _BatchRun:
             event(log, logging.WARNING, "stale_answer_dropped", video_id=video_id)
         if decision.anomaly:
             event(log, logging.WARNING, "anomaly", video_id=video_id, detail=decision.anomaly)
-        if decision.state is not tracking.State.PENDING and applied:
-            event(log, logging.INFO, decision.state.value, video_id=video_id,
-                  reason=decision.changes.get("abandon_reason") or decision.changes.get("status_name"))
+        if decision.state is not State.PENDING and applied:
+            event(
+                log,
+                logging.INFO,
+                decision.state.value,
+                video_id=video_id,
+                reason=decision.changes.get("abandon_reason")
+                or decision.changes.get("status_name"),
+            )
 
     def _log(self, video_id: str, outcome: Outcome) -> None:
         level = logging.WARNING if isinstance(outcome, Transient) else logging.INFO
@@ -202,7 +211,9 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
         for video_id, offset in sorted(batch.items, key=lambda item: item[1]):
             if video_id not in run.rows:
                 continue
-            wait = offset - (now - batch.start).total_seconds() - (time.monotonic() - run.mono_start)
+            wait = (
+                offset - (now - batch.start).total_seconds() - (time.monotonic() - run.mono_start)
+            )
             if wait > 0 and run.stop.wait(wait):
                 break
             if run.stop.is_set() or time.monotonic() > stop_starting_at:

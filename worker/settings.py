@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,17 @@ class Settings:
     rate_limit_pause: float
     rate_recovery: float
     log_level: str
+    queue_prefix: str
+
+    def __repr__(self) -> str:
+        # The token is a Secret already; URLs may carry passwords, so mask those too.
+        shown = ", ".join(
+            f"{name}={(mask_password(value) if name.endswith('_url') else value)!r}"
+            for name, value in vars(self).items()
+        )
+        return f"Settings({shown})"
+
+    __str__ = __repr__
 
     @property
     def embedded(self) -> bool:
@@ -92,7 +104,9 @@ class Settings:
     def require_token(self) -> str:
         """The token, or a clear error naming the variable when it is missing."""
         if not self.useapi_token:
-            raise SettingsError("USEAPI_TOKEN is not set: the tracker cannot poll useapi.net without it")
+            raise SettingsError(
+                "USEAPI_TOKEN is not set: the tracker cannot poll useapi.net without it"
+            )
         return self.useapi_token.reveal()
 
 
@@ -106,7 +120,9 @@ def _number(name: str, raw: str, cast: Callable[[str], T], low: float, high: flo
         kind = "a whole number" if cast is int else "a number"
         raise SettingsError(f"{name}={raw!r} is not {kind}") from None
     if not (low <= float(value) <= high):  # type: ignore[arg-type]
-        raise SettingsError(f"{name}={raw!r} is out of range: it must be between {low:g} and {high:g}")
+        raise SettingsError(
+            f"{name}={raw!r} is out of range: it must be between {low:g} and {high:g}"
+        )
     return value
 
 
@@ -117,6 +133,18 @@ def _bool(name: str, raw: str) -> bool:
     if lowered in {"0", "false", "no", "off", ""}:
         return False
     raise SettingsError(f"{name}={raw!r} is not a boolean: use true or false")
+
+
+def mask_password(url: str) -> str:
+    """``scheme://user:********@host/...``: a URL fit for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":********@", 1)
+            url = parts._replace(netloc=netloc).geturl()
+    except ValueError:
+        return "(unparseable URL)"
+    return url
 
 
 def normalize_database_url(url: str) -> str:
@@ -152,18 +180,31 @@ def _is_loopback(host: str) -> bool:
 
 def _base_url(raw: str, allow_insecure: bool) -> str:
     url = raw.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise SettingsError(f"USEAPI_BASE_URL={raw!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in {"http", "https"} or not host:
         raise SettingsError(f"USEAPI_BASE_URL={raw!r} is not an http(s) URL")
     if parts.query or parts.fragment:
         raise SettingsError(f"USEAPI_BASE_URL={raw!r} must not have a query or fragment")
     # The token travels in a header: refuse to send it in clear to anything but this machine.
-    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure:
+    if parts.scheme == "http" and not _is_loopback(host) and not allow_insecure:
         raise SettingsError(
             f"USEAPI_BASE_URL={raw!r} is plain http to a remote host, which would send the token "
             "in clear; use https, or set TRACKER_ALLOW_INSECURE_UPSTREAM=true if you really mean it"
         )
     return url
+
+
+def _queue_prefix(raw: str) -> str:
+    prefix = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", prefix):
+        raise SettingsError(
+            f"TRACKER_QUEUE_PREFIX={raw!r} must be 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return prefix
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
@@ -200,9 +241,13 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         first_poll_delay=seconds("TRACKER_FIRST_POLL_DELAY", 15.0, 0, 86400),
         poll_interval_min=seconds("TRACKER_POLL_INTERVAL_MIN", 15.0, 0.1, 86400),
         poll_interval_max=seconds("TRACKER_POLL_INTERVAL_MAX", 60.0, 0.1, 86400),
-        poll_jitter=_number("TRACKER_POLL_JITTER", get("TRACKER_POLL_JITTER", "0.2"), float, 0, 0.9),
+        poll_jitter=_number(
+            "TRACKER_POLL_JITTER", get("TRACKER_POLL_JITTER", "0.2"), float, 0, 0.9
+        ),
         give_up_after=seconds("TRACKER_GIVE_UP_AFTER", 6 * 3600.0, 1, 365 * 86400.0),
-        rate_limit=_number("TRACKER_RATE_LIMIT", get("TRACKER_RATE_LIMIT", "5"), float, 0.01, 10000),
+        rate_limit=_number(
+            "TRACKER_RATE_LIMIT", get("TRACKER_RATE_LIMIT", "5"), float, 0.01, 10000
+        ),
         http_connect_timeout=seconds("TRACKER_HTTP_CONNECT_TIMEOUT", 5.0, 0.05, 300),
         http_timeout=seconds("TRACKER_HTTP_TIMEOUT", 20.0, 0.05, 600),
         max_body_bytes=whole("TRACKER_MAX_BODY_BYTES", 1_048_576, 1024, 512 * 1_048_576),
@@ -214,6 +259,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         rate_limit_pause=seconds("TRACKER_RATE_LIMIT_PAUSE", 15.0, 0.1, 3600),
         rate_recovery=seconds("TRACKER_RATE_RECOVERY", 60.0, 0.1, 86400),
         log_level=get("TRACKER_LOG_LEVEL", "INFO").strip().upper(),
+        queue_prefix=_queue_prefix(get("TRACKER_QUEUE_PREFIX", "tracker")),
     )
     settings = Settings(**values)
     _check_consistency(settings)
@@ -236,4 +282,3 @@ def _check_consistency(s: Settings) -> None:
         )
     if s.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise SettingsError(f"TRACKER_LOG_LEVEL={s.log_level!r} is not a log level")
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import socket
 import sys
 import threading
@@ -18,6 +19,7 @@ from typing import Any, Self
 from urllib.parse import unquote
 
 NOT_YET_MESSAGE = "The video was deleted, not found, or is still processing."
+CLIENT_CLOSED = 499  # logged for a request whose client hung up before the answer (nginx's code)
 DELETED_MESSAGE = "The original video has been deleted"
 
 _ENDPOINT_PREFIX = ["", "v2", "pixverse", "videos"]
@@ -186,7 +188,7 @@ def _parse_scenario(text: str, default_delay: float) -> _Scenario:
     optional_d = 1 if names[-1:] == ("D",) else 0
     if not len(names) - optional_d <= len(raw) <= len(names):
         raise ValueError(f"scenario {name!r} takes parameters {'_'.join(names) or 'none'}")
-    params = {key: _parse_param(key, value) for key, value in zip(names, raw)}
+    params = {key: _parse_param(key, value) for key, value in zip(names, raw, strict=False)}
     if optional_d and "D" not in params:
         # A bare "deleted" means gone from the first request; others wait the default delay.
         params["D"] = 0.0 if name == "deleted" else default_delay
@@ -522,7 +524,7 @@ class Simulator:
 
     @property
     def requests(self) -> list[LoggedRequest]:
-        """Every answered request, in arrival order (a copy); ones cut off by stop() are left out."""
+        """Every answered request, in arrival order (a copy); ones cut off by stop() are omitted."""
         with self._lock:
             return [self._log[seq] for seq in sorted(self._log)]
 
@@ -565,7 +567,7 @@ class Simulator:
                 delay=self._latency + answer.extra_delay,
             )
 
-    def _depart(self, call: _Call, logged: bool) -> None:
+    def _depart(self, call: _Call, logged: bool, status: int | None = None) -> None:
         finished = time.monotonic()
         with self._lock:
             if call.video_id is not None:
@@ -576,7 +578,7 @@ class Simulator:
                 self._log[call.seq] = LoggedRequest(
                     video_id=call.video_id,
                     path=call.path,
-                    status=call.answer.status,
+                    status=call.answer.status if status is None else status,
                     started=call.started,
                     finished=finished,
                     authorized=call.authorized,
@@ -679,19 +681,40 @@ class _Handler(BaseHTTPRequestHandler):
         self._discard_body()
         server = self._server()
         call = server.simulator._arrive(self.path, self.headers.get("Authorization"))
-        cut_off = True
+        cut_off, gone = True, False
         try:
-            # An Event instead of time.sleep so stop() cuts long waits short.
-            cut_off = call.delay > 0 and server.stopping.wait(call.delay)
+            cut_off, gone = self._wait(call.delay)
         finally:
             # Logged before the bytes go out: once a client holds the answer, the log shows it,
             # and a next poll sent straight after it is not miscounted as an overlap.
-            server.simulator._depart(call, logged=not cut_off)
-        if cut_off:
+            server.simulator._depart(
+                call, logged=not cut_off, status=CLIENT_CLOSED if gone else None
+            )
+        if cut_off or gone:
             # A stopped upstream drops the connection; answering early would fake a fast reply.
             self.close_connection = True
             return
         self._send(call.answer)
+
+    def _wait(self, delay: float) -> tuple[bool, bool]:
+        """Sleep ``delay`` seconds; (stopped, client hung up). Like a real front end, a request
+        whose client gave up (a timeout) ends there and is logged with status 499."""
+        stopping = self._server().stopping
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            # An Event instead of time.sleep so stop() cuts long waits short.
+            if stopping.wait(min(left, 0.05)):
+                return True, False
+            if self._client_gone():
+                return False, True
+        return False, False
+
+    def _client_gone(self) -> bool:
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def _discard_body(self) -> None:
         # A GET with a body would otherwise desynchronise the kept-alive connection.

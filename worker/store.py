@@ -10,9 +10,9 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, Text, bindparam, func, insert, select, text, update
+from sqlalchemy import Select, Table, Text, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
@@ -26,7 +26,7 @@ NOTIFY_CHANNEL = "video_done"
 CHUNK = 5000  # rows per multi-row statement: well under every driver's parameter limit
 
 
-class db_now(FunctionElement[datetime]):  # noqa: N801 - reads like the SQL function it is
+class db_now(FunctionElement[datetime]):
     """The database's current time, so every worker agrees on one clock."""
 
     type = UTCDateTime()
@@ -35,9 +35,9 @@ class db_now(FunctionElement[datetime]):  # noqa: N801 - reads like the SQL func
 
 @compiles(db_now, "postgresql")
 def _now_pg(element: Any, compiler: Any, **kw: Any) -> str:
-    # statement_timestamp(), not now(): a statement that waited for a row lock sees the time
-    # it actually ran, not the start of its transaction.
-    return "statement_timestamp()"
+    # clock_timestamp(), not now() or statement_timestamp(): both of those date from before a
+    # wait for a row lock, and a dispatcher that waited must date its claim from after it.
+    return "clock_timestamp()"
 
 
 @compiles(db_now, "sqlite")
@@ -47,6 +47,11 @@ def _now_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
 
 def current_time(session: Session) -> datetime:
     return session.execute(select(db_now())).scalar_one()
+
+
+def _table(model: type[Any]) -> Table:
+    """The Core table behind a model, for bulk statements that bypass the ORM unit of work."""
+    return cast(Table, model.__table__)
 
 
 def _chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
@@ -136,9 +141,9 @@ def _insert_new_portable(
         for video_id in video_ids
     ]
     stmt = (
-        sqlite.insert(Video.__table__)
+        sqlite.insert(_table(Video))
         .on_conflict_do_nothing(index_elements=["video_id"])
-        .returning(Video.__table__.c.video_id)
+        .returning(_table(Video).c.video_id)
     )
     new = list(session.execute(stmt, rows).scalars())
     _add_events(session, now, [(v, EventSpec("enqueued")) for v in new])
@@ -181,7 +186,7 @@ def _add_events(session: Session, now: datetime, events: Iterable[tuple[str, Eve
         for video_id, spec in events
     ]
     for start in range(0, len(rows), CHUNK):
-        session.execute(insert(VideoEvent.__table__), rows[start : start + CHUNK])
+        session.execute(insert(_table(VideoEvent)), rows[start : start + CHUNK])
 
 
 # --- the global limiter and the claim -------------------------------------------------------------
@@ -199,16 +204,15 @@ def _limiter_view(control: TrackerControl) -> LimiterView:
 
 
 def _lock_control(session: Session) -> tuple[TrackerControl, datetime]:
-    row = session.execute(
-        select(TrackerControl, db_now())
-        .where(TrackerControl.id == CONTROL_ROW_ID)
-        .with_for_update()
-    ).one_or_none()
-    if row is None:  # a database migrated by hand without the seed row
+    control = session.execute(
+        select(TrackerControl).where(TrackerControl.id == CONTROL_ROW_ID).with_for_update()
+    ).scalar_one_or_none()
+    if control is None:  # a database migrated by hand without the seed row
         session.add(TrackerControl(id=CONTROL_ROW_ID, rate_factor=1.0, auth_failing=False))
         session.flush()
         return _lock_control(session)
-    return row[0], row[1]
+    # read the clock only now that the lock is ours: waiting for it must not age the claim
+    return control, current_time(session)
 
 
 @dataclass(frozen=True)
@@ -292,9 +296,7 @@ def owned_rows(
     failing = session.execute(
         select(TrackerControl.auth_failing).where(TrackerControl.id == CONTROL_ROW_ID)
     ).scalar_one_or_none()
-    views = {
-        r[0]: RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows
-    }
+    views = {r[0]: RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows}
     return now, views, bool(failing)
 
 
@@ -384,8 +386,8 @@ def add_poll_counts(session: Session, counts: tracking.PollCounts) -> None:
         "rate_limited": counts.rate_limited,
         "unauthorized": counts.unauthorized,
     }
-    stmt = _insert_for(session)(PollMinute.__table__).values(values)
-    table = PollMinute.__table__
+    stmt = _insert_for(session)(_table(PollMinute)).values(values)
+    table = _table(PollMinute)
     stmt = stmt.on_conflict_do_update(
         index_elements=["minute"],
         set_={
@@ -479,7 +481,7 @@ def list_query(
     status: str | None = None,
     since: datetime | None = None,
     limit: int | None = 100,
-) -> Select[tuple[Video]]:
+) -> Select[Video]:
     query = select(Video)
     if state:
         query = query.where(Video.state == state)
@@ -519,4 +521,3 @@ def done_event_counts(session: Session) -> dict[str, int]:
         .group_by(VideoEvent.video_id)
     )
     return {video_id: count for video_id, count in rows}
-

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -103,33 +104,34 @@ class Verdict(Enum):
     ANOMALY = "anomaly"
 
 
+INT32 = range(-(2**31), 2**31)  # the typed integer columns are 32-bit
+
+
 def _as_int(value: Any) -> int | None:
+    """An integer that fits the column, or None: hostile values never fail a write."""
+    number: int | None = None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        number = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and len(value) < 32:
         try:
-            return int(value.strip())
+            number = int(value.strip())
         except ValueError:
             return None
-    return None
+    return number if number is not None and number in INT32 else None
 
 
 def _as_float(value: Any) -> float | None:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
-    return None
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):  # OverflowError: a 400-digit JSON integer
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _as_bool(value: Any) -> bool | None:
@@ -146,9 +148,13 @@ def _as_text(value: Any) -> str | None:
     return clean_text(value) if isinstance(value, str) else None
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def clean_text(text: str) -> str:
-    """Postgres text and jsonb cannot hold NUL characters; everything else is kept."""
-    return text.replace("\x00", "")
+    """Text every column can store: no NUL (Postgres refuses it), no lone UTF-16 surrogate
+    (a split emoji that JSON allows but UTF-8 cannot encode). Everything else is kept."""
+    return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
 
 
 def clean_json(value: Any) -> Any:
@@ -165,7 +171,7 @@ def clean_json(value: Any) -> Any:
 
 
 def status_of(record: dict[str, Any]) -> tuple[int | None, str | None, bool | None]:
-    """(code, name, final flag) with numbers-as-strings coerced and a missing code read off the name."""
+    """(code, name, final flag); numbers-as-strings coerced, a missing code read off the name."""
     code = _as_int(record.get("video_status"))
     name = _as_text(record.get("video_status_name"))
     if code is None and name is not None:
@@ -176,7 +182,7 @@ def status_of(record: dict[str, Any]) -> tuple[int | None, str | None, bool | No
 def judge(record: dict[str, Any]) -> tuple[Verdict, str | None]:
     """Is this record really final? ``video_status_final`` alone is not proof (upstream.md)."""
     code, name, final = status_of(record)
-    url = _as_text(record.get("url"))
+    url = (_as_text(record.get("url")) or "").strip()
     label = name or (f"status {code}" if code is not None else "no status")
     if final is False:
         if code == COMPLETED or code in TERMINAL_FAILURES:
@@ -204,7 +210,7 @@ def typed_columns(record: dict[str, Any]) -> dict[str, Any]:
         "status_code": code,
         "status_name": name,
         "status_final": final,
-        "url": _as_text(record.get("url")) or None,
+        "url": (_as_text(record.get("url")) or "").strip() or None,
         "first_frame": _as_text(record.get("first_frame")) or None,
         "prompt": _as_text(record.get("prompt")),
         "model": _as_text(record.get("model")),
@@ -224,7 +230,10 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         return None  # a time without a zone is ambiguous; keep it only in the record
-    return parsed
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):  # e.g. year 1 with a positive offset
+        return None
 
 
 # --- timing ------------------------------------------------------------------------------------
@@ -242,7 +251,9 @@ def deadline_of(row: RowView, policy: Policy) -> datetime:
     return row.enqueued_at + timedelta(seconds=policy.give_up_after)
 
 
-def next_poll(row: RowView, now: datetime, policy: Policy, rng: random.Random, attempt: int) -> datetime:
+def next_poll(
+    row: RowView, now: datetime, policy: Policy, rng: random.Random, attempt: int
+) -> datetime:
     """The next poll time, never past the deadline, so the last poll lands at the deadline."""
     due = now + timedelta(seconds=backoff_delay(attempt, policy, rng))
     deadline = deadline_of(row, policy)
@@ -296,10 +307,16 @@ def decide(
     deadline = deadline_of(row, policy)
 
     if isinstance(outcome, Transient):
-        changes = {**polled, "error_count": row.error_count + 1, "last_error": _short(outcome.reason)}
+        changes = {
+            **polled,
+            "error_count": row.error_count + 1,
+            "last_error": _short(outcome.reason),
+        }
         event = EventSpec("error", _short(outcome.reason), outcome.http_status)
         if now >= deadline + ERROR_GRACE:
-            reason = f"expired: no usable answer after the deadline (last: {_short(outcome.reason)})"
+            reason = (
+                f"expired: no usable answer after the deadline (last: {_short(outcome.reason)})"
+            )
             changes.update(abandon_reason=reason)
             return Decision(
                 State.ABANDONED,
@@ -344,14 +361,22 @@ def decide(
         verdict, anomaly = judge(record)
         if verdict in (Verdict.SUCCESS, Verdict.FAILURE):
             events.append(
-                EventSpec("done", None, outcome.http_status, columns["status_code"], columns["status_name"])
+                EventSpec(
+                    "done",
+                    None,
+                    outcome.http_status,
+                    columns["status_code"],
+                    columns["status_name"],
+                )
             )
             return Decision(
                 State.DONE, _finished(State.DONE, now, polled), tuple(events), notify_done=True
             )
         if anomaly is not None and events:
             # once per status change, not once per poll: the log has every occurrence
-            events.append(EventSpec("anomaly", anomaly, outcome.http_status, columns["status_code"]))
+            events.append(
+                EventSpec("anomaly", anomaly, outcome.http_status, columns["status_code"])
+            )
     else:
         assert isinstance(outcome, NotYet)
 
@@ -393,7 +418,10 @@ class SlotPlan:
 
 
 def effective_rate_factor(limiter: LimiterView, now: datetime, policy: Policy) -> float:
-    """The rate multiplier after 429s climbs back linearly to 1 over ``rate_recovery`` seconds."""
+    """The rate multiplier after 429s climbs back by 1/``rate_recovery`` per second, up to 1.
+
+    From the floor that takes at most ``rate_recovery`` seconds; from one halving, half that.
+    """
     if limiter.rate_factor >= 1.0 or limiter.rate_factor_at is None:
         return 1.0
     elapsed = max(0.0, (now - limiter.rate_factor_at).total_seconds())
@@ -443,7 +471,9 @@ def after_rate_limited(
     return changes
 
 
-def after_unauthorized(limiter: LimiterView, message: str, now: datetime, policy: Policy) -> dict[str, Any]:
+def after_unauthorized(
+    limiter: LimiterView, message: str, now: datetime, policy: Policy
+) -> dict[str, Any]:
     changes: dict[str, Any] = {
         "auth_failing": True,
         "auth_paused_until": now + timedelta(seconds=policy.auth_pause),

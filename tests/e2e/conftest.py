@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -82,11 +83,14 @@ class Processes:
 
 
 @pytest.fixture
-def redis_broker() -> Iterator[str]:
+def queue_prefix() -> Iterator[str]:
+    """Queues of our own: another test run on this machine may share the Redis database."""
+    prefix = f"e2e-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
+    client.ping()
+    yield prefix
+    for key in client.scan_iter(match=f"*{prefix}*"):
+        client.delete(key)
     client.close()
 
 
@@ -98,7 +102,7 @@ def simulator() -> Iterator[Simulator]:
 
 @pytest.fixture
 def tracker_env(
-    pg_database: str, pg_engine: Engine, redis_broker: str, simulator: Simulator
+    pg_database: str, pg_engine: Engine, queue_prefix: str, simulator: Simulator
 ) -> dict[str, str]:
     reset_tables(pg_engine)
     # The usual postgresql:// form on purpose: the tracker must map it to psycopg2 itself.
@@ -107,7 +111,8 @@ def tracker_env(
         USEAPI_TOKEN=TOKEN,
         USEAPI_BASE_URL=simulator.base_url,
         DATABASE_URL=url,
-        CELERY_BROKER_URL=redis_broker,
+        CELERY_BROKER_URL=REDIS_URL,
+        TRACKER_QUEUE_PREFIX=queue_prefix,
         **FAST,
     )
 
@@ -130,4 +135,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 
 
 def pending_count(engine: Engine) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM videos WHERE state = 'pending'")).scalar_one())
+        return int(
+            conn.execute(text("SELECT count(*) FROM videos WHERE state = 'pending'")).scalar_one()
+        )

@@ -114,8 +114,10 @@ def test_every_id_reaches_its_end_state_exactly_once_despite_a_worker_sigkill(
     if wrong:
         with pg_engine.connect() as conn:
             history = conn.execute(
-                text("SELECT video_id, at, kind, http_status, message FROM video_events "
-                     "WHERE video_id = ANY(:ids) ORDER BY id"),
+                text(
+                    "SELECT video_id, at, kind, http_status, message FROM video_events "
+                    "WHERE video_id = ANY(:ids) ORDER BY id"
+                ),
                 {"ids": [w[0] for w in wrong]},
             ).all()
         pytest.fail(f"wrong end states: {wrong}\nhistory: {history}\n" + processes.logs()[-8000:])

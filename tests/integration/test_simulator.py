@@ -541,3 +541,17 @@ def test_serve_prints_its_base_url_and_stops_cleanly_on_ctrl_c() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_request_whose_client_gave_up_ends_there_and_is_logged_as_499(sim: Simulator) -> None:
+    video_id = make_id("slow_1_2_0", 901)
+    url = sim.base_url + video_path(video_id)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(url, headers=headers, timeout=0.3)
+    time.sleep(0.3)  # the simulator notices the hang-up within its 50 ms check interval
+    second = requests.get(url, headers=headers, timeout=5)
+    assert second.status_code == 200
+    assert [r.status for r in sim.requests_for(video_id)] == [499, 200]
+    # the abandoned request ended when its client left, so the retry is no overlap
+    assert sim.overlapping_requests() == 0

@@ -1,0 +1,196 @@
+"""The schema comes only from Alembic: it reaches head, is idempotent, and matches the models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.conftest import empty_database
+from worker import db
+
+ROOT = Path(__file__).resolve().parents[2]
+ALEMBIC = Path(sys.executable).with_name("alembic")
+
+
+@pytest.fixture(scope="module")
+def fresh_url() -> Iterator[str]:
+    """A brand-new, empty Postgres database (not the shared session one), dropped afterwards."""
+    with empty_database("pt_mig") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def migrated(fresh_url: str) -> Iterator[Engine]:
+    """The fresh database after one ``db.upgrade``."""
+    engine = db.make_engine(fresh_url, pool=False)
+    assert db.current_revision(engine) is None, "the fresh database should start unmigrated"
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def _alembic_check(database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    return subprocess.run(
+        [str(ALEMBIC), "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _record_statements(engine: Engine) -> tuple[list[str], Any]:
+    seen: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", listener)
+    return seen, listener
+
+
+def test_upgrade_reaches_head_and_a_second_upgrade_changes_nothing(migrated: Engine) -> None:
+    head = db.head_revision()
+    assert head is not None
+    assert db.current_revision(migrated) == head
+
+    seen, listener = _record_statements(migrated)
+    try:
+        db.upgrade(migrated)
+    finally:
+        event.remove(migrated, "before_cursor_execute", listener)
+
+    writes = [
+        s
+        for s in seen
+        if s.lstrip().upper().startswith(("CREATE", "ALTER", "DROP", "INSERT", "UPDATE"))
+    ]
+    assert writes == []
+    assert db.current_revision(migrated) == head
+    with migrated.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+        assert conn.execute(text("SELECT count(*) FROM tracker_control")).scalar_one() == 1
+
+
+def test_upgrade_creates_the_tables_and_the_completed_videos_view(migrated: Engine) -> None:
+    inspector = inspect(migrated)
+    tables = set(inspector.get_table_names())
+    assert {"videos", "video_events", "tracker_control", "poll_minutes"} <= tables
+    assert "completed_videos" in inspector.get_view_names()
+    assert "completed_videos" not in tables
+
+
+def test_the_due_index_is_partial_on_pending_rows(migrated: Engine) -> None:
+    with migrated.connect() as conn:
+        indexdef = conn.execute(
+            text(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'videos' AND indexname = 'ix_videos_due'"
+            )
+        ).scalar_one()
+    # state is varchar(16), so Postgres spells the predicate with casts.
+    assert indexdef.endswith(
+        "USING btree (next_poll_at) WHERE ((state)::text = 'pending'::text)"
+    ), indexdef
+
+
+def test_the_done_at_index_covers_done_at_then_video_id(migrated: Engine) -> None:
+    with migrated.connect() as conn:
+        indexdef = conn.execute(
+            text(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'videos' AND indexname = 'ix_videos_done_at'"
+            )
+        ).scalar_one_or_none()
+    assert indexdef is not None
+    assert "(done_at, video_id)" in indexdef
+    assert "WHERE" not in indexdef
+
+
+def test_the_control_row_exists_after_upgrade(migrated: Engine) -> None:
+    with migrated.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id, rate_factor, auth_failing, next_slot_at FROM tracker_control")
+        ).all()
+    assert [tuple(r) for r in rows] == [(1, 1.0, False, None)]
+
+
+def test_alembic_check_finds_no_drift_between_models_and_postgres(
+    migrated: Engine, fresh_url: str
+) -> None:
+    result = _alembic_check(fresh_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No new upgrade operations detected" in result.stdout + result.stderr
+
+
+def test_alembic_check_fails_when_the_database_is_not_at_head(tmp_path: Path) -> None:
+    # Proves the check above can fail: an unmigrated database is reported, not silently accepted.
+    result = _alembic_check(f"sqlite:///{(tmp_path / 'empty.db').as_posix()}")
+    assert result.returncode != 0
+
+
+def test_the_same_migrations_build_a_sqlite_database_that_alembic_check_accepts(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tracker.db"
+    url = f"sqlite:///{path.as_posix()}"
+    engine = db.make_engine(url)
+    try:
+        db.upgrade(engine)
+        db.upgrade(engine)
+        assert db.current_revision(engine) == db.head_revision()
+        inspector = inspect(engine)
+        assert {"videos", "video_events", "tracker_control", "poll_minutes"} <= set(
+            inspector.get_table_names()
+        )
+        assert "completed_videos" in inspector.get_view_names()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id FROM tracker_control")).scalars().all() == [1]
+            due_sql = conn.execute(
+                text(
+                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'ix_videos_due'"
+                )
+            ).scalar_one()
+        assert "WHERE state = 'pending'" in due_sql
+    finally:
+        engine.dispose()
+    result = _alembic_check(url)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _insert_video(session: Session, video_id: str, state: str, status_code: int | None) -> None:
+    session.execute(
+        text(
+            "INSERT INTO videos (video_id, state, status_code, enqueued_at, updated_at) "
+            "VALUES (:id, :state, :code, now(), now())"
+        ),
+        {"id": video_id, "state": state, "code": status_code},
+    )
+
+
+def test_completed_videos_lists_only_done_rows_with_status_completed(
+    pg: sessionmaker[Session],
+) -> None:
+    with pg.begin() as session:
+        _insert_video(session, "done-completed", "done", 1)
+        _insert_video(session, "done-failed", "done", 8)
+        _insert_video(session, "done-moderated", "done", 7)
+        _insert_video(session, "pending-completed", "pending", 1)
+        _insert_video(session, "abandoned-completed", "abandoned", 1)
+        _insert_video(session, "pending-none", "pending", None)
+    with pg() as session:
+        listed = (
+            session.execute(text("SELECT video_id FROM completed_videos ORDER BY video_id"))
+            .scalars()
+            .all()
+        )
+    assert listed == ["done-completed"]

@@ -1,0 +1,325 @@
+"""Unit tests for worker.settings: every variable parsed from a plain dict, never os.environ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.settings import (
+    DEFAULT_BASE_URL,
+    EMBEDDED_BROKER_URL,
+    Secret,
+    Settings,
+    SettingsError,
+    load,
+    normalize_database_url,
+)
+
+TOKEN = "tok-Zq81-DISTINCTIVE-5ecr3t-77aa"
+
+
+def load_with(**env: str) -> Settings:
+    return load(dict(env))
+
+
+def error_for(**env: str) -> str:
+    with pytest.raises(SettingsError) as caught:
+        load(dict(env))
+    return str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# defaults
+# ---------------------------------------------------------------------------------------------
+
+
+def test_an_empty_environment_gives_the_documented_defaults() -> None:
+    s = load({})
+    assert s.useapi_token == Secret("")
+    assert s.useapi_base_url == DEFAULT_BASE_URL == "https://api.useapi.net"
+    assert s.allow_insecure_upstream is False
+    assert s.data_dir == Path(".pixverse-tracker")
+    assert s.database_url == "sqlite:///.pixverse-tracker/tracker.db"
+    assert s.broker_url == "memory://" == EMBEDDED_BROKER_URL
+    assert s.embedded is True
+    assert s.is_sqlite is True
+    assert (s.dispatch_interval, s.first_poll_delay) == (5.0, 15.0)
+    assert (s.poll_interval_min, s.poll_interval_max, s.poll_jitter) == (15.0, 60.0, 0.2)
+    assert s.give_up_after == 21600.0
+    assert s.rate_limit == 5.0
+    assert (s.http_connect_timeout, s.http_timeout) == (5.0, 20.0)
+    assert s.max_body_bytes == 1_048_576
+    assert s.lease == 90.0
+    assert s.task_time_limit == 88.0
+    assert (s.batch_size, s.poll_concurrency, s.worker_concurrency) == (25, 8, 4)
+    assert (s.auth_pause, s.rate_limit_pause, s.rate_recovery) == (60.0, 15.0, 60.0)
+    assert s.log_level == "INFO"
+
+
+def test_the_embedded_database_lives_under_the_data_dir() -> None:
+    s = load_with(TRACKER_DATA_DIR="/srv/tracker")
+    assert s.data_dir == Path("/srv/tracker")
+    assert s.database_url == "sqlite:////srv/tracker/tracker.db"
+    assert s.embedded is True
+
+
+def test_blank_values_fall_back_to_the_defaults() -> None:
+    s = load_with(TRACKER_RATE_LIMIT="   ", TRACKER_BATCH_SIZE="", DATABASE_URL="  ")
+    assert (s.rate_limit, s.batch_size) == (5.0, 25)
+    assert s.is_sqlite is True
+
+
+def test_values_are_read_with_surrounding_whitespace_trimmed() -> None:
+    s = load_with(
+        TRACKER_RATE_LIMIT=" 2.5 ", TRACKER_BATCH_SIZE=" 100\n", TRACKER_LOG_LEVEL=" debug "
+    )
+    assert (s.rate_limit, s.batch_size, s.log_level) == (2.5, 100, "DEBUG")
+
+
+def test_a_broker_url_turns_off_embedded_mode() -> None:
+    s = load_with(CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
+    assert s.broker_url == "redis://127.0.0.1:6379/0"
+    assert s.embedded is False
+
+
+# ---------------------------------------------------------------------------------------------
+# the database
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (
+            "postgresql://tracker@db.internal/pixverse",
+            "postgresql+psycopg2://tracker@db.internal/pixverse",
+        ),
+        ("postgres://u:p@db:5432/x", "postgresql+psycopg2://u:p@db:5432/x"),
+        ("postgresql+psycopg2://u@h/db", "postgresql+psycopg2://u@h/db"),
+        ("sqlite:///tmp/t.db", "sqlite:///tmp/t.db"),
+    ],
+)
+def test_database_urls_are_pinned_to_psycopg2(given: str, expected: str) -> None:
+    s = load_with(DATABASE_URL=given)
+    assert s.database_url == expected
+    assert s.is_sqlite is expected.startswith("sqlite")
+
+
+def test_normalize_leaves_other_urls_alone() -> None:
+    assert normalize_database_url("sqlite:///a.db") == "sqlite:///a.db"
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "postgresql+asyncpg://u@h/db", "db.sqlite"])
+def test_an_unsupported_database_is_refused_naming_database_url(url: str) -> None:
+    message = error_for(DATABASE_URL=url)
+    assert message.startswith("DATABASE_URL uses ")
+    assert "postgresql://" in message
+
+
+def test_the_mysql_refusal_names_the_scheme() -> None:
+    assert error_for(DATABASE_URL="mysql://u@h/db").startswith("DATABASE_URL uses 'mysql'")
+
+
+# ---------------------------------------------------------------------------------------------
+# numbers
+# ---------------------------------------------------------------------------------------------
+
+# (variable, below its range, above its range, a valid value, the attribute, its parsed value)
+NUMBERS = [
+    ("TRACKER_DISPATCH_INTERVAL", "0.05", "3601", "2", "dispatch_interval", 2.0),
+    ("TRACKER_FIRST_POLL_DELAY", "-1", "86401", "0", "first_poll_delay", 0.0),
+    ("TRACKER_POLL_INTERVAL_MIN", "0.05", "86401", "10", "poll_interval_min", 10.0),
+    ("TRACKER_POLL_INTERVAL_MAX", "0.05", "86401", "120", "poll_interval_max", 120.0),
+    ("TRACKER_POLL_JITTER", "-0.1", "0.95", "0.9", "poll_jitter", 0.9),
+    ("TRACKER_GIVE_UP_AFTER", "0.5", "31536001", "1800", "give_up_after", 1800.0),
+    ("TRACKER_RATE_LIMIT", "0.001", "10001", "0.5", "rate_limit", 0.5),
+    ("TRACKER_HTTP_CONNECT_TIMEOUT", "0.01", "301", "3", "http_connect_timeout", 3.0),
+    ("TRACKER_HTTP_TIMEOUT", "0.01", "601", "10", "http_timeout", 10.0),
+    ("TRACKER_MAX_BODY_BYTES", "1023", "536870913", "2048", "max_body_bytes", 2048),
+    ("TRACKER_LEASE", "1", "86401", "300", "lease", 300.0),
+    ("TRACKER_BATCH_SIZE", "0", "10001", "50", "batch_size", 50),
+    ("TRACKER_POLL_CONCURRENCY", "0", "257", "16", "poll_concurrency", 16),
+    ("TRACKER_WORKER_CONCURRENCY", "0", "257", "2", "worker_concurrency", 2),
+    ("TRACKER_AUTH_PAUSE", "0.05", "86401", "30", "auth_pause", 30.0),
+    ("TRACKER_RATE_LIMIT_PAUSE", "0.05", "3601", "20", "rate_limit_pause", 20.0),
+    ("TRACKER_RATE_RECOVERY", "0.05", "86401", "120", "rate_recovery", 120.0),
+]
+NAMES = [n[0] for n in NUMBERS]
+WHOLE = {
+    "TRACKER_MAX_BODY_BYTES",
+    "TRACKER_BATCH_SIZE",
+    "TRACKER_POLL_CONCURRENCY",
+    "TRACKER_WORKER_CONCURRENCY",
+}
+
+
+@pytest.mark.parametrize(("name", "_low", "_high", "good", "attr", "value"), NUMBERS, ids=NAMES)
+def test_every_number_is_read_from_its_variable(
+    name: str, _low: str, _high: str, good: str, attr: str, value: float
+) -> None:
+    s = load({name: good})
+    assert getattr(s, attr) == value
+    assert type(getattr(s, attr)) is type(value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("bad", ["abc", "12s", "1,5", "0x10"])
+def test_a_non_number_is_refused_naming_the_variable(name: str, bad: str) -> None:
+    message = error_for(**{name: bad})
+    kind = "a whole number" if name in WHOLE else "a number"
+    assert message == f"{name}={bad!r} is not {kind}"
+
+
+@pytest.mark.parametrize("name", sorted(WHOLE))
+def test_a_fraction_is_refused_where_a_whole_number_is_needed(name: str) -> None:
+    assert error_for(**{name: "10.5"}) == f"{name}='10.5' is not a whole number"
+
+
+@pytest.mark.parametrize(("name", "low", "high", "_good", "_attr", "_value"), NUMBERS, ids=NAMES)
+def test_out_of_range_values_are_refused_naming_the_variable(
+    name: str, low: str, high: str, _good: str, _attr: str, _value: float
+) -> None:
+    for bad in (low, high):
+        message = error_for(**{name: bad})
+        assert message.startswith(f"{name}={bad!r} is out of range: it must be between ")
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES) - WHOLE))
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+def test_nan_and_infinity_are_refused_naming_the_variable(name: str, bad: str) -> None:
+    assert error_for(**{name: bad}).startswith(f"{name}={bad!r} is out of range")
+
+
+def test_the_range_in_the_message_is_the_real_one() -> None:
+    assert error_for(TRACKER_BATCH_SIZE="0") == (
+        "TRACKER_BATCH_SIZE='0' is out of range: it must be between 1 and 10000"
+    )
+
+
+def test_a_minimum_interval_above_the_maximum_is_refused() -> None:
+    message = error_for(TRACKER_POLL_INTERVAL_MIN="61", TRACKER_POLL_INTERVAL_MAX="60")
+    assert message == "TRACKER_POLL_INTERVAL_MIN (61) is larger than TRACKER_POLL_INTERVAL_MAX (60)"
+
+
+def test_equal_minimum_and_maximum_intervals_are_fine() -> None:
+    s = load_with(TRACKER_POLL_INTERVAL_MIN="30", TRACKER_POLL_INTERVAL_MAX="30")
+    assert (s.poll_interval_min, s.poll_interval_max) == (30.0, 30.0)
+
+
+def test_a_lease_shorter_than_a_poll_task_is_refused() -> None:
+    # 5 (dispatch) + 5 (connect) + 2 * 20 (read) + 3 = 53 seconds with the defaults
+    message = error_for(TRACKER_LEASE="52")
+    assert message.startswith("TRACKER_LEASE (52s) is too short")
+    assert "at least 53s" in message
+
+
+def test_a_lease_exactly_long_enough_is_accepted() -> None:
+    assert load_with(TRACKER_LEASE="53").lease == 53.0
+
+
+def test_the_lease_check_follows_the_timeouts() -> None:
+    message = error_for(TRACKER_HTTP_TIMEOUT="60")  # needs 5 + 5 + 120 + 3 = 133 > 90
+    assert message.startswith("TRACKER_LEASE (90s) is too short")
+    assert "at least 133s" in message
+
+
+def test_an_unknown_log_level_is_refused_naming_the_variable() -> None:
+    assert error_for(TRACKER_LOG_LEVEL="loud") == "TRACKER_LOG_LEVEL='LOUD' is not a log level"
+
+
+def test_a_non_boolean_insecure_flag_is_refused_naming_the_variable() -> None:
+    message = error_for(TRACKER_ALLOW_INSECURE_UPSTREAM="maybe")
+    assert message == "TRACKER_ALLOW_INSECURE_UPSTREAM='maybe' is not a boolean: use true or false"
+
+
+# ---------------------------------------------------------------------------------------------
+# the upstream URL
+# ---------------------------------------------------------------------------------------------
+
+
+def test_plain_http_to_a_remote_host_is_refused() -> None:
+    message = error_for(USEAPI_BASE_URL="http://api.useapi.net")
+    assert message.startswith(
+        "USEAPI_BASE_URL='http://api.useapi.net' is plain http to a remote host"
+    )
+    assert "TRACKER_ALLOW_INSECURE_UPSTREAM=true" in message
+
+
+def test_a_remote_host_named_like_localhost_is_still_remote() -> None:
+    assert "plain http" in error_for(USEAPI_BASE_URL="http://localhost.evil.example")
+
+
+def test_plain_http_to_a_remote_host_is_allowed_when_asked_for_explicitly() -> None:
+    s = load_with(USEAPI_BASE_URL="http://proxy.lan:8080", TRACKER_ALLOW_INSECURE_UPSTREAM="true")
+    assert s.useapi_base_url == "http://proxy.lan:8080"
+    assert s.allow_insecure_upstream is True
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("http://localhost:9000/", "http://localhost:9000"),
+        ("http://LOCALHOST", "http://LOCALHOST"),
+        ("http://[::1]:8080", "http://[::1]:8080"),
+        ("https://api.useapi.net/", "https://api.useapi.net"),
+        ("https://gateway.example/useapi", "https://gateway.example/useapi"),
+    ],
+)
+def test_https_and_loopback_http_are_accepted(given: str, expected: str) -> None:
+    assert load_with(USEAPI_BASE_URL=given).useapi_base_url == expected
+
+
+@pytest.mark.parametrize("url", ["ftp://api.useapi.net", "api.useapi.net", "https://"])
+def test_a_base_url_that_is_not_http_is_refused_naming_the_variable(url: str) -> None:
+    assert error_for(USEAPI_BASE_URL=url) == f"USEAPI_BASE_URL={url!r} is not an http(s) URL"
+
+
+def test_a_base_url_with_a_query_is_refused() -> None:
+    message = error_for(USEAPI_BASE_URL="https://api.useapi.net/?x=1")
+    assert (
+        message == "USEAPI_BASE_URL='https://api.useapi.net/?x=1' must not have a query or fragment"
+    )
+
+
+def test_a_malformed_base_url_is_refused_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match="^USEAPI_BASE_URL="):
+        load_with(USEAPI_BASE_URL="http://[::1")
+
+
+# ---------------------------------------------------------------------------------------------
+# the token
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_token_is_read_trimmed_and_revealed_only_on_request() -> None:
+    s = load_with(USEAPI_TOKEN=f"  {TOKEN}\n")
+    assert s.require_token() == TOKEN
+    assert s.useapi_token.reveal() == TOKEN
+
+
+def test_the_token_never_shows_in_repr_or_str() -> None:
+    s = load_with(USEAPI_TOKEN=TOKEN)
+    for text in (repr(s), str(s), repr(s.useapi_token), str(s.useapi_token), f"{s.useapi_token}"):
+        assert TOKEN not in text
+        assert "5ecr3t" not in text
+    assert "useapi_token=Secret('********')" in repr(s)
+
+
+def test_a_missing_token_is_shown_as_empty_not_as_stars() -> None:
+    assert "useapi_token=Secret('')" in repr(load({}))
+
+
+def test_require_token_without_a_token_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="^USEAPI_TOKEN is not set"):
+        load({}).require_token()
+
+
+def test_a_blank_token_counts_as_missing() -> None:
+    with pytest.raises(SettingsError, match="USEAPI_TOKEN"):
+        load_with(USEAPI_TOKEN="   ").require_token()
+
+
+def test_the_settings_error_is_a_value_error() -> None:
+    assert issubclass(SettingsError, ValueError)

@@ -1,19 +1,27 @@
 """The Python API for applications: enqueue ids and read what the tracker knows.
 
-    from worker.api import enqueue
-    report = enqueue(["user:1-pixverse:me@example.com-video:42"])
-    report.refused  # invalid ids, each with the reason; valid ones are stored regardless
+    from worker import api
+    report = api.enqueue(["user:1-pixverse:me@example.com-video:42"])
+    video = api.wait_for("user:1-pixverse:me@example.com-video:42", timeout=600)
+    page = api.completed_since(saved_cursor)  # every finished video exactly once
 
 Connections are opened on first use, from ``DATABASE_URL`` (or the embedded default).
 """
 
 from __future__ import annotations
 
+import contextlib
+import select
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
 
+from models import State, Video
 from worker import ids, runtime, store
 from worker.runtime import Runtime
+from worker.tracking import COMPLETED
 
 
 @dataclass(frozen=True)
@@ -51,3 +59,161 @@ def enqueue(
     Invalid ids are reported in ``refused`` (position is 1-based); valid ones are stored.
     """
     return enqueue_numbered(enumerate(video_ids, start=1), retrack=retrack, rt=rt)
+
+
+@dataclass(frozen=True)
+class VideoView:
+    """A tracked video as applications see it: the public columns plus the latest record."""
+
+    video_id: str
+    state: str
+    status_code: int | None
+    status_name: str | None
+    status_final: bool | None
+    url: str | None
+    first_frame: str | None
+    prompt: str | None
+    model: str | None
+    duration: float | None
+    output_width: int | None
+    output_height: int | None
+    upstream_created_at: datetime | None
+    enqueued_at: datetime
+    updated_at: datetime
+    last_polled_at: datetime | None
+    next_poll_at: datetime | None
+    done_at: datetime | None
+    poll_count: int
+    error_count: int
+    last_http_status: int | None
+    last_error: str | None
+    abandon_reason: str | None
+    record: dict[str, Any] | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state != State.PENDING.value
+
+    @property
+    def completed(self) -> bool:
+        """Done with status COMPLETED: ``url`` is the video."""
+        return self.state == State.DONE.value and self.status_code == COMPLETED
+
+    @classmethod
+    def of(cls, video: Video) -> VideoView:
+        return cls(**{f.name: getattr(video, f.name) for f in fields(cls)})
+
+
+def get(video_id: str, *, rt: Runtime | None = None) -> VideoView | None:
+    """The tracked video, or None if ``video_id`` is not tracked."""
+    rt = rt or runtime.get()
+    with rt.sessions.begin() as session:
+        video = store.get_video(session, video_id)
+        return VideoView.of(video) if video is not None else None
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a reader of finished videos stands: after (done_at, video_id)."""
+
+    done_at: datetime
+    video_id: str
+
+    def encode(self) -> str:
+        """A string to keep between runs (for example in the application's own table)."""
+        return f"{self.done_at.astimezone(UTC).isoformat()}|{self.video_id}"
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        stamp, _, video_id = text.partition("|")
+        return cls(datetime.fromisoformat(stamp), video_id)
+
+
+@dataclass(frozen=True)
+class Page:
+    videos: list[VideoView]
+    cursor: Cursor | None  # pass it to the next call; unchanged when nothing new settled
+
+
+def completed_since(
+    cursor: Cursor | str | None = None,
+    *,
+    limit: int = 500,
+    only_completed: bool = False,
+    rt: Runtime | None = None,
+) -> Page:
+    """Finished (``done``) videos after ``cursor``, oldest first, at most ``limit``.
+
+    Paging with the returned cursor never misses nor repeats a video: rows are ordered by
+    (done_at, video_id), and only rows finished more than ``SETTLE`` seconds ago are handed
+    out, so a transaction still committing an earlier ``done_at`` cannot slip in behind the
+    cursor. ``only_completed`` keeps just COMPLETED ones (skipping FAILED, MODERATED...).
+    """
+    if isinstance(cursor, str):
+        cursor = Cursor.decode(cursor)
+    rt = rt or runtime.get()
+    with rt.sessions.begin() as session:
+        rows = store.finished_after(
+            session,
+            after=(cursor.done_at, cursor.video_id) if cursor else None,
+            settle=SETTLE,
+            limit=limit,
+            status_code=COMPLETED if only_completed else None,
+        )
+        videos = [VideoView.of(v) for v in rows]
+    if videos:
+        last = videos[-1]
+        assert last.done_at is not None
+        cursor = Cursor(last.done_at, last.video_id)
+    return Page(videos, cursor)
+
+
+def wait_for(
+    video_id: str, timeout: float, *, rt: Runtime | None = None
+) -> VideoView | None:
+    """Block until ``video_id`` is finished (done or abandoned), or ``timeout`` seconds pass.
+
+    Postgres: listens on ``video_done`` so it wakes the moment the row is done; it also
+    re-reads the row every few seconds, since abandoning sends no notification. SQLite:
+    re-reads twice a second. Returns the finished video, or None on timeout (or unknown id).
+    """
+    rt = rt or runtime.get()
+    deadline = time.monotonic() + timeout
+    if rt.engine.dialect.name == "postgresql":
+        return _wait_listening(rt, video_id, deadline)
+    while True:
+        video = get(video_id, rt=rt)
+        if video is None or video.finished:
+            return video
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        time.sleep(min(0.5, left))
+
+
+def _wait_listening(rt: Runtime, video_id: str, deadline: float) -> VideoView | None:
+    raw = rt.engine.raw_connection()
+    try:
+        connection = raw.driver_connection
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
+        # LISTEN first, then read: a row that became done in between is seen by the read.
+        while True:
+            video = get(video_id, rt=rt)
+            if video is None or video.finished:
+                return video
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if select.select([connection], [], [], min(left, RECHECK))[0]:
+                connection.poll()
+                connection.notifies.clear()
+    finally:
+        with contextlib.suppress(Exception):
+            raw.driver_connection.cursor().execute(f"UNLISTEN {store.NOTIFY_CHANNEL}")
+        raw.close()
+
+
+SETTLE = 5.0  # seconds: longer than any apply transaction takes to commit
+RECHECK = 3.0  # seconds between re-reads while listening (abandonment sends no NOTIFY)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, Text, bindparam, func, insert, select, text, update
+from sqlalchemy import Select, Table, Text, bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
@@ -499,6 +499,28 @@ def list_query(
 
 def list_videos(session: Session, **filters: Any) -> list[Video]:
     return list(session.scalars(list_query(**filters)))
+
+
+def finished_after(
+    session: Session,
+    *,
+    after: tuple[datetime, str] | None,
+    settle: float,
+    limit: int,
+    status_code: int | None = None,
+) -> list[Video]:
+    """Done rows after the (done_at, video_id) cursor that finished at least ``settle`` s ago.
+
+    Keyset pagination on the (done_at, video_id) index.
+    """
+    horizon = current_time(session) - timedelta(seconds=settle)
+    query = select(Video).where(Video.state == State.DONE.value, Video.done_at <= horizon)
+    if after is not None:
+        query = query.where(tuple_(Video.done_at, Video.video_id) > tuple_(*after))
+    if status_code is not None:
+        query = query.where(Video.status_code == status_code)
+    query = query.order_by(Video.done_at, Video.video_id).limit(limit)
+    return list(session.scalars(query))
 
 
 def get_video(session: Session, video_id: str) -> Video | None:

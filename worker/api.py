@@ -193,8 +193,8 @@ def wait_for(
 
 def _wait_listening(rt: Runtime, video_id: str, deadline: float) -> VideoView | None:
     raw = rt.engine.raw_connection()
+    connection: Any = raw.driver_connection  # psycopg2's connection: LISTEN needs the driver
     try:
-        connection = raw.driver_connection
         connection.autocommit = True
         with connection.cursor() as cursor:
             cursor.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
@@ -211,7 +211,7 @@ def _wait_listening(rt: Runtime, video_id: str, deadline: float) -> VideoView | 
                 connection.notifies.clear()
     finally:
         with contextlib.suppress(Exception):
-            raw.driver_connection.cursor().execute(f"UNLISTEN {store.NOTIFY_CHANNEL}")
+            connection.cursor().execute(f"UNLISTEN {store.NOTIFY_CHANNEL}")
         raw.close()
 
 

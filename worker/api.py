@@ -10,7 +10,6 @@ Connections are opened on first use, from ``DATABASE_URL`` (or the embedded defa
 
 from __future__ import annotations
 
-import contextlib
 import select
 import time
 from collections.abc import Iterable
@@ -210,8 +209,13 @@ def _wait_listening(rt: Runtime, video_id: str, deadline: float) -> VideoView | 
                 connection.poll()
                 connection.notifies.clear()
     finally:
-        with contextlib.suppress(Exception):
+        # The connection goes back to the pool: it must not stay in autocommit mode, or the
+        # next session on it would lose its transactions.
+        try:
             connection.cursor().execute(f"UNLISTEN {store.NOTIFY_CHANNEL}")
+            connection.autocommit = False
+        except Exception:  # noqa: BLE001 - whatever went wrong, never pool it again
+            raw.invalidate()
         raw.close()
 
 

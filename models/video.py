@@ -97,7 +97,7 @@ class VideoEvent(Base):
     video_id: Mapped[str] = mapped_column(
         Text, ForeignKey("videos.video_id", ondelete="CASCADE"), index=True
     )
-    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # pruning reads by time
     kind: Mapped[str] = mapped_column(String(32))
     http_status: Mapped[int | None] = mapped_column(Integer)
     status_code: Mapped[int | None] = mapped_column(Integer)

@@ -167,9 +167,7 @@ def completed_since(
     return Page(videos, cursor)
 
 
-def wait_for(
-    video_id: str, timeout: float, *, rt: Runtime | None = None
-) -> VideoView | None:
+def wait_for(video_id: str, timeout: float, *, rt: Runtime | None = None) -> VideoView | None:
     """Block until ``video_id`` is finished (done or abandoned), or ``timeout`` seconds pass.
 
     Postgres: listens on ``video_done`` so it wakes the moment the row is done; it also

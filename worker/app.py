@@ -44,6 +44,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": poll_queue,
         "task_routes": {
             "tracker.dispatch": {"queue": dispatch_queue},
+            "tracker.prune": {"queue": dispatch_queue},
             "tracker.poll": {"queue": poll_queue},
         },
         # Beat keeps no schedule file: one fixed interval needs no persistence.
@@ -54,7 +55,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "schedule": interval,
                 # a tick nobody ran in time is worthless: the next one claims afresh
                 "options": {"expires": max(1.0, interval * 2)},
-            }
+            },
+            "prune": {
+                "task": "tracker.prune",
+                "schedule": 3600.0,
+                "options": {"expires": 3600.0},
+            },
         },
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
@@ -78,7 +84,11 @@ def _configure(sender: Celery, **_: Any) -> None:
 def _setup_logging(**_: Any) -> None:
     # Connecting here stops Celery from installing its own handlers: ours redact the token.
     settings = load()
-    logs.configure(settings.log_level, secrets=[settings.useapi_token.reveal()])
+    logs.configure(
+        settings.log_level,
+        secrets=[settings.useapi_token.reveal()],
+        log_format=settings.log_format,
+    )
 
 
 @signals.worker_init.connect

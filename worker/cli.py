@@ -13,7 +13,8 @@ from typing import Any, NoReturn, TextIO
 
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
-from worker import api, db, ids, runtime, store
+from worker import api, db, ids, maintenance, runtime, store
+from worker.db import describe_error
 from worker.runtime import Runtime
 from worker.settings import Settings, SettingsError, load
 
@@ -343,6 +344,26 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    rt = open_runtime()
+    older_than = args.older_than_days * 86400.0 if args.older_than_days is not None else None
+    events, minutes = maintenance.prune(rt, older_than)
+    days = (older_than if older_than is not None else rt.settings.retention) / 86400.0
+    print(f"removed {events} events and {minutes} poll-count rows older than {days:g} days")
+    return EXIT_OK
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    rt = Runtime(load())
+    checks = maintenance.health(rt, broker_timeout=args.timeout)
+    if args.json:
+        _print_json([vars(c) for c in checks], sys.stdout)
+    else:
+        for check in checks:
+            print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from worker.simulator import serve
 
@@ -415,6 +436,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video_id", metavar="ID")
     p.add_argument("--json", action="store_true")
 
+    p = add("prune", cmd_prune, "remove history older than TRACKER_RETENTION (videos stay)")
+    p.add_argument("--older-than-days", type=float, help="override TRACKER_RETENTION, in days")
+
+    p = add(
+        "health", cmd_health, "exit non-zero if the database, broker or upstream auth is unhealthy"
+    )
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker")
+
     p = add("simulate", cmd_simulate, "serve a local fake of the useapi.net endpoint")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
@@ -447,21 +477,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CommandError, SettingsError) as exc:
         _fail(str(exc))
     except OperationalError as exc:
-        _fail(f"cannot use the database: {_first_line(exc)}")
+        _fail(f"cannot use the database: {describe_error(exc)}")
     except ProgrammingError as exc:
-        _fail(f"database error (is the schema migrated?): {_first_line(exc)}")
+        _fail(f"database error (is the schema migrated?): {describe_error(exc)}")
     except SQLAlchemyError as exc:
-        _fail(f"database error: {_first_line(exc)}")
+        _fail(f"database error: {describe_error(exc)}")
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except BrokenPipeError:
         return EXIT_OK
-
-
-def _first_line(exc: SQLAlchemyError) -> str:
-    original = getattr(exc, "orig", None) or exc
-    lines = str(original).strip().splitlines()
-    return lines[0] if lines else type(original).__name__
 
 
 if __name__ == "__main__":

@@ -70,6 +70,13 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def describe_error(exc: BaseException) -> str:
+    """The first line of the driver's own message: no SQL, no parameters, no traceback."""
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     # expire_on_commit=False: tasks read results after the transaction without reloading.
     return sessionmaker(engine, expire_on_commit=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -86,10 +87,48 @@ class RedactSecrets(logging.Filter):
         return text
 
 
-def configure(level: str = "INFO", secrets: list[str] | None = None) -> None:
-    """Send everything to stderr in the key=value format, with secrets redacted."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers: ``{"ts", "level", "logger", "action", ...}``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        data: dict[str, Any] = {
+            "ts": f"{stamp}.{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        action = getattr(record, "action", None)
+        if action is not None:
+            data["action"] = action
+            for key, value in (getattr(record, _FIELDS_ATTR, None) or {}).items():
+                data[key] = value if isinstance(value, int | float | bool | None) else str(value)
+        else:
+            data["message"] = record.getMessage()
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def choose_format(setting: str, stream: Any) -> logging.Formatter:
+    """``auto``: readable key=value on a terminal, JSON lines otherwise."""
+    if setting == "json" or (setting == "auto" and not _isatty(stream)):
+        return JsonFormatter()
+    return KeyValueFormatter()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def configure(
+    level: str = "INFO", secrets: list[str] | None = None, log_format: str = "auto"
+) -> None:
+    """Send everything to stderr (JSON unless on a terminal), with secrets redacted."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
+    handler.setFormatter(choose_format(log_format, sys.stderr))
     handler.addFilter(RedactSecrets(secrets or []))
     root = logging.getLogger()
     for existing in list(root.handlers):

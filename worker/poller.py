@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models import State
 from worker import store, tracking
+from worker.db import describe_error
 from worker.logs import event
 from worker.outcomes import Outcome, RateLimited, Transient, Unauthorized, kind_of
 from worker.runtime import Runtime
@@ -122,7 +123,7 @@ class _BatchRun:
             # The answer is lost but the id is not: its lease runs out and it is polled again.
             with self.lock:
                 self.report.failed_to_store += 1
-            event(log, logging.ERROR, "store_failed", video_id=video_id, error=_first_line(exc))
+            event(log, logging.ERROR, "store_failed", video_id=video_id, error=describe_error(exc))
 
     def _account_wide(self, outcome: Outcome) -> None:
         """401 and 429 concern every id: pause everyone, in the shared control row."""
@@ -226,7 +227,7 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
         with rt.sessions.begin() as session:
             store.add_poll_counts(session, run.report.counts)
     except SQLAlchemyError as exc:
-        event(log, logging.WARNING, "counts_not_stored", error=_first_line(exc))
+        event(log, logging.WARNING, "counts_not_stored", error=describe_error(exc))
     return run.report
 
 
@@ -245,10 +246,4 @@ def _release(rt: Runtime, run: _BatchRun, unsent: Sequence[str]) -> None:
             run.report.released = store.release(session, run.batch.token, unsent, run.pause_until)
         event(log, logging.INFO, "released", ids=len(unsent), until=str(run.pause_until))
     except SQLAlchemyError as exc:
-        event(log, logging.WARNING, "release_failed", ids=len(unsent), error=_first_line(exc))
-
-
-def _first_line(exc: BaseException) -> str:
-    original = getattr(exc, "orig", None) or exc
-    text = str(original).strip().splitlines()
-    return text[0] if text else type(original).__name__
+        event(log, logging.WARNING, "release_failed", ids=len(unsent), error=describe_error(exc))

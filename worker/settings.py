@@ -76,6 +76,8 @@ class Settings:
     rate_recovery: float
     log_level: str
     queue_prefix: str
+    log_format: str
+    retention: float
 
     def __repr__(self) -> str:
         # The token is a Secret already; URLs may carry passwords, so mask those too.
@@ -198,6 +200,16 @@ def _base_url(raw: str, allow_insecure: bool) -> str:
     return url
 
 
+LOG_FORMATS = ("auto", "json", "text")
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={raw!r} must be one of: {', '.join(choices)}")
+    return value
+
+
 def _queue_prefix(raw: str) -> str:
     prefix = raw.strip()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", prefix):
@@ -260,6 +272,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         rate_recovery=seconds("TRACKER_RATE_RECOVERY", 60.0, 0.1, 86400),
         log_level=get("TRACKER_LOG_LEVEL", "INFO").strip().upper(),
         queue_prefix=_queue_prefix(get("TRACKER_QUEUE_PREFIX", "tracker")),
+        log_format=_choice("TRACKER_LOG_FORMAT", get("TRACKER_LOG_FORMAT", "auto"), LOG_FORMATS),
+        retention=seconds("TRACKER_RETENTION", 30 * 86400.0, 3600, 3650 * 86400.0),
     )
     settings = Settings(**values)
     _check_consistency(settings)

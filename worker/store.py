@@ -12,7 +12,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, Text, bindparam, func, insert, select, text, tuple_, update
+from sqlalchemy import (
+    Select,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
@@ -521,6 +533,29 @@ def finished_after(
         query = query.where(Video.status_code == status_code)
     query = query.order_by(Video.done_at, Video.video_id).limit(limit)
     return list(session.scalars(query))
+
+
+def prune_batch(session: Session, older_than: timedelta, batch: int = 10_000) -> tuple[int, int]:
+    """Delete one batch of history older than ``older_than``: (events, poll minutes) removed.
+
+    Rows in ``videos`` are the product and are never pruned. Batches keep each transaction
+    short; call until both counts are 0.
+    """
+    cutoff = current_time(session) - older_than
+    old_events = (
+        select(VideoEvent.id).where(VideoEvent.at < cutoff).order_by(VideoEvent.id).limit(batch)
+    )
+    events = session.execute(
+        delete(VideoEvent)
+        .where(VideoEvent.id.in_(old_events.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+    minutes = session.execute(
+        delete(PollMinute)
+        .where(PollMinute.minute < cutoff)
+        .execution_options(synchronize_session=False)
+    )
+    return int(events.rowcount), int(minutes.rowcount)  # type: ignore[attr-defined]
 
 
 def get_video(session: Session, video_id: str) -> Video | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from worker import poller, runtime
+from worker import maintenance, poller, runtime
 from worker.app import app
 from worker.logs import event
 
@@ -21,6 +21,13 @@ def dispatch() -> int:
         # A message older than the lease is useless: the rows are free again by then.
         poll.apply_async(args=[batch.to_message()], expires=rt.settings.lease)
     return sum(len(b.items) for b in batches)
+
+
+@app.task(name="tracker.prune", ignore_result=True)
+def prune() -> int:
+    """Remove history older than TRACKER_RETENTION (beat runs it hourly)."""
+    events, _ = maintenance.prune(runtime.get())
+    return events
 
 
 @app.task(name="tracker.poll", ignore_result=True)

@@ -190,3 +190,37 @@ def test_the_filter_never_drops_a_record() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, f"t={TOKEN}", None, None)
     assert RedactSecrets([TOKEN]).filter(record) is True
     assert record.getMessage() == "t=********"
+
+
+def test_json_lines_carry_the_action_and_fields_and_never_the_token() -> None:
+    import io
+    import json
+
+    from worker.logs import JsonFormatter, choose_format
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(choose_format("auto", stream))  # not a terminal: JSON
+    handler.addFilter(RedactSecrets([TOKEN]))
+    logger = logging.getLogger("test.json.lines")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        event(
+            logger,
+            logging.INFO,
+            "poll",
+            video_id=VID,
+            outcome="not_yet",
+            http_status=404,
+            latency=0.25,
+            reason=f"echo {TOKEN}",
+        )
+    finally:
+        logger.removeHandler(handler)
+    assert isinstance(handler.formatter, JsonFormatter)
+    line = json.loads(stream.getvalue())
+    assert line["action"] == "poll" and line["video_id"] == VID
+    assert (line["http_status"], line["latency"], line["level"]) == (404, 0.25, "INFO")
+    assert line["ts"].endswith("Z")
+    assert TOKEN not in stream.getvalue()

@@ -1,0 +1,74 @@
+"""prune (history goes, videos stay) and health (database, broker, upstream auth)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.conftest import REDIS_URL
+from worker import api, maintenance
+from worker.runtime import Runtime
+from worker.settings import load
+
+
+@pytest.fixture
+def rt(pg: sessionmaker[Session], pg_database: str) -> Iterator[Runtime]:
+    runtime = Runtime(load({"DATABASE_URL": pg_database, "CELERY_BROKER_URL": REDIS_URL}))
+    yield runtime
+    runtime.close()
+
+
+def _count(rt: Runtime, sql: str) -> int:
+    with rt.sessions.begin() as session:
+        return int(session.execute(text(sql)).scalar_one())
+
+
+def test_prune_removes_old_history_but_never_videos(rt: Runtime) -> None:
+    ids = [f"user:1-pixverse:p@example.com-video:{n}" for n in range(3)]
+    api.enqueue(ids, rt=rt)
+    with rt.sessions.begin() as session:
+        session.execute(
+            text("UPDATE video_events SET at = now() - interval '40 days' WHERE video_id <> :keep"),
+            {"keep": ids[0]},
+        )
+        session.execute(
+            text(
+                "INSERT INTO poll_minutes (minute, polls, errors, rate_limited, unauthorized) "
+                "VALUES (date_trunc('minute', now() - interval '40 days'), 5, 0, 0, 0), "
+                "(date_trunc('minute', now()), 7, 0, 0, 0)"
+            )
+        )
+    events, minutes = maintenance.prune(rt)  # default retention: 30 days
+    assert (events, minutes) == (2, 1)
+    assert _count(rt, "SELECT count(*) FROM videos") == 3
+    assert _count(rt, "SELECT count(*) FROM video_events") == 1
+    assert _count(rt, "SELECT sum(polls) FROM poll_minutes") == 7
+    assert maintenance.prune(rt) == (0, 0)
+
+
+def test_health_is_ok_when_database_broker_and_token_are_fine(rt: Runtime) -> None:
+    checks = {c.name: c for c in maintenance.health(rt)}
+    assert set(checks) == {"database", "upstream_auth", "broker"}
+    assert all(c.ok for c in checks.values()), checks
+
+
+def test_health_fails_on_a_rejected_token_and_an_unreachable_broker(
+    pg: sessionmaker[Session], pg_database: str
+) -> None:
+    runtime = Runtime(
+        load({"DATABASE_URL": pg_database, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
+    )
+    try:
+        with runtime.sessions.begin() as session:
+            session.execute(
+                text("UPDATE tracker_control SET auth_failing = true, auth_error = 'Unauthorized'")
+            )
+        checks = {c.name: c for c in maintenance.health(runtime, broker_timeout=1)}
+        assert not checks["upstream_auth"].ok and "Unauthorized" in checks["upstream_auth"].detail
+        assert not checks["broker"].ok
+        assert checks["database"].ok
+    finally:
+        runtime.close()

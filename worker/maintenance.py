@@ -1,0 +1,75 @@
+"""Operations around the poll loop: pruning old history and the health check."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from worker import db, store
+from worker.db import describe_error
+from worker.logs import event
+from worker.runtime import Runtime
+
+log = logging.getLogger("tracker.maintenance")
+
+
+def prune(rt: Runtime, older_than: float | None = None) -> tuple[int, int]:
+    """Remove history older than ``older_than`` seconds (default TRACKER_RETENTION).
+
+    Returns (events, poll-minute rows) removed. ``videos`` rows are never touched.
+    """
+    age = timedelta(seconds=rt.settings.retention if older_than is None else older_than)
+    events = minutes = 0
+    while True:
+        with rt.sessions.begin() as session:
+            batch_events, batch_minutes = store.prune_batch(session, age)
+        events += batch_events
+        minutes += batch_minutes
+        if batch_events == 0 and batch_minutes == 0:
+            break
+    event(log, logging.INFO, "pruned", events=events, poll_minutes=minutes)
+    return events, minutes
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def health(rt: Runtime, broker_timeout: float = 5.0) -> list[Check]:
+    """Database (reachable, schema current), broker (reachable), upstream auth (not failing)."""
+    checks: list[Check] = []
+    try:
+        current, head = db.current_revision(rt.engine), db.head_revision()
+        if current == head:
+            checks.append(Check("database", True, f"reachable, schema at {current}"))
+        else:
+            checks.append(Check("database", False, f"schema at {current}, needs {head}: migrate"))
+        with rt.sessions.begin() as session:
+            summary = store.summary(session, rt.policy)
+        if summary.auth_failing:
+            checks.append(Check("upstream_auth", False, f"token rejected: {summary.auth_error}"))
+        else:
+            checks.append(Check("upstream_auth", True, "no 401 since the last success"))
+    except SQLAlchemyError as exc:
+        checks.append(Check("database", False, f"unreachable: {describe_error(exc)}"))
+    checks.append(_broker_check(rt, broker_timeout))
+    return checks
+
+
+def _broker_check(rt: Runtime, timeout: float) -> Check:
+    if rt.settings.embedded:
+        return Check("broker", True, "in-process (embedded mode)")
+    from kombu.connection import Connection
+
+    try:
+        with Connection(rt.settings.broker_url, connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+        return Check("broker", True, "reachable")
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is "unhealthy"
+        return Check("broker", False, f"unreachable: {type(exc).__name__}")

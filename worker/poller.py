@@ -101,6 +101,7 @@ class _BatchRun:
         self.report = BatchReport()
         self.auth_failing = False
         self.rows: dict[str, tracking.RowView] = {}
+        self.skipped: list[str] = []  # handed to the pool, then stopped by a 401/429
         self.db_start: datetime = batch.start
         self.mono_start = time.monotonic()
 
@@ -110,7 +111,11 @@ class _BatchRun:
 
     def fetch_and_apply(self, video_id: str) -> None:
         if self.stop.is_set():
+            # queued behind a 401/429: give it back with the others, not at lease end
+            with self.lock:
+                self.skipped.append(video_id)
             return
+        sent_at = self.db_now()
         outcome = self.rt.client.fetch(video_id)
         with self.lock:
             self.report.polled += 1
@@ -118,7 +123,7 @@ class _BatchRun:
         self._log(video_id, outcome)
         try:
             self._account_wide(outcome)
-            self._apply(video_id, outcome)
+            self._apply(video_id, outcome, sent_at)
         except SQLAlchemyError as exc:
             # The answer is lost but the id is not: its lease runs out and it is polled again.
             with self.lock:
@@ -151,9 +156,9 @@ class _BatchRun:
             if self.pause_until is None or until > self.pause_until:
                 self.pause_until = until
 
-    def _apply(self, video_id: str, outcome: Outcome) -> None:
+    def _apply(self, video_id: str, outcome: Outcome, sent_at: datetime) -> None:
         decision = tracking.decide(
-            self.rows[video_id], outcome, self.db_now(), self.rt.policy, _rng
+            self.rows[video_id], outcome, self.db_now(), self.rt.policy, _rng, sent_at
         )
         with self.rt.sessions.begin() as session:
             applied = store.apply(session, video_id, self.batch.token, decision)
@@ -221,7 +226,7 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
                 break
             fired.add(video_id)
             pool.submit(_guarded, run, video_id)
-    unsent = [video_id for video_id in run.rows if video_id not in fired]
+    unsent = [video_id for video_id in run.rows if video_id not in fired] + run.skipped
     _release(rt, run, unsent)
     try:
         with rt.sessions.begin() as session:

@@ -278,6 +278,10 @@ def claim_due(
     )
     if claimed:
         control.next_slot_at = plan.slot(len(claimed))
+        if control.auth_failing:
+            # One probe in flight at a time: no further probe until this one answers (which
+            # clears or renews the pause) or its lease runs out.
+            control.auth_paused_until = until
     return Claim(token, now, [(v, plan.slot(i)) for i, v in enumerate(sorted(claimed))])
 
 

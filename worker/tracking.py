@@ -252,12 +252,21 @@ def deadline_of(row: RowView, policy: Policy) -> datetime:
 
 
 def next_poll(
-    row: RowView, now: datetime, policy: Policy, rng: random.Random, attempt: int
+    row: RowView,
+    now: datetime,
+    policy: Policy,
+    rng: random.Random,
+    attempt: int,
+    sent_at: datetime | None = None,
 ) -> datetime:
-    """The next poll time, never past the deadline, so the last poll lands at the deadline."""
+    """The next poll time, never past the deadline, so the last poll lands at the deadline.
+
+    A poll sent before the deadline (even if answered after it) is not the last one: the next
+    is placed at the deadline, which may already be due.
+    """
     due = now + timedelta(seconds=backoff_delay(attempt, policy, rng))
     deadline = deadline_of(row, policy)
-    return min(due, deadline) if now < deadline else due
+    return min(due, deadline) if (sent_at or now) < deadline else due
 
 
 def first_poll_at(now: datetime, policy: Policy) -> datetime:
@@ -280,9 +289,20 @@ def _finished(state: State, now: datetime, changes: dict[str, Any]) -> dict[str,
 
 
 def decide(
-    row: RowView, outcome: Outcome, now: datetime, policy: Policy, rng: random.Random
+    row: RowView,
+    outcome: Outcome,
+    now: datetime,
+    policy: Policy,
+    rng: random.Random,
+    sent_at: datetime | None = None,
 ) -> Decision:
-    """Turn one upstream answer into the row's next state. ``now`` is the database's clock."""
+    """Turn one upstream answer into the row's next state.
+
+    ``now`` is the database's clock when the answer arrived; ``sent_at`` when the request went
+    out (default: ``now``). Give-up is judged by ``sent_at``: only a poll *sent* at or past
+    the deadline may expire a row.
+    """
+    sent = sent_at or now
     base: dict[str, Any] = {"updated_at": now, "claimed_until": None, "claim_token": None}
 
     # Answers about the account, not the video: no penalty, no poll counted.
@@ -313,7 +333,7 @@ def decide(
             "last_error": _short(outcome.reason),
         }
         event = EventSpec("error", _short(outcome.reason), outcome.http_status)
-        if now >= deadline + ERROR_GRACE:
+        if sent >= deadline + ERROR_GRACE:
             reason = (
                 f"expired: no usable answer after the deadline (last: {_short(outcome.reason)})"
             )
@@ -324,8 +344,8 @@ def decide(
                 (event, EventSpec("abandoned", reason, outcome.http_status)),
             )
         attempt = row.poll_count + row.error_count + 1
-        changes["next_poll_at"] = next_poll(row, now, policy, rng, attempt)
-        if now >= deadline:
+        changes["next_poll_at"] = next_poll(row, now, policy, rng, attempt, sent)
+        if sent >= deadline:
             # keep retrying past the deadline only within the grace period
             changes["next_poll_at"] = min(changes["next_poll_at"], deadline + ERROR_GRACE)
         return Decision(State.PENDING, changes, (event,))
@@ -380,14 +400,14 @@ def decide(
     else:
         assert isinstance(outcome, NotYet)
 
-    if now >= deadline:
+    if sent >= deadline:
         reason = f"expired: not finished {policy.give_up_after:g}s after enqueue"
         polled["abandon_reason"] = reason
         events.append(EventSpec("abandoned", reason, outcome.http_status))
         return Decision(
             State.ABANDONED, _finished(State.ABANDONED, now, polled), tuple(events), anomaly=anomaly
         )
-    polled["next_poll_at"] = next_poll(row, now, policy, rng, row.poll_count + 1)
+    polled["next_poll_at"] = next_poll(row, now, policy, rng, row.poll_count + 1, sent)
     return Decision(State.PENDING, polled, tuple(events), anomaly=anomaly)
 
 

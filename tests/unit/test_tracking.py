@@ -903,3 +903,32 @@ def test_successive_plans_never_hand_out_slots_closer_than_the_rate(
     # timedelta has microsecond resolution: allow one microsecond of rounding per slot
     for earlier, later in itertools.pairwise(slots):
         assert (later - earlier).total_seconds() >= 1 / rate - 2e-6
+
+
+def test_a_poll_sent_before_the_deadline_but_answered_after_it_does_not_expire_the_row() -> None:
+    deadline = row().enqueued_at + GIVE_UP
+    decision = decide(
+        row(),
+        NotYet(),
+        deadline + timedelta(seconds=2),
+        POLICY,
+        random.Random(1),
+        sent_at=deadline - timedelta(seconds=1),
+    )
+    assert decision.state is State.PENDING
+    # the next (last) poll goes out at once: its send time is at the deadline or later
+    assert decision.changes["next_poll_at"] == deadline
+
+
+def test_a_poll_sent_at_the_deadline_expires_the_row_however_late_its_answer() -> None:
+    deadline = row().enqueued_at + GIVE_UP
+    decision = decide(
+        row(),
+        NotYet(),
+        deadline + timedelta(seconds=5),
+        POLICY,
+        random.Random(1),
+        sent_at=deadline,
+    )
+    assert decision.state is State.ABANDONED
+    assert decision.changes["abandon_reason"].startswith("expired")

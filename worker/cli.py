@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 
+from alembic.util import CommandError as AlembicError
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from worker import api, db, ids, maintenance, runtime, store
@@ -35,6 +36,11 @@ def open_runtime(settings: Settings | None = None, *, migrate_sqlite: bool = Tru
     head = db.head_revision()
     current = db.current_revision(rt.engine)
     if current != head:
+        if current is not None and not db.is_known_revision(current):
+            raise CommandError(
+                f"the database schema is at revision {current}, which this version does not "
+                f"know (it needs {head}): was it migrated by a newer version of the tracker?"
+            )
         if rt.settings.is_sqlite and migrate_sqlite:
             db.upgrade(rt.engine)
         elif current is None:
@@ -164,6 +170,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     )
     if report.refused:
         summary += f"; refused {len(report.refused)} invalid"
+    if not numbered:
+        print("error: no ids given (stdin was empty)", file=sys.stderr)
     print(summary)
     return EXIT_FAILED if report.refused or not numbered else EXIT_OK
 
@@ -367,7 +375,12 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from worker.simulator import serve
 
-    serve(args.host, args.port, args.token, args.latency, args.default_delay)
+    try:
+        serve(args.host, args.port, args.token, args.latency, args.default_delay)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from None
     return EXIT_OK
 
 
@@ -375,6 +388,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
     return run_demo(speed=args.speed)
+
+
+def _bounded(kind: type[float] | type[int], low: float, high: float) -> Callable[[str], Any]:
+    """An argparse type: a number within [low, high], else a clear usage error."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (low <= value <= high):  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
+        return value
+
+    return parse
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -426,7 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", help="upstream status name or number, e.g. COMPLETED or 1")
     p.add_argument("--since", help="only videos finished (done_at) at or after this ISO-8601 time")
     p.add_argument(
-        "--limit", type=int, default=100, help="at most this many rows (0: all; default 100)"
+        "--limit",
+        type=_bounded(int, 0, 10**9),
+        default=100,
+        help="at most this many rows (0: all; default 100)",
     )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
@@ -437,26 +468,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = add("prune", cmd_prune, "remove history older than TRACKER_RETENTION (videos stay)")
-    p.add_argument("--older-than-days", type=float, help="override TRACKER_RETENTION, in days")
+    p.add_argument(
+        "--older-than-days",
+        type=_bounded(float, 0.01, 36500),
+        help="override TRACKER_RETENTION, in days",
+    )
 
     p = add(
         "health", cmd_health, "exit non-zero if the database, broker or upstream auth is unhealthy"
     )
     p.add_argument("--json", action="store_true")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker")
+    p.add_argument(
+        "--timeout",
+        type=_bounded(float, 0.1, 600),
+        default=5.0,
+        help="seconds to wait for the broker",
+    )
 
     p = add("simulate", cmd_simulate, "serve a local fake of the useapi.net endpoint")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=_bounded(int, 0, 65535), default=8765)
     p.add_argument("--token", default="sim-token", help="the Bearer token it accepts")
-    p.add_argument("--latency", type=float, default=0.0, help="seconds every answer waits")
     p.add_argument(
-        "--default-delay", type=float, default=5.0, help="seconds until an untagged id completes"
+        "--latency", type=_bounded(float, 0, 3600), default=0.0, help="seconds every answer waits"
+    )
+    p.add_argument(
+        "--default-delay",
+        type=_bounded(float, 0, 86400),
+        default=5.0,
+        help="seconds until an untagged id completes",
     )
 
     p = add("demo", cmd_demo, "simulator + embedded tracker + live progress, on this machine")
     p.add_argument(
-        "--speed", type=float, default=1.0, help="run the scenarios this many times faster"
+        "--speed",
+        type=_bounded(float, 0.01, 1000),
+        default=1.0,
+        help="run the scenarios this many times faster",
     )
     return parser
 
@@ -482,10 +530,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(f"database error (is the schema migrated?): {describe_error(exc)}")
     except SQLAlchemyError as exc:
         _fail(f"database error: {describe_error(exc)}")
+    except AlembicError as exc:
+        _fail(f"cannot migrate: {str(exc).splitlines()[0] if str(exc) else exc!r}")
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:  # a data folder that is a file, a port in use, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}{where}")
 
 
 if __name__ == "__main__":

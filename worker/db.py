@@ -48,6 +48,7 @@ def make_engine(url: str, *, pool: bool = True, pool_size: int = 5) -> Engine:
 def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
+        # an OSError here (the folder is a file, no permission) names the path for the CLI
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -108,6 +109,17 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def is_known_revision(revision: str) -> bool:
+    """Whether this version's migrations know ``revision`` (a newer deploy's would not)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def head_revision() -> str | None:

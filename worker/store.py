@@ -20,6 +20,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     text,
     tuple_,
@@ -343,6 +344,29 @@ def apply(session: Session, video_id: str, token: str, decision: Decision) -> bo
         # NOTIFY is transactional: listeners hear it only if this row really became done.
         session.execute(select(func.pg_notify(NOTIFY_CHANNEL, video_id)))
     return True
+
+
+def mark_due(session: Session, video_id: str) -> bool:
+    """Make a pending, unclaimed row due now (a hint that it may have finished).
+
+    A row being polled right now is left alone: its answer is on the way. Returns whether the
+    row was moved; an 'hinted' event is written only then, so repeated hints cost nothing.
+    """
+    now = current_time(session)
+    moved = session.execute(
+        update(Video)
+        .where(
+            Video.video_id == video_id,
+            Video.state == State.PENDING.value,
+            Video.next_poll_at > now,
+            or_(Video.claim_token.is_(None), Video.claimed_until <= now),
+        )
+        .values(next_poll_at=now, claimed_until=None, claim_token=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if moved:
+        _add_events(session, now, [(video_id, EventSpec("hinted", "upstream callback"))])
+    return bool(moved)
 
 
 def release(session: Session, token: str, video_ids: Sequence[str], until: datetime | None) -> int:

@@ -5,6 +5,7 @@ No engine and no I/O here: importing models never touches a database.
 
 from models.base import Base, UTCDateTime
 from models.control import CONTROL_ROW_ID, PollMinute, TrackerControl
+from models.outbox import CallbackDelivery
 from models.video import State, Video, VideoEvent
 
 metadata = Base.metadata
@@ -12,6 +13,7 @@ metadata = Base.metadata
 __all__ = [
     "CONTROL_ROW_ID",
     "Base",
+    "CallbackDelivery",
     "PollMinute",
     "State",
     "TrackerControl",

@@ -63,7 +63,7 @@ def pg_engine(pg_database: str) -> Iterator[Engine]:
 
 def reset_tables(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE video_events, videos, poll_minutes"))
+        conn.execute(text("TRUNCATE callback_outbox, video_events, videos, poll_minutes"))
         conn.execute(
             text(
                 "UPDATE tracker_control SET next_slot_at = NULL, rate_factor = 1, "

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models import State, Video
-from worker import ids, runtime, store
+from worker import ids, runtime, store, webhooks
 from worker.runtime import Runtime
 from worker.tracking import COMPLETED
 
@@ -38,26 +38,43 @@ class EnqueueReport:
 
 
 def enqueue_numbered(
-    numbered: Iterable[tuple[int, str]], *, retrack: bool = False, rt: Runtime | None = None
+    numbered: Iterable[tuple[int, str]],
+    *,
+    retrack: bool = False,
+    callback_url: str | None = None,
+    rt: Runtime | None = None,
 ) -> EnqueueReport:
     """Validate (position, id) pairs, store the valid ones in one batched upsert."""
+    if callback_url is not None:
+        callback_url = webhooks.validate_url(callback_url)  # raises InvalidCallbackUrl
     valid, refused = ids.split_valid(numbered)
     if not valid:
         return EnqueueReport(refused=refused)
     rt = rt or runtime.get()
     with rt.sessions.begin() as session:
-        result = store.enqueue(session, valid, rt.policy, retrack=retrack)
+        result = store.enqueue(
+            session, valid, rt.policy, retrack=retrack, callback_url=callback_url
+        )
     return EnqueueReport(result.added, result.rearmed, result.unchanged, refused)
 
 
 def enqueue(
-    video_ids: Iterable[str], *, retrack: bool = False, rt: Runtime | None = None
+    video_ids: Iterable[str],
+    *,
+    retrack: bool = False,
+    callback_url: str | None = None,
+    rt: Runtime | None = None,
 ) -> EnqueueReport:
     """Start tracking ``video_ids``. Idempotent; ``retrack`` re-arms done or abandoned ids.
 
     Invalid ids are reported in ``refused`` (position is 1-based); valid ones are stored.
+    ``callback_url``: POST the row there when it finishes (validated: http(s), at most 2048
+    characters; raises ``webhooks.InvalidCallbackUrl``). It is set on new ids, and on ids
+    re-armed by ``retrack``; an id already tracked keeps its own.
     """
-    return enqueue_numbered(enumerate(video_ids, start=1), retrack=retrack, rt=rt)
+    return enqueue_numbered(
+        enumerate(video_ids, start=1), retrack=retrack, callback_url=callback_url, rt=rt
+    )
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "tracker.dispatch": {"queue": dispatch_queue},
             "tracker.prune": {"queue": dispatch_queue},
             "tracker.poll": {"queue": poll_queue},
+            "tracker.deliver": {"queue": poll_queue},
         },
         # Beat keeps no schedule file: one fixed interval needs no persistence.
         "beat_scheduler": "celery.beat:Scheduler",
@@ -54,6 +55,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": "tracker.dispatch",
                 "schedule": interval,
                 # a tick nobody ran in time is worthless: the next one claims afresh
+                "options": {"expires": max(1.0, interval * 2)},
+            },
+            "deliver": {
+                "task": "tracker.deliver",
+                "schedule": interval,
                 "options": {"expires": max(1.0, interval * 2)},
             },
             "prune": {

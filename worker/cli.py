@@ -18,6 +18,7 @@ from worker import api, db, ids, maintenance, runtime, store
 from worker.db import describe_error
 from worker.runtime import Runtime
 from worker.settings import Settings, SettingsError, load
+from worker.webhooks import InvalidCallbackUrl
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -157,7 +158,10 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         where = "argument"
     has_valid = any(ids.problem_with(video_id) is None for _, video_id in numbered)
     report = api.enqueue_numbered(
-        numbered, retrack=args.retrack, rt=open_runtime() if has_valid else None
+        numbered,
+        retrack=args.retrack,
+        callback_url=args.callback_url,
+        rt=open_runtime() if has_valid else None,
     )
     for bad in report.refused:
         print(
@@ -432,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--retrack", action="store_true", help="re-arm ids that are already done or abandoned"
     )
+    p.add_argument(
+        "--callback-url",
+        metavar="URL",
+        help="POST each id's row here when it finishes (signed; see docs/webhooks.md)",
+    )
 
     for name, handler, help_ in (
         ("run", cmd_run, "worker and beat in one process (embedded mode, or one machine)"),
@@ -522,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.celery_args = args.celery_args[1:]
     try:
         return int(args.handler(args))
-    except (CommandError, SettingsError) as exc:
+    except (CommandError, SettingsError, InvalidCallbackUrl) as exc:
         _fail(str(exc))
     except OperationalError as exc:
         _fail(f"cannot use the database: {describe_error(exc)}")

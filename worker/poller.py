@@ -160,8 +160,10 @@ class _BatchRun:
         decision = tracking.decide(
             self.rows[video_id], outcome, self.db_now(), self.rt.policy, _rng, sent_at
         )
+        row = self.rows[video_id]
+        callback_url = row.callback_url or self.rt.settings.webhook_url
         with self.rt.sessions.begin() as session:
-            applied = store.apply(session, video_id, self.batch.token, decision)
+            applied = store.apply(session, video_id, self.batch.token, decision, callback_url)
         with self.lock:
             if applied:
                 self.report.applied += 1

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from worker.webhooks import InvalidCallbackUrl, validate_url
+
 DEFAULT_BASE_URL = "https://api.useapi.net"
 EMBEDDED_BROKER_URL = "memory://"
 
@@ -78,6 +80,10 @@ class Settings:
     queue_prefix: str
     log_format: str
     retention: float
+    webhook_url: str | None
+    webhook_secret: Secret
+    webhook_max_attempts: int
+    webhook_timeout: float
 
     def __repr__(self) -> str:
         # The token is a Secret already; URLs may carry passwords, so mask those too.
@@ -203,6 +209,15 @@ def _base_url(raw: str, allow_insecure: bool) -> str:
 LOG_FORMATS = ("auto", "json", "text")
 
 
+def _webhook_url(raw: str) -> str | None:
+    if not raw.strip():
+        return None
+    try:
+        return validate_url(raw)
+    except InvalidCallbackUrl as exc:
+        raise SettingsError(f"TRACKER_WEBHOOK_URL: {exc}") from None
+
+
 def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     value = raw.strip().lower()
     if value not in choices:
@@ -274,6 +289,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         queue_prefix=_queue_prefix(get("TRACKER_QUEUE_PREFIX", "tracker")),
         log_format=_choice("TRACKER_LOG_FORMAT", get("TRACKER_LOG_FORMAT", "auto"), LOG_FORMATS),
         retention=seconds("TRACKER_RETENTION", 30 * 86400.0, 3600, 3650 * 86400.0),
+        webhook_url=_webhook_url(env.get("TRACKER_WEBHOOK_URL", "")),
+        webhook_secret=Secret(env.get("TRACKER_WEBHOOK_SECRET", "").strip()),
+        webhook_max_attempts=whole("TRACKER_WEBHOOK_MAX_ATTEMPTS", 15, 1, 100),
+        webhook_timeout=seconds("TRACKER_WEBHOOK_TIMEOUT", 10.0, 0.1, 300),
     )
     settings = Settings(**values)
     _check_consistency(settings)

@@ -31,8 +31,17 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import FunctionElement
 
-from models import CONTROL_ROW_ID, PollMinute, State, TrackerControl, UTCDateTime, Video, VideoEvent
-from worker import tracking
+from models import (
+    CONTROL_ROW_ID,
+    CallbackDelivery,
+    PollMinute,
+    State,
+    TrackerControl,
+    UTCDateTime,
+    Video,
+    VideoEvent,
+)
+from worker import tracking, webhooks
 from worker.tracking import Decision, EventSpec, LimiterView, Policy, RowView, SlotPlan
 
 NOTIFY_CHANNEL = "video_done"
@@ -91,7 +100,12 @@ class EnqueueResult:
 
 
 def enqueue(
-    session: Session, video_ids: Sequence[str], policy: Policy, *, retrack: bool = False
+    session: Session,
+    video_ids: Sequence[str],
+    policy: Policy,
+    *,
+    retrack: bool = False,
+    callback_url: str | None = None,
 ) -> EnqueueResult:
     """Insert valid, de-duplicated ids; existing rows are left alone unless ``retrack``.
 
@@ -103,12 +117,12 @@ def enqueue(
     added: list[str] = []
     rearmed: list[str] = []
     for chunk in _chunks(video_ids, 50_000 if is_postgres(session) else CHUNK):
-        new = insert_new(session, chunk, now, first)
+        new = insert_new(session, chunk, now, first, callback_url)
         added.extend(new)
         if retrack and len(new) < len(chunk):
             fresh = set(new)
             existing = [v for v in chunk if v not in fresh]
-            rearmed.extend(_rearm(session, existing, now, first))
+            rearmed.extend(_rearm(session, existing, now, first, callback_url))
     _add_events(session, now, [(v, EventSpec("retracked")) for v in rearmed])
     touched = set(added) | set(rearmed)
     return EnqueueResult(added, rearmed, [v for v in video_ids if v not in touched])
@@ -118,8 +132,8 @@ _INSERT_NEW_PG = text(
     """
     WITH added AS (
         INSERT INTO videos (video_id, state, enqueued_at, updated_at, next_poll_at,
-                            poll_count, error_count)
-        SELECT v, 'pending', :now, :now, :first, 0, 0 FROM unnest(:ids) AS v
+                            poll_count, error_count, callback_url)
+        SELECT v, 'pending', :now, :now, :first, 0, 0, :callback_url FROM unnest(:ids) AS v
         ON CONFLICT (video_id) DO NOTHING
         RETURNING video_id
     ), logged AS (
@@ -132,14 +146,22 @@ _INSERT_NEW_PG = text(
 
 
 def _insert_new_pg(
-    session: Session, video_ids: Sequence[str], now: datetime, first: datetime
+    session: Session,
+    video_ids: Sequence[str],
+    now: datetime,
+    first: datetime,
+    callback_url: str | None,
 ) -> list[str]:
-    params = {"ids": list(video_ids), "now": now, "first": first}
+    params = {"ids": list(video_ids), "now": now, "first": first, "callback_url": callback_url}
     return list(session.execute(_INSERT_NEW_PG, params).scalars())
 
 
 def _insert_new_portable(
-    session: Session, video_ids: Sequence[str], now: datetime, first: datetime
+    session: Session,
+    video_ids: Sequence[str],
+    now: datetime,
+    first: datetime,
+    callback_url: str | None,
 ) -> list[str]:
     rows = [
         {
@@ -150,6 +172,7 @@ def _insert_new_portable(
             "next_poll_at": first,
             "poll_count": 0,
             "error_count": 0,
+            "callback_url": callback_url,
         }
         for video_id in video_ids
     ]
@@ -163,11 +186,20 @@ def _insert_new_portable(
     return new
 
 
-def _rearm(session: Session, video_ids: Sequence[str], now: datetime, first: datetime) -> list[str]:
+def _rearm(
+    session: Session,
+    video_ids: Sequence[str],
+    now: datetime,
+    first: datetime,
+    callback_url: str | None,
+) -> list[str]:
+    # a re-armed id keeps its callback URL unless a new one is given
+    new_url = {"callback_url": callback_url} if callback_url is not None else {}
     stmt = (
         update(Video)
         .where(Video.video_id.in_(video_ids), Video.state != State.PENDING.value)
         .values(
+            **new_url,
             state=State.PENDING.value,
             enqueued_at=now,
             updated_at=now,
@@ -303,6 +335,7 @@ def owned_rows(
             Video.error_count,
             Video.status_code,
             Video.record.is_not(None),
+            Video.callback_url,
         ).where(
             Video.video_id.in_(video_ids),
             Video.claim_token == token,
@@ -313,21 +346,29 @@ def owned_rows(
     failing = session.execute(
         select(TrackerControl.auth_failing).where(TrackerControl.id == CONTROL_ROW_ID)
     ).scalar_one_or_none()
-    views = {r[0]: RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows}
+    views = {r[0]: RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows}
     return now, views, bool(failing)
 
 
 # --- applying an answer ---------------------------------------------------------------------------
 
 
-def apply(session: Session, video_id: str, token: str, decision: Decision) -> bool:
+def apply(
+    session: Session,
+    video_id: str,
+    token: str,
+    decision: Decision,
+    callback_url: str | None = None,
+) -> bool:
     """Write one decision, guarded by the claim token and ``state = 'pending'``.
 
     Returns False (and writes nothing) when the claim no longer holds: a late or duplicate
-    answer can never move a finished row, nor overwrite a newer claimant's record.
+    answer can never move a finished row, nor overwrite a newer claimant's record. When the
+    row finishes and ``callback_url`` is given, the callback is queued in the same transaction.
     """
     now = decision.changes["updated_at"]
-    result = session.execute(
+    finishing = decision.state is not State.PENDING and callback_url is not None
+    stmt = (
         update(Video)
         .where(
             Video.video_id == video_id,
@@ -337,13 +378,111 @@ def apply(session: Session, video_id: str, token: str, decision: Decision) -> bo
         .values(state=decision.state.value, **decision.changes)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if finishing:
+        # the finished row, as committed, is the callback's body
+        row = session.execute(stmt.returning(*_table(Video).c)).mappings().one_or_none()
+        if row is None:
+            return False
+        assert callback_url is not None
+        _queue_callback(session, callback_url, decision.state.value, row, now)
+    elif session.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
         return False
     _add_events(session, now, [(video_id, e) for e in decision.events])
     if decision.notify_done and is_postgres(session):
         # NOTIFY is transactional: listeners hear it only if this row really became done.
         session.execute(select(func.pg_notify(NOTIFY_CHANNEL, video_id)))
     return True
+
+
+def _queue_callback(session: Session, url: str, kind: str, row: Any, now: datetime) -> None:
+    key = webhooks.idempotency_key(row["video_id"], kind, row["enqueued_at"])
+    session.execute(
+        insert(_table(CallbackDelivery)).values(
+            video_id=row["video_id"],
+            url=url,
+            kind=kind,
+            body=webhooks.body_for(kind, key, row),
+            idempotency_key=key,
+            created_at=now,
+            next_attempt_at=now,
+            attempts=0,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    video_id: str
+    url: str
+    kind: str
+    body: str
+    idempotency_key: str
+    attempts: int
+
+
+def claim_deliveries(session: Session, *, limit: int, lease: float) -> tuple[str, list[Delivery]]:
+    """Claim owed callbacks (FOR UPDATE SKIP LOCKED); a crashed sender's come back after lease."""
+    now = current_time(session)
+    token = uuid.uuid4().hex
+    outbox = _table(CallbackDelivery)
+    due = (
+        select(outbox.c.id)
+        .where(
+            outbox.c.delivered_at.is_(None),
+            outbox.c.failed_at.is_(None),
+            outbox.c.next_attempt_at <= now,
+        )
+        .order_by(outbox.c.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = session.execute(
+        update(outbox)
+        .where(outbox.c.id.in_(due.scalar_subquery()))
+        .values(next_attempt_at=now + timedelta(seconds=lease), claim_token=token)
+        .returning(
+            outbox.c.id,
+            outbox.c.video_id,
+            outbox.c.url,
+            outbox.c.kind,
+            outbox.c.body,
+            outbox.c.idempotency_key,
+            outbox.c.attempts,
+        )
+    ).all()
+    return token, [Delivery(*row) for row in sorted(rows)]
+
+
+def delivery_result(
+    session: Session,
+    delivery_id: int,
+    token: str,
+    ok: bool,
+    status: int | None,
+    error: str | None,
+    retry_in: timedelta | None,
+) -> None:
+    """Record one attempt: delivered, due again after ``retry_in``, or failed for good (None)."""
+    now = current_time(session)
+    outbox = _table(CallbackDelivery)
+    values: dict[str, Any] = {
+        "attempts": outbox.c.attempts + 1,
+        "last_status": status,
+        "last_error": error,
+        "claim_token": None,
+    }
+    if ok:
+        values.update(delivered_at=now, next_attempt_at=None)
+    elif retry_in is None:
+        values.update(failed_at=now, next_attempt_at=None)
+    else:
+        values.update(next_attempt_at=now + retry_in)
+    session.execute(
+        update(outbox)
+        .where(outbox.c.id == delivery_id, outbox.c.claim_token == token)
+        .values(**values)
+    )
 
 
 def mark_due(session: Session, video_id: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from worker import maintenance, poller, runtime
+from worker import maintenance, poller, runtime, sender
 from worker.app import app
 from worker.logs import event
 
@@ -28,6 +28,12 @@ def prune() -> int:
     """Remove history older than TRACKER_RETENTION (beat runs it hourly)."""
     events, _ = maintenance.prune(runtime.get())
     return events
+
+
+@app.task(name="tracker.deliver", ignore_result=True)
+def deliver() -> int:
+    """POST owed completion callbacks to applications (beat runs it every dispatch interval)."""
+    return sender.deliver_due(runtime.get())
 
 
 @app.task(name="tracker.poll", ignore_result=True)

@@ -69,6 +69,7 @@ class RowView:
     error_count: int = 0
     status_code: int | None = None
     has_record: bool = False
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu.entity import Queue
 
-from worker import logs
+from worker import logs, metrics
 from worker.settings import Settings, load
 
 app = Celery("pixverse_tracker", include=["worker.tasks"])
@@ -100,4 +100,13 @@ def _setup_logging(**_: Any) -> None:
 @signals.worker_init.connect
 def _require_token(**_: Any) -> None:
     # `celery -A worker.app worker` must stop at start-up too, not poll with no token.
-    load().require_token()
+    settings = load()
+    settings.require_token()
+    metrics.serve(settings.metrics_port)
+
+
+@signals.beat_init.connect
+def _beat_metrics(**_: Any) -> None:
+    from worker import runtime
+
+    metrics.serve(load().beat_metrics_port, runtime.get())

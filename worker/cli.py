@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TextIO
 from alembic.util import CommandError as AlembicError
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
-from worker import api, db, ids, maintenance, runtime, store
+from worker import api, db, ids, maintenance, metrics, runtime, store
 from worker.db import describe_error
 from worker.runtime import Runtime
 from worker.settings import Settings, SettingsError, load
@@ -236,6 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from worker.app import app
 
+    metrics.serve(settings.metrics_port, runtime.get())  # one process: all metrics here
     # Beat in a thread of this process: with the in-process broker it is the only way the
     # dispatch ticks reach the worker, and on one machine it saves a process.
     clock = beat.EmbeddedService(app, thread=True)
@@ -249,41 +250,99 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     rt = open_runtime()
+    if args.watch:
+        return _watch(rt, args.interval)
     with rt.sessions.begin() as session:
         s = store.summary(session, rt.policy)
     if args.json:
-        data = {k: getattr(s, k) for k in s.__dataclass_fields__}
-        _print_json(data, sys.stdout)
+        _print_json({k: getattr(s, k) for k in s.__dataclass_fields__}, sys.stdout)
         return EXIT_OK
-    out = sys.stdout
+    for line in status_lines(s, rt.settings.rate_limit):
+        sys.stdout.write(line + "\n")
+    return EXIT_OK
+
+
+def status_lines(s: store.Summary, rate_limit: float) -> list[str]:
     counts = s.counts
-    out.write(
+    lines = [
         f"pending {counts['pending']}  done {counts['done']}  abandoned {counts['abandoned']}"
-        f"  (due now {s.due_now})\n"
-    )
+        f"  (due now {s.due_now})"
+    ]
     if s.oldest_pending_id:
-        out.write(
+        lines.append(
             f"oldest pending: {s.oldest_pending_id} "
-            f"(enqueued {_age(s.now, s.oldest_pending_since)} ago)\n"
+            f"(enqueued {_age(s.now, s.oldest_pending_since)} ago)"
         )
-    out.write(
+    lines.append(
         f"last hour: {s.polls_last_hour} polls, {s.errors_last_hour} errors, "
-        f"{s.rate_limited_last_hour} rate-limited, {s.unauthorized_last_hour} unauthorized\n"
+        f"{s.rate_limited_last_hour} rate-limited, {s.unauthorized_last_hour} unauthorized"
     )
     if s.auth_failing:
-        out.write(
+        lines.append(
             f"UPSTREAM REJECTS THE TOKEN since {_stamp(s.auth_failed_at)}: {s.auth_error}; "
-            f"polling paused until {_stamp(s.auth_paused_until)} (then one probe at a time)\n"
+            f"polling paused until {_stamp(s.auth_paused_until)} (then one probe at a time)"
         )
     else:
-        out.write("upstream token: accepted (no 401 since the last success)\n")
+        lines.append("upstream token: accepted (no 401 since the last success)")
     if s.throttled_until and s.throttled_until > s.now:
-        out.write(f"throttled by 429 until {_stamp(s.throttled_until)}\n")
-    out.write(
-        f"rate: {rt.settings.rate_limit * s.rate_factor:g}/s of {rt.settings.rate_limit:g}/s; "
-        f"last dispatch {_age(s.now, s.last_dispatch_at)} ago\n"
+        lines.append(f"throttled by 429 until {_stamp(s.throttled_until)}")
+    lines.append(
+        f"rate: {rate_limit * s.rate_factor:g}/s of {rate_limit:g}/s; "
+        f"last dispatch {_age(s.now, s.last_dispatch_at)} ago"
     )
+    return lines
+
+
+def _watch(rt: Runtime, interval: float) -> int:
+    """A live view that redraws in place until Ctrl-C (rich handles the terminal)."""
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+    with Live(console=console, refresh_per_second=4, screen=False) as live:
+        try:
+            while True:
+                with rt.sessions.begin() as session:
+                    s = store.summary(session, rt.policy)
+                live.update(watch_view(s, rt.settings.rate_limit))
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
     return EXIT_OK
+
+
+def watch_view(s: store.Summary, rate_limit: float) -> Any:
+    """The ``status --watch`` screen for one summary (a rich renderable; pure, testable)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"pixverse-tracker  {_stamp(s.now)}", show_header=True, expand=False)
+    for column in ("pending", "done", "abandoned", "due now", "polls/min", "errors/min"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(s.counts["pending"]),
+        str(s.counts["done"]),
+        str(s.counts["abandoned"]),
+        str(s.due_now),
+        f"{s.polls_last_5_minutes / 5:.1f}",
+        f"{s.errors_last_5_minutes / 5:.1f}",
+    )
+    parts: list[Any] = [table]
+    if s.oldest_pending_id:
+        parts.append(
+            Text(f"oldest pending: {s.oldest_pending_id} ({_age(s.now, s.oldest_pending_since)})")
+        )
+    if s.auth_failing:
+        parts.append(Text(f"UPSTREAM REJECTS THE TOKEN: {s.auth_error}", style="bold red"))
+    if s.throttled_until and s.throttled_until > s.now:
+        parts.append(Text(f"throttled by 429 until {_stamp(s.throttled_until)}", style="yellow"))
+    parts.append(
+        Text(f"rate {rate_limit * s.rate_factor:g}/s of {rate_limit:g}/s   Ctrl-C to quit")
+    )
+    return Group(*parts)
 
 
 def _parse_since(text: str) -> datetime:
@@ -456,7 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     p = add("status", cmd_status, "counts per state, oldest pending, recent polls, upstream auth")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--json", action="store_true", help="machine-readable output")
+    view.add_argument("--watch", action="store_true", help="a live view, redrawn until Ctrl-C")
+    p.add_argument(
+        "--interval", type=_bounded(float, 0.2, 3600), default=2.0, help="--watch refresh, s"
+    )
 
     p = add("list", cmd_list, "list tracked videos")
     p.add_argument("--state", choices=["pending", "done", "abandoned"])

@@ -69,6 +69,8 @@ def _demo_environment(base_url: str, data_dir: Path, speed: float) -> dict[str, 
         "TRACKER_RATE_LIMIT_PAUSE": t(2),
         "TRACKER_RATE_RECOVERY": t(5),
         "TRACKER_LOG_LEVEL": "ERROR",
+        "TRACKER_METRICS_PORT": "0",
+        "TRACKER_BEAT_METRICS_PORT": "0",
     }
 
 

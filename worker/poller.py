@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import State
-from worker import store, tracking
+from worker import metrics, store, tracking
 from worker.db import describe_error
 from worker.logs import event
 from worker.outcomes import Outcome, RateLimited, Transient, Unauthorized, kind_of
@@ -184,6 +184,7 @@ class _BatchRun:
             )
 
     def _log(self, video_id: str, outcome: Outcome) -> None:
+        metrics.record_poll(kind_of(outcome), outcome.latency)
         level = logging.WARNING if isinstance(outcome, Transient) else logging.INFO
         fields: dict[str, object] = {
             "video_id": video_id,

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import requests
 
-from worker import store
+from worker import metrics, store
 from worker.db import describe_error
 from worker.logs import event
 from worker.runtime import Runtime
@@ -94,6 +94,7 @@ def deliver_due(rt: Runtime, limit: int = 100, concurrency: int = 4) -> int:
         delivered += attempt.ok
         level = logging.INFO if attempt.ok else logging.WARNING
         outcome = "delivered" if attempt.ok else ("failed" if give_up else "retry")
+        metrics.CALLBACKS.labels(result=outcome).inc()
         event(
             log, level, "webhook", video_id=delivery.video_id, outcome=outcome,
             http_status=attempt.status, attempt=tries, error=attempt.error,

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -598,6 +599,8 @@ class Summary:
     throttled_until: datetime | None
     rate_factor: float
     last_dispatch_at: datetime | None
+    polls_last_5_minutes: int = 0
+    errors_last_5_minutes: int = 0
 
 
 def summary(session: Session, policy: Policy) -> Summary:
@@ -616,12 +619,15 @@ def summary(session: Session, policy: Policy) -> Summary:
         .order_by(Video.enqueued_at, Video.video_id)
         .limit(1)
     ).one_or_none()
+    recent = PollMinute.minute >= now - timedelta(minutes=5)
     hour = session.execute(
         select(
             func.coalesce(func.sum(PollMinute.polls), 0),
             func.coalesce(func.sum(PollMinute.errors), 0),
             func.coalesce(func.sum(PollMinute.rate_limited), 0),
             func.coalesce(func.sum(PollMinute.unauthorized), 0),
+            func.coalesce(func.sum(case((recent, PollMinute.polls), else_=0)), 0),
+            func.coalesce(func.sum(case((recent, PollMinute.errors), else_=0)), 0),
         ).where(PollMinute.minute >= now - timedelta(hours=1))
     ).one()
     control = session.get(TrackerControl, CONTROL_ROW_ID)
@@ -643,7 +649,24 @@ def summary(session: Session, policy: Policy) -> Summary:
         throttled_until=control.throttled_until if control else None,
         rate_factor=tracking.effective_rate_factor(limiter, now, policy),
         last_dispatch_at=control.last_dispatch_at if control else None,
+        polls_last_5_minutes=int(hour[4]),
+        errors_last_5_minutes=int(hour[5]),
     )
+
+
+def recent_counts(session: Session) -> tuple[int, int]:
+    """(rows done in the last minute, completion callbacks still owed), for the metrics."""
+    now = current_time(session)
+    done = session.execute(
+        select(func.count()).select_from(Video).where(Video.done_at >= now - timedelta(minutes=1))
+    ).scalar_one()
+    outbox = _table(CallbackDelivery)
+    owed = session.execute(
+        select(func.count())
+        .select_from(outbox)
+        .where(outbox.c.delivered_at.is_(None), outbox.c.failed_at.is_(None))
+    ).scalar_one()
+    return int(done), int(owed)
 
 
 def status_filter(status: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,6 +114,8 @@ def tracker_env(
         DATABASE_URL=url,
         CELERY_BROKER_URL=REDIS_URL,
         TRACKER_QUEUE_PREFIX=queue_prefix,
+        TRACKER_METRICS_PORT=str(free_port()),
+        TRACKER_BEAT_METRICS_PORT=str(free_port()),
         **FAST,
     )
 
@@ -122,6 +125,12 @@ def processes(tmp_path: Path, tracker_env: dict[str, str]) -> Iterator[Processes
     procs = Processes(tmp_path, tracker_env)
     yield procs
     procs.stop_all()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:

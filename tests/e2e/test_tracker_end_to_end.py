@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import pytest
+import requests
 from sqlalchemy import Engine, text
 
 from tests.e2e.conftest import CLI, TOKEN, Processes, pending_count, wait_until
@@ -129,6 +130,26 @@ def test_every_id_reaches_its_end_state_exactly_once_despite_a_worker_sigkill(
     assert simulator.overlapping_requests() == 0
     # the token never reaches the logs
     assert TOKEN not in processes.logs()
+    # metrics: the worker counted its polls, the beat reads the table
+    worker_metrics = requests.get(
+        f"http://127.0.0.1:{tracker_env['TRACKER_METRICS_PORT']}/metrics", timeout=5
+    ).text
+    polls = _metric(worker_metrics, 'tracker_polls_total{outcome="record"}')
+    assert polls >= 1
+    beat_metrics = requests.get(
+        f"http://127.0.0.1:{tracker_env['TRACKER_BEAT_METRICS_PORT']}/metrics", timeout=5
+    ).text
+    assert _metric(beat_metrics, "tracker_pending") == 0
+    assert _metric(beat_metrics, "tracker_done") == sum(
+        1 for s, _ in population.values() if s == "done"
+    )
+
+
+def _metric(exposition: str, name: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in metrics:\n{exposition[:2000]}")
 
 
 def test_worker_refuses_to_start_without_a_token(tracker_env: dict[str, str]) -> None:

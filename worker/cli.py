@@ -435,6 +435,23 @@ def cmd_health(args: argparse.Namespace) -> int:
     return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
 
+def cmd_callbacks(args: argparse.Namespace) -> int:
+    from worker import receiver
+
+    settings = load()
+    config = receiver.from_env()
+    rt = open_runtime(settings)
+    try:
+        receiver.serve(args.host, args.port, rt, config)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from None
+    finally:
+        rt.close()
+    return EXIT_OK
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from worker.simulator import serve
 
@@ -557,6 +574,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds to wait for the broker",
     )
+
+    p = add(
+        "callbacks",
+        cmd_callbacks,
+        "receive useapi.net replyUrl pushes: each makes its id due now (development server)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_bounded(int, 0, 65535), default=8081, help="default 8081")
 
     p = add("simulate", cmd_simulate, "serve a local fake of the useapi.net endpoint")
     p.add_argument("--host", default="127.0.0.1")

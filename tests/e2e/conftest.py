@@ -59,10 +59,15 @@ class Processes:
         self.counter = 0
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """``pixverse-tracker ARGS...``."""
+        return self.start_raw([CLI, *args])
+
+    def start_raw(self, argv: list[str]) -> subprocess.Popen[bytes]:
         self.counter += 1
-        log = open(self.log_dir / f"{self.counter:02d}-{args[0]}.log", "wb")  # noqa: SIM115
+        name = Path(argv[1] if argv[0] == CLI else argv[0]).name
+        log = open(self.log_dir / f"{self.counter:02d}-{name}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
-            [CLI, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.started.append(process)
         return process

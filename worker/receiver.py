@@ -1,0 +1,458 @@
+"""The receiver for useapi.net's ``replyUrl`` pushes: a WSGI app turning each push into a hint."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from socketserver import ThreadingMixIn
+from typing import Any, BinaryIO
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from worker import ids, logs, store
+from worker.db import describe_error
+from worker.runtime import Runtime
+from worker.settings import Secret, SettingsError, load
+
+log = logging.getLogger("tracker.callbacks")
+
+CALLBACK_PREFIX = "/callbacks/"
+HEALTH_PATH = "/healthz"
+MASKED_PATH = CALLBACK_PREFIX + "****"
+
+SECRET_VARIABLE = "TRACKER_CALLBACK_SECRET"
+MAX_BYTES_VARIABLE = "TRACKER_CALLBACK_MAX_BYTES"
+DEFAULT_MAX_BYTES = 262_144
+MIN_MAX_BYTES, MAX_MAX_BYTES = 1024, 16 * 1_048_576
+MIN_SECRET_LENGTH, MAX_SECRET_LENGTH = 16, 256
+# The secret is a URL path segment: only unreserved characters (RFC 3986) survive every client,
+# proxy and server unchanged, so anything else would make "right secret" depend on encoding.
+_SECRET_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
+_DIGITS = re.compile(r"[0-9]{1,20}")
+READ_CHUNK = 65_536
+RETRY_AFTER_SECONDS = "30"
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """The receiver's own settings: the secret in its URL and the largest body it reads."""
+
+    secret: Secret
+    max_body_bytes: int = DEFAULT_MAX_BYTES
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> ReceiverConfig:
+    """Read and validate the receiver's settings; SettingsError names the bad variable."""
+    env = os.environ if environ is None else environ
+    secret = env.get(SECRET_VARIABLE, "").strip()
+    # Messages describe the secret, never quote it: they end up on terminals and in logs.
+    if not secret:
+        raise SettingsError(
+            f"{SECRET_VARIABLE} is not set: the callbacks receiver needs it (at least "
+            f"{MIN_SECRET_LENGTH} characters, for example the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    if not MIN_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH:
+        raise SettingsError(
+            f"{SECRET_VARIABLE} is {len(secret)} characters long: it must have between "
+            f"{MIN_SECRET_LENGTH} and {MAX_SECRET_LENGTH}"
+        )
+    if not _SECRET_CHARS.fullmatch(secret):
+        raise SettingsError(
+            f"{SECRET_VARIABLE} may only hold letters, digits, '-', '_', '.' and '~' "
+            "(it is part of the callback URL's path)"
+        )
+    raw = env.get(MAX_BYTES_VARIABLE, "").strip() or str(DEFAULT_MAX_BYTES)
+    if not _DIGITS.fullmatch(raw):
+        raise SettingsError(f"{MAX_BYTES_VARIABLE}={raw!r} is not a whole number")
+    max_bytes = int(raw)
+    if not MIN_MAX_BYTES <= max_bytes <= MAX_MAX_BYTES:
+        raise SettingsError(
+            f"{MAX_BYTES_VARIABLE}={raw!r} is out of range: it must be between "
+            f"{MIN_MAX_BYTES} and {MAX_MAX_BYTES}"
+        )
+    return ReceiverConfig(Secret(secret), max_bytes)
+
+
+# --- replies ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """One answer and what its log line says about it."""
+
+    status: HTTPStatus
+    payload: dict[str, Any] | str
+    outcome: str
+    level: int = logging.INFO
+    video_id: str | None = None
+    detail: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    exception: BaseException | None = None
+
+
+# Refusals whose reason goes into the log line too (a 404 must say nothing more than "not found").
+_EXPLAINED = (
+    HTTPStatus.BAD_REQUEST,
+    HTTPStatus.LENGTH_REQUIRED,
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+)
+
+
+def _error(
+    status: HTTPStatus, message: str, outcome: str, level: int = logging.WARNING, **kw: Any
+) -> _Reply:
+    if status in _EXPLAINED:
+        kw.setdefault("detail", message)  # the log says why, as the answer does
+    return _Reply(status, {"error": message}, outcome, level, **kw)
+
+
+# One body for every 404, so a wrong secret looks exactly like a path that does not exist.
+_NOT_FOUND_MESSAGE = "not found"
+
+
+def _respond(start_response: StartResponse, reply: _Reply, *, head: bool) -> list[bytes]:
+    if isinstance(reply.payload, str):
+        body, content_type = reply.payload.encode(), "text/plain; charset=utf-8"
+    else:
+        body, content_type = json.dumps(reply.payload).encode(), "application/json"
+    headers = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+        *reply.headers,
+    ]
+    start_response(f"{reply.status.value} {reply.status.phrase}", headers)
+    return [] if head else [body]
+
+
+# --- the application ----------------------------------------------------------------------------
+
+
+class _Receiver:
+    """Routes one request; every expected outcome is a _Reply, never an exception."""
+
+    def __init__(self, rt: Runtime, config: ReceiverConfig) -> None:
+        self._rt = rt
+        self._config = config
+        self._secret = config.secret.reveal()
+        self._secret_digest = hashlib.sha256(self._secret.encode()).digest()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        started = time.monotonic()
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        path = str(environ.get("PATH_INFO", "")) or "/"
+        try:
+            reply = self._route(method, path, environ)
+        except Exception as exc:  # noqa: BLE001 - a bug still answers and logs its line
+            reply = _error(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                "internal error",
+                "bug",
+                logging.ERROR,
+                exception=exc,
+            )
+        self._log(reply, method, path, started)
+        return _respond(start_response, reply, head=method == "HEAD")
+
+    def _route(self, method: str, path: str, environ: WSGIEnvironment) -> _Reply:
+        if path == HEALTH_PATH:
+            if method not in ("GET", "HEAD"):
+                return _error(
+                    HTTPStatus.METHOD_NOT_ALLOWED,
+                    "method not allowed",
+                    "method_not_allowed",
+                    headers=(("Allow", "GET, HEAD"),),
+                )
+            # Liveness only: touching the database here would let a database outage restart
+            # receivers that are fine (and answer 503 to pushes on their own anyway).
+            return _Reply(HTTPStatus.OK, "ok", "health", logging.DEBUG)
+        if path.startswith(CALLBACK_PREFIX) and self._secret_matches(path[len(CALLBACK_PREFIX) :]):
+            if method != "POST":
+                return _error(
+                    HTTPStatus.METHOD_NOT_ALLOWED,
+                    "method not allowed",
+                    "method_not_allowed",
+                    headers=(("Allow", "POST"),),
+                )
+            return self._callback(environ)
+        if path == CALLBACK_PREFIX.rstrip("/") or path.startswith(CALLBACK_PREFIX):
+            return _error(HTTPStatus.NOT_FOUND, _NOT_FOUND_MESSAGE, "wrong_secret")
+        return _error(HTTPStatus.NOT_FOUND, _NOT_FOUND_MESSAGE, "not_found", logging.INFO)
+
+    def _secret_matches(self, given: str) -> bool:
+        # PATH_INFO is bytes decoded as latin-1 (PEP 3333). Hashing first makes the comparison
+        # independent of the given length too, not just of where the first difference is.
+        digest = hashlib.sha256(given.encode("latin-1", "replace")).digest()
+        return hmac.compare_digest(digest, self._secret_digest)
+
+    def _callback(self, environ: WSGIEnvironment) -> _Reply:
+        body = self._read_body(environ)
+        if isinstance(body, _Reply):
+            return body
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+            message = "the body is empty" if not body.strip() else "the body is not valid JSON"
+            return _error(HTTPStatus.BAD_REQUEST, message, "invalid")
+        if not isinstance(data, dict):
+            return _error(HTTPStatus.BAD_REQUEST, "the body is not a JSON object", "invalid")
+        video_id, problem = _video_id_of(data)
+        if video_id is None:
+            return _error(HTTPStatus.BAD_REQUEST, problem, "invalid")
+        try:
+            # The pushed record is deliberately ignored: it is unsigned and may be forged,
+            # stale or replayed. The next poll reads the truth from the upstream itself.
+            with self._rt.sessions.begin() as session:
+                moved = store.mark_due(session, video_id)
+        except SQLAlchemyError as exc:
+            # Nothing is lost by refusing: the row keeps its poll schedule, and an upstream
+            # that retries will find us back.
+            return _error(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "database unavailable",
+                "db_error",
+                logging.ERROR,
+                video_id=video_id,
+                detail=describe_error(exc),
+                headers=(("Retry-After", RETRY_AFTER_SECONDS),),
+            )
+        # 202 even when nothing moved (unknown, finished or being polled): an error would make
+        # a retrying sender insist, and would tell a stranger which ids we track.
+        return _Reply(
+            HTTPStatus.ACCEPTED,
+            {"accepted": True, "due_now": moved},
+            "due_now" if moved else "ignored",
+            video_id=video_id,
+        )
+
+    def _read_body(self, environ: WSGIEnvironment) -> bytes | _Reply:
+        cap = self._config.max_body_bytes
+        stream: BinaryIO = environ["wsgi.input"]
+        too_large = _error(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"the body is larger than {cap} bytes",
+            "too_large",
+        )
+        raw_length = str(environ.get("CONTENT_LENGTH") or "").strip()
+        try:
+            if raw_length:
+                if not _DIGITS.fullmatch(raw_length):
+                    return _error(HTTPStatus.BAD_REQUEST, "invalid Content-Length", "invalid")
+                length = int(raw_length)
+                if length > cap:
+                    return too_large  # refused before reading a byte of it
+                body = _read_at_most(stream, length)
+                if len(body) < length:
+                    return _error(HTTPStatus.BAD_REQUEST, "the body was cut short", "invalid")
+                return body
+            if environ.get("wsgi.input_terminated"):
+                # The server delimits the body itself (gunicorn, chunked uploads): one byte
+                # past the cap is enough to know it is too large.
+                body = _read_at_most(stream, cap + 1)
+                return too_large if len(body) > cap else body
+        except OSError:  # the client stalled past the socket timeout, or hung up
+            return _error(HTTPStatus.BAD_REQUEST, "the body could not be read", "invalid")
+        if environ.get("HTTP_TRANSFER_ENCODING"):
+            # A chunked body on a server that does not decode it (wsgiref): ask for a length
+            # rather than parse chunk framing as JSON.
+            return _error(HTTPStatus.LENGTH_REQUIRED, "a Content-Length is required", "invalid")
+        # Neither a length nor a server that ends the stream: per HTTP there is no body, and
+        # reading would block until the client closes the connection.
+        return b""
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "****")
+
+    def _masked(self, path: str) -> str:
+        """``path`` with the secret, and anything after a ``/callbacks/``, replaced by stars."""
+        # Also a path a proxy forwarded under a prefix, e.g. /tracker/callbacks/<secret>.
+        head, sep, _ = self._scrub(path).partition(CALLBACK_PREFIX)
+        # PATH_INFO arrives percent-decoded: encode blanks and controls again, so a %0A in a
+        # URL cannot start a forged line in a text log.
+        return _UNPRINTABLE.sub(_percent, head + MASKED_PATH if sep else head[:200])
+
+    def _log(self, reply: _Reply, method: str, path: str, started: float) -> None:
+        fields: dict[str, Any] = {
+            "outcome": reply.outcome,
+            "status": reply.status.value,
+            "method": method[:16],
+            "path": self._masked(path),
+        }
+        if reply.video_id is not None:
+            fields["video_id"] = reply.video_id
+        if reply.detail is not None:
+            fields["detail"] = self._scrub(reply.detail)
+        fields["seconds"] = time.monotonic() - started
+        if reply.exception is not None:
+            # logs.event has no traceback; the redacting filter still scrubs this one.
+            extra = {"action": "callback", "fields": fields}
+            log.log(reply.level, "callback", exc_info=reply.exception, extra=extra)
+            return
+        logs.event(log, reply.level, "callback", **fields)
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x20\x7f-\xa0%]")
+
+
+def _percent(match: re.Match[str]) -> str:
+    return f"%{ord(match.group()):02X}"
+
+
+def _video_id_of(data: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The id a pushed record is about, or None and the problem, fit for a 400 answer."""
+    raw = data.get("video_id")
+    if raw is None:
+        # replyRef is whatever we passed on create: usable when we passed the id itself.
+        ref = data.get("replyRef")
+        if isinstance(ref, str) and ids.problem_with(ref) is None:
+            return ref, ""
+        return None, "the body has no video_id (nor a replyRef that is a video id)"
+    if not isinstance(raw, str):
+        return None, "video_id is not a string"
+    problem = ids.problem_with(raw)
+    if problem is not None:
+        return None, f"video_id {problem}"
+    return raw, ""
+
+
+def _read_at_most(stream: BinaryIO, limit: int) -> bytes:
+    """Up to ``limit`` bytes: a short read is not the end of a socket stream, only EOF is."""
+    body = bytearray()
+    while len(body) < limit:
+        chunk = stream.read(min(READ_CHUNK, limit - len(body)))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
+def make_app(rt: Runtime, config: ReceiverConfig) -> WSGIApplication:
+    """The receiver as a WSGI application writing through ``rt``'s database."""
+    return _Receiver(rt, config)
+
+
+# --- for production WSGI servers: `gunicorn 'worker.receiver:application'` --------------------
+
+
+@dataclass(frozen=True)
+class _Built:
+    pid: int
+    rt: Runtime
+    app: WSGIApplication
+
+
+_build_lock = threading.Lock()
+_built: _Built | None = None
+
+
+def _production_app() -> _Built:
+    global _built
+    built = _built
+    # Rebuilt in a forked child: engines and their connections must not cross a fork.
+    if built is not None and built.pid == os.getpid():
+        return built
+    with _build_lock:
+        if _built is None or _built.pid != os.getpid():
+            settings = load()
+            config = from_env()
+            logs.configure(
+                settings.log_level,
+                secrets=[config.secret.reveal(), settings.useapi_token.reveal()],
+                log_format=settings.log_format,
+            )
+            rt = Runtime(settings)
+            _built = _Built(os.getpid(), rt, make_app(rt, config))
+        return _built
+
+
+def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """The receiver built from the environment on first request (DATABASE_URL, the secret...)."""
+    try:
+        built = _production_app()
+    except SettingsError as exc:
+        # /healthz fails too, so a probe notices a receiver that cannot work.
+        reply = _error(
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            "receiver misconfigured",
+            "misconfigured",
+            logging.ERROR,
+            detail=str(exc),
+        )
+        logs.event(log, reply.level, "callback", outcome=reply.outcome, status=500, detail=str(exc))
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        return _respond(start_response, reply, head=method == "HEAD")
+    return built.app(environ, start_response)
+
+
+# --- the development server: `pixverse-tracker callbacks` -------------------------------------
+
+
+class _DevServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _QuietHandler)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    # A client that stalls mid-request must not hold a thread forever.
+    timeout = 30
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # wsgiref's access line would print the path, secret included; the app logs its own
+        # line with the secret masked.
+        return
+
+
+def make_dev_server(host: str, port: int, rt: Runtime, config: ReceiverConfig) -> WSGIServer:
+    """A threaded wsgiref server bound to ``host:port`` (0: any free port), not yet serving."""
+    server = _DevServer((host, port))
+    server.set_app(make_app(rt, config))
+    return server
+
+
+def callback_url(server: WSGIServer) -> str:
+    """The URL to pass as ``replyUrl``, with the secret shown as ``****``."""
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}{MASKED_PATH}"
+
+
+def serve(host: str, port: int, rt: Runtime, config: ReceiverConfig) -> None:
+    """Run the development server in the foreground until Ctrl-C, logging one line a request."""
+    settings = rt.settings
+    logs.configure(
+        settings.log_level,
+        secrets=[config.secret.reveal(), settings.useapi_token.reveal()],
+        log_format=settings.log_format,
+    )
+    server = make_dev_server(host, port, rt, config)
+    try:
+        print(
+            f"receiving callbacks: POST {callback_url(server)} (**** is {SECRET_VARIABLE}); "
+            f"liveness: GET {callback_url(server).removesuffix(MASKED_PATH)}{HEALTH_PATH}",
+            flush=True,
+        )
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how the command is meant to end
+    finally:
+        server.server_close()

@@ -62,11 +62,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "schedule": interval,
                 "options": {"expires": max(1.0, interval * 2)},
             },
-            "prune": {
-                "task": "tracker.prune",
-                "schedule": 3600.0,
-                "options": {"expires": 3600.0},
-            },
         },
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
@@ -75,6 +70,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
+    if settings.prune_interval > 0:
+        # Off (0) when the worker's database role may not DELETE: prune from cron instead.
+        config["beat_schedule"]["prune"] = {
+            "task": "tracker.prune",
+            "schedule": settings.prune_interval,
+            "options": {"expires": settings.prune_interval},
+        }
     if settings.broker_url.startswith("memory://"):
         # The in-process broker polls its queues; the default second would delay every poll.
         config["broker_transport_options"] = {"polling_interval": 0.05}

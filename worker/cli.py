@@ -7,7 +7,7 @@ import csv
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 
@@ -147,37 +147,56 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+STDIN_CHUNK = 50_000  # ids validated and stored per round: memory stays flat for any input
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
     if args.ids == ["-"]:
-        numbered = list(ids.from_lines(sys.stdin))
+        numbered: Iterator[tuple[int, str]] = ids.from_lines(sys.stdin)
         where = "line"
     elif "-" in args.ids:
         raise CommandError("`-` (read ids from stdin) must be the only argument")
     else:
-        numbered = list(enumerate(args.ids, start=1))
+        numbered = enumerate(args.ids, start=1)
         where = "argument"
-    has_valid = any(ids.problem_with(video_id) is None for _, video_id in numbered)
-    report = api.enqueue_numbered(
-        numbered,
-        retrack=args.retrack,
-        callback_url=args.callback_url,
-        rt=open_runtime() if has_valid else None,
-    )
-    for bad in report.refused:
-        print(
-            f"error: {where} {bad.where}: invalid id {ids.shown(bad.video_id)}: {bad.problem}",
-            file=sys.stderr,
+    rt: Runtime | None = None
+    added = rearmed = unchanged = refused = seen = 0
+    # Chunk by chunk, so a million lines on stdin never sit in memory at once; an id repeated
+    # across chunks is simply "already tracked" the second time (ON CONFLICT DO NOTHING).
+    for chunk in _chunked(numbered, STDIN_CHUNK):
+        seen += len(chunk)
+        if rt is None and any(ids.problem_with(video_id) is None for _, video_id in chunk):
+            rt = open_runtime()
+        report = api.enqueue_numbered(
+            chunk, retrack=args.retrack, callback_url=args.callback_url, rt=rt
         )
-    summary = (
-        f"enqueued {len(report.added)} new, re-armed {len(report.rearmed)}, "
-        f"{len(report.unchanged)} already tracked"
-    )
-    if report.refused:
-        summary += f"; refused {len(report.refused)} invalid"
-    if not numbered:
+        for bad in report.refused:
+            print(
+                f"error: {where} {bad.where}: invalid id {ids.shown(bad.video_id)}: {bad.problem}",
+                file=sys.stderr,
+            )
+        added += len(report.added)
+        rearmed += len(report.rearmed)
+        unchanged += len(report.unchanged)
+        refused += len(report.refused)
+    summary = f"enqueued {added} new, re-armed {rearmed}, {unchanged} already tracked"
+    if refused:
+        summary += f"; refused {refused} invalid"
+    if not seen:
         print("error: no ids given (stdin was empty)", file=sys.stderr)
     print(summary)
-    return EXIT_FAILED if report.refused or not numbered else EXIT_OK
+    return EXIT_FAILED if refused or not seen else EXIT_OK
+
+
+def _chunked(items: Iterator[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
+    chunk: list[tuple[int, str]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _start_token_check(settings: Settings) -> None:

@@ -80,6 +80,7 @@ class Settings:
     queue_prefix: str
     log_format: str
     retention: float
+    prune_interval: float
     metrics_port: int
     beat_metrics_port: int
     webhook_url: str | None
@@ -291,6 +292,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         queue_prefix=_queue_prefix(get("TRACKER_QUEUE_PREFIX", "tracker")),
         log_format=_choice("TRACKER_LOG_FORMAT", get("TRACKER_LOG_FORMAT", "auto"), LOG_FORMATS),
         retention=seconds("TRACKER_RETENTION", 30 * 86400.0, 3600, 3650 * 86400.0),
+        prune_interval=seconds("TRACKER_PRUNE_INTERVAL", 3600.0, 0, 30 * 86400.0),
         metrics_port=whole("TRACKER_METRICS_PORT", 9808, 0, 65535),
         beat_metrics_port=whole("TRACKER_BEAT_METRICS_PORT", 9809, 0, 65535),
         webhook_url=_webhook_url(env.get("TRACKER_WEBHOOK_URL", "")),

@@ -23,6 +23,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # Queue names carry a prefix so several trackers (or test runs) can share one Redis.
     dispatch_queue = f"{settings.queue_prefix}.dispatch"
     poll_queue = f"{settings.queue_prefix}.poll"
+    # No message carries an `expires`: Celery compares it with the receiving worker's wall
+    # clock, so a worker whose clock is minutes off would drop every task. Staleness is judged
+    # in database time instead: a poll batch by its claim token and lease; a backlog of
+    # dispatch ticks (workers were down) drains cheaply, since the rate slots they would hand
+    # out are already taken by the first.
     config: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
@@ -54,13 +59,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "dispatch": {
                 "task": "tracker.dispatch",
                 "schedule": interval,
-                # a tick nobody ran in time is worthless: the next one claims afresh
-                "options": {"expires": max(1.0, interval * 2)},
             },
             "deliver": {
                 "task": "tracker.deliver",
                 "schedule": interval,
-                "options": {"expires": max(1.0, interval * 2)},
             },
         },
         "worker_hijack_root_logger": False,
@@ -75,7 +77,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         config["beat_schedule"]["prune"] = {
             "task": "tracker.prune",
             "schedule": settings.prune_interval,
-            "options": {"expires": settings.prune_interval},
         }
     if settings.broker_url.startswith("memory://"):
         # The in-process broker polls its queues; the default second would delay every poll.

@@ -18,8 +18,9 @@ def dispatch() -> int:
     rt = runtime.get()
     batches = poller.dispatch(rt)
     for batch in batches:
-        # A message older than the lease is useless: the rows are free again by then.
-        poll.apply_async(args=[batch.to_message()], expires=rt.settings.lease)
+        # No `expires`: a stale message is recognised by its claim token in database time
+        # (owned_rows), which a worker with a wrong clock cannot misjudge.
+        poll.apply_async(args=[batch.to_message()])
     return sum(len(b.items) for b in batches)
 
 

@@ -6,6 +6,7 @@ import json
 import re
 import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -97,6 +98,7 @@ _SCENARIO_PARAMS: dict[str, tuple[str, ...]] = {
     "queuedfinal": ("A", "D"),
     "nourl": ("A", "D"),
     "unknown": ("A", "D"),
+    "hostile": ("N", "D"),
     "never": (),
 }
 _COUNT_RE = re.compile(r"\d+")
@@ -135,6 +137,8 @@ class _Answer:
     content_type: str = _JSON
     headers: tuple[tuple[str, str], ...] = ()
     extra_delay: float = 0.0
+    stream_size: int = 0  # send this many bytes of padding after ``body``, in chunks
+    reset: bool = False  # drop the connection (TCP reset) instead of answering
 
 
 @dataclass(frozen=True)
@@ -344,6 +348,54 @@ def _garbage(moment: _Moment) -> _Answer:
     return _Answer(200, b'"ok"')
 
 
+HUGE_BODY = 50 * 1024 * 1024
+
+
+def _weird_record(moment: _Moment, status: str, final: object, url: str) -> dict[str, Any]:
+    """A record as a sloppy upstream might send it: numbers as strings, nulls where objects
+    are documented, fields nobody has seen before."""
+    record = _record(moment.video_id, moment.created_at, 0, "", False)
+    record.update(
+        video_status=status,
+        video_status_final=final,
+        video_status_name=None,
+        url=url,
+        queue_data=None,
+        lip_sync=None,
+        customer_paths=None,
+        output_width="1280",
+        output_height=None,
+        duration="5.0",
+        created_at="not a date",
+        brand_new_field={"nested": [1, None, "x"]},
+        another_new_field=None,
+    )
+    return record
+
+
+def _hostile(moment: _Moment) -> _Answer:
+    index = (moment.ordinal - 1) % 5
+    if index == 0:  # a 50 MB body, streamed: the client must cap it, not hold it
+        return _Answer(200, b'{"video_id": "', stream_size=HUGE_BODY)
+    if index == 1:
+        return _Answer(0, b"", reset=True)
+    if index == 2:  # a record, but labelled as plain text
+        record = _weird_record(moment, "10", False, "")
+        return _Answer(200, json.dumps(record).encode(), "text/plain; charset=utf-8")
+    if index == 3:
+        return _json_answer(200, _weird_record(moment, "10", "false", ""))
+    return _json_answer(200, _weird_record(moment, "77", False, ""))  # a status never seen
+
+
+def _hostile_then_weird_completion(moment: _Moment) -> _Answer:
+    if moment.ordinal <= moment.params["N"]:
+        return _hostile(moment)
+    if moment.elapsed < moment.params["D"]:
+        return _NOT_YET
+    url = f"https://media.example/{_number_of(moment.video_id)}.mp4"
+    return _json_answer(200, _weird_record(moment, "1", "true", url))
+
+
 _RESPONDERS: dict[str, Callable[[_Moment], _Answer]] = {
     "completed": _completed_after_d,
     "generating": _middle_phase(10, "GENERATING", False),
@@ -359,6 +411,7 @@ _RESPONDERS: dict[str, Callable[[_Moment], _Answer]] = {
     "queuedfinal": _middle_phase(5, "QUEUED", True),
     "nourl": _middle_phase(1, "COMPLETED", True),
     "unknown": _middle_phase(42, "MYSTERY", False),
+    "hostile": _hostile_then_weird_completion,
     "never": lambda moment: _NOT_YET,
 }
 
@@ -726,13 +779,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.read(length)
 
     def _send(self, answer: _Answer) -> None:
+        if answer.reset:
+            # SO_LINGER 0 makes close() send a TCP reset: the client sees "connection reset".
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(answer.body)))
+        self.send_header("Content-Length", str(len(answer.body) + answer.stream_size))
         for name, value in answer.headers:
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(answer.body)
+        left, chunk = answer.stream_size, b"x" * 65536
+        while left > 0:  # never built whole: the simulator stays small too
+            self.wfile.write(chunk[: min(left, len(chunk))])
+            left -= len(chunk)
 
     def log_message(self, format: str, *args: Any) -> None:
         # Silenced: the simulator keeps its own request log, and stderr noise hides test output.

@@ -6,7 +6,9 @@ pass ids and call these functions.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import random
 import threading
 import time
@@ -216,19 +218,32 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
     lease_left = s.lease - (now - batch.start).total_seconds()
     stop_starting_at = run.mono_start + max(0.0, lease_left - margin)
     fired: set[str] = set()
+    items = sorted(batch.items, key=lambda item: item[1])
+    spacing = _slot_spacing(items)
+    # A request starts only when a thread is free to send it at once, and never closer than
+    # one slot to the previous one: a batch that fell behind (slow upstream, busy machine)
+    # catches up at the allowed rate instead of firing its overdue slots in a burst.
+    free = threading.BoundedSemaphore(s.poll_concurrency)
+    last_start = -math.inf
     with ThreadPoolExecutor(s.poll_concurrency, thread_name_prefix="poll") as pool:
-        for video_id, offset in sorted(batch.items, key=lambda item: item[1]):
+        for video_id, offset in items:
             if video_id not in run.rows:
                 continue
-            wait = (
-                offset - (now - batch.start).total_seconds() - (time.monotonic() - run.mono_start)
-            )
+            elapsed = time.monotonic() - run.mono_start
+            slot = offset - (now - batch.start).total_seconds()
+            wait = max(slot - elapsed, last_start + spacing - time.monotonic())
             if wait > 0 and run.stop.wait(wait):
                 break
+            while not (acquired := free.acquire(timeout=0.5)):
+                if run.stop.is_set():
+                    break
             if run.stop.is_set() or time.monotonic() > stop_starting_at:
+                if acquired:
+                    free.release()
                 break
             fired.add(video_id)
-            pool.submit(_guarded, run, video_id)
+            last_start = time.monotonic()
+            pool.submit(_guarded, run, video_id, free)
     unsent = [video_id for video_id in run.rows if video_id not in fired] + run.skipped
     _release(rt, run, unsent)
     try:
@@ -239,11 +254,19 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
     return run.report
 
 
-def _guarded(run: _BatchRun, video_id: str) -> None:
+def _slot_spacing(items: Sequence[tuple[str, float]]) -> float:
+    """The gap between this batch's consecutive slots (they are evenly spaced by dispatch)."""
+    gaps = [b[1] - a[1] for a, b in itertools.pairwise(items) if b[1] > a[1]]
+    return min(gaps) if gaps else 0.0
+
+
+def _guarded(run: _BatchRun, video_id: str, free: threading.BoundedSemaphore) -> None:
     try:
         run.fetch_and_apply(video_id)
     except Exception:  # a thread must never die silently; the lease recovers the id
         log.exception("unexpected error while polling %s", video_id)
+    finally:
+        free.release()
 
 
 def _release(rt: Runtime, run: _BatchRun, unsent: Sequence[str]) -> None:

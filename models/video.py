@@ -45,6 +45,8 @@ class Video(Base):
     status_name: Mapped[str | None] = mapped_column(Text)
     status_final: Mapped[bool | None] = mapped_column(Boolean)
     record: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    # sha256 of the stored record: an identical answer leaves record and columns untouched
+    record_sha: Mapped[str | None] = mapped_column(String(64))
 
     url: Mapped[str | None] = mapped_column(Text)
     first_frame: Mapped[str | None] = mapped_column(Text)

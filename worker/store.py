@@ -337,6 +337,7 @@ def owned_rows(
             Video.status_code,
             Video.record.is_not(None),
             Video.callback_url,
+            Video.record_sha,
         ).where(
             Video.video_id.in_(video_ids),
             Video.claim_token == token,
@@ -347,7 +348,7 @@ def owned_rows(
     failing = session.execute(
         select(TrackerControl.auth_failing).where(TrackerControl.id == CONTROL_ROW_ID)
     ).scalar_one_or_none()
-    views = {r[0]: RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows}
+    views = {r[0]: RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7]) for r in rows}
     return now, views, bool(failing)
 
 

@@ -6,6 +6,8 @@ and writes back whatever ``Decision`` they return.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import re
@@ -70,6 +72,7 @@ class RowView:
     status_code: int | None = None
     has_record: bool = False
     callback_url: str | None = None
+    record_sha: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,12 @@ def judge(record: dict[str, Any]) -> tuple[Verdict, str | None]:
     if final is True:
         return Verdict.ANOMALY, f"{label} claims to be final but is not a known final status"
     return Verdict.IN_PROGRESS, None
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """sha256 of the record's canonical JSON: equal digests, equal records."""
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def typed_columns(record: dict[str, Any]) -> dict[str, Any]:
@@ -368,7 +377,10 @@ def decide(
     if isinstance(outcome, Record):
         record = clean_json(outcome.record)
         columns = typed_columns(record)
-        polled.update(columns, record=record)
+        digest = record_digest(record)
+        if digest != row.record_sha:
+            # Only a changed record is written: an identical answer costs one small UPDATE.
+            polled.update(columns, record=record, record_sha=digest)
         if not row.has_record or columns["status_code"] != row.status_code:
             events.append(
                 EventSpec(

@@ -932,3 +932,39 @@ def test_a_poll_sent_at_the_deadline_expires_the_row_however_late_its_answer() -
     )
     assert decision.state is State.ABANDONED
     assert decision.changes["abandon_reason"].startswith("expired")
+
+
+def test_an_identical_record_rewrites_nothing_but_the_poll_bookkeeping() -> None:
+    from worker.tracking import clean_json, record_digest
+
+    record = generating()
+    first = run(Record(record))
+    assert first.changes["record"] == record
+    assert first.changes["record_sha"] == record_digest(clean_json(record))
+    again = decide(
+        row(has_record=True, status_code=10, record_sha=first.changes["record_sha"]),
+        Record(dict(reversed(list(record.items())))),  # same record, keys in another order
+        NOW,
+        POLICY,
+        random.Random(7),
+    )
+    assert "record" not in again.changes and "status_code" not in again.changes
+    assert again.changes["poll_count"] == 1 and "next_poll_at" in again.changes
+    assert again.events == ()  # no event row for an unchanged answer
+
+
+def test_a_changed_record_is_written_with_its_new_digest() -> None:
+    from worker.tracking import record_digest
+
+    old = record_digest(generating())
+    changed = generating(queue_data={"queue_time": 9, "queue_count": 3})
+    decision = decide(
+        row(has_record=True, status_code=10, record_sha=old),
+        Record(changed),
+        NOW,
+        POLICY,
+        random.Random(7),
+    )
+    assert decision.changes["record"] == changed
+    assert decision.changes["record_sha"] != old
+    assert decision.events == ()  # same status: the record is stored, no status event

@@ -64,6 +64,8 @@ class Video(Base):
     # simply "due again" and one partial index serves the whole dispatch query.
     next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a useapi.net push last hinted that the video may be finished (see receiver.py).
+    hinted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     poll_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     error_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

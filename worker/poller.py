@@ -165,7 +165,9 @@ class _BatchRun:
         row = self.rows[video_id]
         callback_url = row.callback_url or self.rt.settings.webhook_url
         with self.rt.sessions.begin() as session:
-            applied = store.apply(session, video_id, self.batch.token, decision, callback_url)
+            applied = store.apply(
+                session, video_id, self.batch.token, decision, callback_url, sent_at
+            )
         with self.lock:
             if applied:
                 self.report.applied += 1
@@ -206,9 +208,12 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
     # Every request must be able to finish before the lease ends: connect, first byte, body.
     margin = s.http_connect_timeout + 2 * s.http_timeout + 1.0
     ids = [video_id for video_id, _ in batch.items]
+    # Anchor the monotonic clock *before* the query that reads the database time: measured
+    # after it (and its commit), a slow machine would date every answer too early.
+    before = time.monotonic()
     with rt.sessions.begin() as session:
         now, run.rows, run.auth_failing = store.owned_rows(session, batch.token, ids, margin)
-    run.db_start, run.mono_start = now, time.monotonic()
+    run.db_start, run.mono_start = now, before
     run.report.stale = len(ids) - len(run.rows)
     if not run.rows:
         event(log, logging.INFO, "stale_batch_skipped", ids=len(ids))

@@ -361,6 +361,7 @@ def apply(
     token: str,
     decision: Decision,
     callback_url: str | None = None,
+    sent_at: datetime | None = None,
 ) -> bool:
     """Write one decision, guarded by the claim token and ``state = 'pending'``.
 
@@ -370,6 +371,12 @@ def apply(
     """
     now = decision.changes["updated_at"]
     finishing = decision.state is not State.PENDING and callback_url is not None
+    changes = dict(decision.changes)
+    if sent_at is not None and decision.pause is None and "next_poll_at" in changes:
+        # A push that arrived while this request was out: the answer may predate it.
+        changes["next_poll_at"] = case(
+            (Video.hinted_at >= sent_at, now), else_=changes["next_poll_at"]
+        )
     stmt = (
         update(Video)
         .where(
@@ -377,7 +384,7 @@ def apply(
             Video.claim_token == token,
             Video.state == State.PENDING.value,
         )
-        .values(state=decision.state.value, **decision.changes)
+        .values(state=decision.state.value, **changes)
         .execution_options(synchronize_session=False)
     )
     if finishing:
@@ -490,10 +497,18 @@ def delivery_result(
 def mark_due(session: Session, video_id: str) -> bool:
     """Make a pending, unclaimed row due now (a hint that it may have finished).
 
-    A row being polled right now is left alone: its answer is on the way. Returns whether the
-    row was moved; an 'hinted' event is written only then, so repeated hints cost nothing.
+    A row being polled right now keeps its claim, but the hint is remembered (``hinted_at``):
+    if that poll's answer says "not yet", it was sent before the push and ``apply`` polls
+    again at once. Returns whether the row was made due; a 'hinted' event is written only
+    then, so repeated hints cost nothing.
     """
     now = current_time(session)
+    session.execute(
+        update(Video)
+        .where(Video.video_id == video_id, Video.state == State.PENDING.value)
+        .values(hinted_at=now)
+        .execution_options(synchronize_session=False)
+    )
     moved = session.execute(
         update(Video)
         .where(

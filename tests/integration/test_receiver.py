@@ -153,11 +153,21 @@ def enqueue(rt: Runtime, *video_ids: str) -> None:
 
 
 def row(rt: Runtime, video_id: str) -> dict[str, Any]:
+    """The row, less ``hinted_at`` (every push to a pending row records it; see hinted_at())."""
     with rt.sessions() as session:
         found = session.execute(
             text("SELECT * FROM videos WHERE video_id = :v"), {"v": video_id}
         ).mappings()
-        return dict(found.one())
+        values = dict(found.one())
+        values.pop("hinted_at")
+        return values
+
+
+def hinted_at(rt: Runtime, video_id: str) -> Any:
+    with rt.sessions() as session:
+        return session.execute(
+            text("SELECT hinted_at FROM videos WHERE video_id = :v"), {"v": video_id}
+        ).scalar_one()
 
 
 def kinds(rt: Runtime, video_id: str) -> list[str]:
@@ -258,6 +268,8 @@ def test_a_push_for_a_row_being_polled_leaves_the_claim_alone(
     assert row(rt, vid(3)) == before
     assert before["claim_token"] == "a-live-claim"
     assert "hinted" not in kinds(rt, vid(3))
+    # remembered, so a "not yet" from the poll in flight is followed by a poll at once
+    assert hinted_at(rt, vid(3)) is not None
 
 
 def test_a_push_for_an_unknown_id_is_accepted_and_creates_nothing(

@@ -437,9 +437,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     rt = open_runtime()
     older_than = args.older_than_days * 86400.0 if args.older_than_days is not None else None
-    events, minutes = maintenance.prune(rt, older_than)
+    events, minutes, deliveries = maintenance.prune(rt, older_than)
     days = (older_than if older_than is not None else rt.settings.retention) / 86400.0
-    print(f"removed {events} events and {minutes} poll-count rows older than {days:g} days")
+    print(
+        f"removed {events} events, {minutes} poll-count rows and {deliveries} delivered "
+        f"callbacks older than {days:g} days"
+    )
     return EXIT_OK
 
 

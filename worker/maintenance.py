@@ -16,22 +16,23 @@ from worker.runtime import Runtime
 log = logging.getLogger("tracker.maintenance")
 
 
-def prune(rt: Runtime, older_than: float | None = None) -> tuple[int, int]:
+def prune(rt: Runtime, older_than: float | None = None) -> tuple[int, int, int]:
     """Remove history older than ``older_than`` seconds (default TRACKER_RETENTION).
 
-    Returns (events, poll-minute rows) removed. ``videos`` rows are never touched.
+    Returns (events, poll-minute rows, delivered callbacks) removed. ``videos`` rows are
+    never touched.
     """
     age = timedelta(seconds=rt.settings.retention if older_than is None else older_than)
-    events = minutes = 0
+    totals = [0, 0, 0]
     while True:
         with rt.sessions.begin() as session:
-            batch_events, batch_minutes = store.prune_batch(session, age)
-        events += batch_events
-        minutes += batch_minutes
-        if batch_events == 0 and batch_minutes == 0:
+            batch = store.prune_batch(session, age)
+        totals = [t + b for t, b in zip(totals, batch, strict=True)]
+        if not any(batch):
             break
-    event(log, logging.INFO, "pruned", events=events, poll_minutes=minutes)
-    return events, minutes
+    events, minutes, deliveries = totals
+    event(log, logging.INFO, "pruned", events=events, poll_minutes=minutes, callbacks=deliveries)
+    return events, minutes, deliveries
 
 
 @dataclass(frozen=True)

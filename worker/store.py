@@ -741,11 +741,14 @@ def finished_after(
     return list(session.scalars(query))
 
 
-def prune_batch(session: Session, older_than: timedelta, batch: int = 10_000) -> tuple[int, int]:
-    """Delete one batch of history older than ``older_than``: (events, poll minutes) removed.
+def prune_batch(
+    session: Session, older_than: timedelta, batch: int = 10_000
+) -> tuple[int, int, int]:
+    """Delete one batch of history older than ``older_than``.
 
-    Rows in ``videos`` are the product and are never pruned. Batches keep each transaction
-    short; call until both counts are 0.
+    Returns (events, poll minutes, delivered callbacks) removed. Rows in ``videos`` are the
+    product and are never pruned, nor are callbacks still owed or failed (an operator may want
+    to see those). Batches keep each transaction short; call until all counts are 0.
     """
     cutoff = current_time(session) - older_than
     old_events = (
@@ -761,7 +764,18 @@ def prune_batch(session: Session, older_than: timedelta, batch: int = 10_000) ->
         .where(PollMinute.minute < cutoff)
         .execution_options(synchronize_session=False)
     )
-    return int(events.rowcount), int(minutes.rowcount)  # type: ignore[attr-defined]
+    outbox = _table(CallbackDelivery)
+    old_deliveries = (
+        select(outbox.c.id).where(outbox.c.delivered_at < cutoff).order_by(outbox.c.id).limit(batch)
+    )
+    deliveries = session.execute(
+        delete(outbox).where(outbox.c.id.in_(old_deliveries.scalar_subquery()))
+    )
+    return (
+        int(events.rowcount),  # type: ignore[attr-defined]
+        int(minutes.rowcount),  # type: ignore[attr-defined]
+        int(deliveries.rowcount),  # type: ignore[attr-defined]
+    )
 
 
 def get_video(session: Session, video_id: str) -> Video | None:

@@ -27,7 +27,7 @@ def dispatch() -> int:
 @app.task(name="tracker.prune", ignore_result=True)
 def prune() -> int:
     """Remove history older than TRACKER_RETENTION (beat runs it hourly)."""
-    events, _ = maintenance.prune(runtime.get())
+    events, _, _ = maintenance.prune(runtime.get())
     return events
 
 

@@ -41,7 +41,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _admin() -> Engine:
-    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    # pre-ping: the server may have been restarted since the database was created
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
 
 
 @contextmanager

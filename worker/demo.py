@@ -138,7 +138,10 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
         row.append(expected)
     cli.render_table((*cli.VIDEO_HEADERS, "SCENARIO"), rows, out)
     out.write(f"\nrequests sent to the simulator: {len(simulator.requests)}\n")
-    out.write(f"inspect: DATABASE_URL={os.environ['DATABASE_URL']} pixverse-tracker list\n")
+    out.write(
+        f"inspect it: DATABASE_URL={os.environ['DATABASE_URL']} pixverse-tracker list"
+        "   (in this repository: ./dev list)\n"
+    )
     rt.close()
     pending = sum(1 for v in videos if v.state == "pending")
     return 0 if pending == 0 else 1

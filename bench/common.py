@@ -400,3 +400,20 @@ def read_json(path: Path) -> dict[str, Any]:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
         return {}
+
+
+def run_main(run: Callable[[], int]) -> int:
+    """A benchmark's exit: its status, or one line for the failures every benchmark shares."""
+    from worker.settings import SettingsError
+
+    try:
+        return run()
+    except SettingsError as exc:  # e.g. a --speed that compresses a setting below its floor
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # a tracker process died: its log tail is in the message
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

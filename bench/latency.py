@@ -41,7 +41,7 @@ from bench import common
 from worker import api, db
 from worker.client import video_url
 from worker.runtime import Runtime
-from worker.settings import Settings, SettingsError, load
+from worker.settings import Settings, load
 from worker.simulator import Simulator, make_id
 
 BASELINE_INTERVAL = 15.0  # seconds between polls in useapi.net's example scripts
@@ -707,17 +707,7 @@ def ratio_or_nan(a: float, b: float) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except SettingsError as exc:  # e.g. a --speed that compresses a setting below its floor
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # a tracker process died: its log tail is in the message
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return common.run_main(lambda: run(args))
 
 
 if __name__ == "__main__":

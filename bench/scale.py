@@ -36,7 +36,7 @@ from sqlalchemy import Engine, event, text
 from bench import common
 from worker import db, store
 from worker.runtime import Runtime
-from worker.settings import SettingsError, load
+from worker.settings import load
 from worker.simulator import Simulator, make_id
 
 SCENARIO = "completed_0"
@@ -471,17 +471,7 @@ def _measure(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return common.run_main(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from sqlalchemy import Engine, text
 from bench import common
 from worker import api, db
 from worker.runtime import Runtime
-from worker.settings import SettingsError, load
+from worker.settings import load
 from worker.simulator import Simulator, make_id
 
 GOAL = 0.90  # issue 4: at least 90% of the limit
@@ -392,17 +392,7 @@ def _report(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except SettingsError as exc:  # e.g. a --speed that compresses a setting below its floor
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # a tracker process died: its log tail is in the message
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return common.run_main(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -517,7 +517,7 @@ class UseapiClient:
                 # A redirect must not carry the token elsewhere; it is reported, not followed.
                 allow_redirects=False,
                 stream=True,
-                # Explicit, so an injected session with verify=False cannot switch TLS checks off.
+                # Explicit, so an injected session that disabled certificate checks cannot win.
                 verify=True,
                 hooks={"response": [_close_redirect]},
             )

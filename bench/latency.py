@@ -66,6 +66,8 @@ TIMING_SETTINGS = {
     "auth_pause": "TRACKER_AUTH_PAUSE",
     "rate_limit_pause": "TRACKER_RATE_LIMIT_PAUSE",
     "rate_recovery": "TRACKER_RATE_RECOVERY",
+    "slow_after": "TRACKER_SLOW_AFTER",
+    "slow_interval": "TRACKER_SLOW_INTERVAL",
 }
 # Latency bands for the breakdown, in real seconds of completion time after enqueue.
 BANDS = ((0, 60), (60, 120), (120, 300), (300, 600), (600, math.inf))

@@ -75,6 +75,8 @@ class Runtime:
             auth_pause=s.auth_pause,
             rate_limit_pause=s.rate_limit_pause,
             rate_recovery=s.rate_recovery,
+            slow_after=s.slow_after,
+            slow_interval=s.slow_interval,
         )
 
     def close(self) -> None:

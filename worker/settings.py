@@ -64,6 +64,8 @@ class Settings:
     poll_interval_min: float
     poll_interval_max: float
     poll_jitter: float
+    slow_after: float
+    slow_interval: float
     give_up_after: float
     rate_limit: float
     http_connect_timeout: float
@@ -275,6 +277,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             "TRACKER_POLL_JITTER", get("TRACKER_POLL_JITTER", "0.2"), float, 0, 0.9
         ),
         give_up_after=seconds("TRACKER_GIVE_UP_AFTER", 6 * 3600.0, 1, 365 * 86400.0),
+        slow_after=seconds("TRACKER_SLOW_AFTER", 1800.0, 0, 365 * 86400.0),
+        slow_interval=seconds("TRACKER_SLOW_INTERVAL", 300.0, 0.1, 86400),
         rate_limit=_number(
             "TRACKER_RATE_LIMIT", get("TRACKER_RATE_LIMIT", "5"), float, 0.01, 10000
         ),
@@ -306,6 +310,12 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def _check_consistency(s: Settings) -> None:
+    if s.slow_interval < s.poll_interval_max:
+        raise SettingsError(
+            f"TRACKER_SLOW_INTERVAL ({s.slow_interval:g}) is shorter than "
+            f"TRACKER_POLL_INTERVAL_MAX ({s.poll_interval_max:g}): old videos would be polled "
+            "more often than young ones"
+        )
     if s.poll_interval_min > s.poll_interval_max:
         raise SettingsError(
             f"TRACKER_POLL_INTERVAL_MIN ({s.poll_interval_min:g}) is larger than "

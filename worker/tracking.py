@@ -59,6 +59,8 @@ class Policy:
     auth_pause: float = 60.0
     rate_limit_pause: float = 15.0
     rate_recovery: float = 60.0
+    slow_after: float = 1800.0
+    slow_interval: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -249,9 +251,16 @@ def parse_time(value: Any) -> datetime | None:
 # --- timing ------------------------------------------------------------------------------------
 
 
-def backoff_delay(attempt: int, policy: Policy, rng: random.Random) -> float:
-    """Capped exponential backoff with jitter, always within [min, max] interval."""
+def backoff_delay(attempt: int, policy: Policy, rng: random.Random, age: float = 0.0) -> float:
+    """Capped exponential backoff with jitter, within [min, max] interval.
+
+    Past ``slow_after`` seconds since enqueue the cap rises to ``slow_interval``: almost every
+    video has finished by then, and the ones that have not (stalled queues, videos that never
+    finish) would otherwise cost a poll a minute for hours.
+    """
     low, high = policy.poll_interval_min, policy.poll_interval_max
+    if age >= policy.slow_after:
+        high = max(high, policy.slow_interval)
     base = min(high, low * 1.5 ** min(attempt, 64))
     floor = max(low, base * (1.0 - policy.jitter))
     return rng.uniform(floor, base) if base > floor else base
@@ -274,7 +283,8 @@ def next_poll(
     A poll sent before the deadline (even if answered after it) is not the last one: the next
     is placed at the deadline, which may already be due.
     """
-    due = now + timedelta(seconds=backoff_delay(attempt, policy, rng))
+    age = (now - row.enqueued_at).total_seconds()
+    due = now + timedelta(seconds=backoff_delay(attempt, policy, rng, age))
     deadline = deadline_of(row, policy)
     return min(due, deadline) if (sent_at or now) < deadline else due
 

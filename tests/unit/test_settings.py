@@ -323,3 +323,8 @@ def test_a_blank_token_counts_as_missing() -> None:
 
 def test_the_settings_error_is_a_value_error() -> None:
     assert issubclass(SettingsError, ValueError)
+
+
+def test_a_slow_interval_shorter_than_the_backoff_cap_is_refused() -> None:
+    with pytest.raises(SettingsError, match="TRACKER_SLOW_INTERVAL"):
+        load_with(TRACKER_SLOW_INTERVAL="30", TRACKER_POLL_INTERVAL_MAX="60")

@@ -968,3 +968,27 @@ def test_a_changed_record_is_written_with_its_new_digest() -> None:
     assert decision.changes["record"] == changed
     assert decision.changes["record_sha"] != old
     assert decision.events == ()  # same status: the record is stored, no status event
+
+
+def test_videos_older_than_slow_after_are_polled_at_the_slow_interval() -> None:
+    policy = Policy(poll_interval_min=15, poll_interval_max=60, slow_after=1800, slow_interval=300)
+    rng = random.Random(3)
+    young = [backoff_delay(40, policy, rng, age=1799) for _ in range(50)]
+    old = [backoff_delay(40, policy, rng, age=1800) for _ in range(50)]
+    assert max(young) <= 60
+    assert min(old) >= 300 * (1 - policy.jitter) and max(old) <= 300
+
+
+def test_a_stalled_video_costs_about_five_times_fewer_polls_over_six_hours() -> None:
+    policy = Policy(poll_interval_min=15, poll_interval_max=60, slow_after=1800, slow_interval=300)
+    rng = random.Random(5)
+    elapsed, polls = 0.0, 0
+    while elapsed < 6 * 3600:
+        elapsed += backoff_delay(polls, policy, rng, age=elapsed)
+        polls += 1
+    flat = Policy(poll_interval_min=15, poll_interval_max=60, slow_after=10**9)
+    elapsed_flat, polls_flat = 0.0, 0
+    while elapsed_flat < 6 * 3600:
+        elapsed_flat += backoff_delay(polls_flat, flat, rng, age=elapsed_flat)
+        polls_flat += 1
+    assert polls_flat / polls > 3.5, (polls, polls_flat)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
+    any_,
     bindparam,
     case,
     delete,
@@ -301,10 +302,16 @@ def claim_due(
         .limit(plan.count)
         .with_for_update(skip_locked=True)
     )
+    if is_postgres(session):
+        # = ANY(array(subquery)): the claim runs once as an init plan, then primary-key
+        # lookups; with IN, Postgres may hash-join the whole table (docs/performance.md).
+        chosen = Video.video_id == any_(func.array(due.scalar_subquery()))
+    else:
+        chosen = Video.video_id.in_(due.scalar_subquery())
     claimed = list(
         session.execute(
             update(Video)
-            .where(Video.video_id.in_(due.scalar_subquery()))
+            .where(chosen)
             .values(claimed_until=until, next_poll_at=until, claim_token=token)
             .returning(Video.video_id)
             .execution_options(synchronize_session=False)
@@ -328,23 +335,30 @@ def owned_rows(
     Also says whether the upstream is currently rejecting the token.
     """
     now = current_time(session)
-    rows = session.execute(
-        select(
-            Video.video_id,
-            Video.enqueued_at,
-            Video.poll_count,
-            Video.error_count,
-            Video.status_code,
-            Video.record.is_not(None),
-            Video.callback_url,
-            Video.record_sha,
-        ).where(
-            Video.video_id.in_(video_ids),
-            Video.claim_token == token,
-            Video.state == State.PENDING.value,
-            Video.claimed_until > now + timedelta(seconds=margin),
-        )
-    ).all()
+    # No "state = 'pending'" in SQL: it would let the planner pick the partial due index and
+    # scan every pending row while statistics lag behind a bulk enqueue; by primary key it
+    # reads the batch's rows only, and the state is checked here.
+    rows = [
+        row[:-1]
+        for row in session.execute(
+            select(
+                Video.video_id,
+                Video.enqueued_at,
+                Video.poll_count,
+                Video.error_count,
+                Video.status_code,
+                Video.record.is_not(None),
+                Video.callback_url,
+                Video.record_sha,
+                Video.state,
+            ).where(
+                Video.video_id.in_(video_ids),
+                Video.claim_token == token,
+                Video.claimed_until > now + timedelta(seconds=margin),
+            )
+        ).all()
+        if row[-1] == State.PENDING.value
+    ]
     failing = session.execute(
         select(TrackerControl.auth_failing).where(TrackerControl.id == CONTROL_ROW_ID)
     ).scalar_one_or_none()

@@ -224,30 +224,31 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
     stop_starting_at = run.mono_start + max(0.0, lease_left - margin)
     fired: set[str] = set()
     items = sorted(batch.items, key=lambda item: item[1])
-    spacing = _slot_spacing(items)
+    spacing = _slot_spacing(items) or 1.0 / s.rate_limit
     # A request starts only when a thread is free to send it at once, and never closer than
-    # one slot to the previous one: a batch that fell behind (slow upstream, busy machine)
-    # catches up at the allowed rate instead of firing its overdue slots in a burst.
+    # one slot to any other request of this process (PACER is shared by every batch running
+    # here): batches that fell behind (slow upstream, busy machine) catch up at the allowed
+    # rate instead of firing their overdue slots together in a burst.
     free = threading.BoundedSemaphore(s.poll_concurrency)
-    last_start = -math.inf
     with ThreadPoolExecutor(s.poll_concurrency, thread_name_prefix="poll") as pool:
         for video_id, offset in items:
             if video_id not in run.rows:
                 continue
-            elapsed = time.monotonic() - run.mono_start
-            slot = offset - (now - batch.start).total_seconds()
-            wait = max(slot - elapsed, last_start + spacing - time.monotonic())
-            if wait > 0 and run.stop.wait(wait):
+            slot_at = run.mono_start + offset - (now - batch.start).total_seconds()
+            if run.stop.wait(max(0.0, slot_at - time.monotonic())):
                 break
             while not (acquired := free.acquire(timeout=0.5)):
                 if run.stop.is_set():
                     break
-            if run.stop.is_set() or time.monotonic() > stop_starting_at:
+            start_at = PACER.reserve(slot_at, spacing) if acquired else 0.0
+            if not acquired or run.stop.wait(max(0.0, start_at - time.monotonic())):
                 if acquired:
                     free.release()
                 break
+            if time.monotonic() > stop_starting_at:
+                free.release()
+                break
             fired.add(video_id)
-            last_start = time.monotonic()
             pool.submit(_guarded, run, video_id, free)
     unsent = [video_id for video_id in run.rows if video_id not in fired] + run.skipped
     _release(rt, run, unsent)
@@ -257,6 +258,23 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
     except SQLAlchemyError as exc:
         event(log, logging.WARNING, "counts_not_stored", error=describe_error(exc))
     return run.report
+
+
+class Pacer:
+    """Hands out request start times at least ``spacing`` apart, across threads (monotonic)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next_free = -math.inf
+
+    def reserve(self, not_before: float, spacing: float) -> float:
+        with self._lock:
+            start = max(not_before, self._next_free)
+            self._next_free = start + spacing
+            return start
+
+
+PACER = Pacer()  # one per process: every batch a worker runs shares it
 
 
 def _slot_spacing(items: Sequence[tuple[str, float]]) -> float:

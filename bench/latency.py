@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -305,7 +305,13 @@ def _play(
     engine: Engine,
     sim: Simulator,
     real: Settings,
+    on_submitted: Callable[[list[str]], None] | None = None,
 ) -> Observed:
+    """Submit and enqueue each video at its arrival, run the tracker until all are settled.
+
+    ``on_submitted`` sees each chunk of ids right after it is enqueued (bench.push schedules
+    its pushes there).
+    """
     speed = args.speed
     processes = common.Processes(env, keep_logs=args.keep_logs)
     submitter = _Submitter(sim.base_url)
@@ -338,8 +344,11 @@ def _play(
             # Small chunks, so a burst (--spread 0) does not keep the first ids waiting for
             # the last ones' submission before they are enqueued.
             for chunk in range(0, len(due), SUBMIT_CHUNK):
-                submitter.submit(due[chunk : chunk + SUBMIT_CHUNK])
-                api.enqueue(due[chunk : chunk + SUBMIT_CHUNK], rt=rt)
+                ids = due[chunk : chunk + SUBMIT_CHUNK]
+                submitter.submit(ids)
+                api.enqueue(ids, rt=rt)
+                if on_submitted is not None:
+                    on_submitted(ids)
             if now >= next_print:
                 processes.check_alive()
                 _progress(now - start, speed, index, len(videos), _pending(engine), sim)

@@ -38,20 +38,9 @@ import requests
 from sqlalchemy import Engine, text
 
 from bench import common
-from bench.latency import (
-    SPREAD_PER_VIDEO,
-    SUBMIT_CHUNK,
-    Observed,
-    Video,
-    _collect,
-    _finished,
-    _pending,
-    _progress,
-    _Submitter,
-    compressed_env,
-    workload,
-)
-from worker import api, db, receiver
+from bench.latency import SPREAD_PER_VIDEO, Observed, Video, compressed_env, workload
+from bench.latency import _play as latency_play
+from worker import db, receiver
 from worker.runtime import Runtime
 from worker.settings import Settings, SettingsError, load
 from worker.simulator import Simulator
@@ -282,60 +271,17 @@ def _play(
     pusher: _Pusher | None,
 ) -> Observed:
     """bench.latency's loop, plus scheduling each finishing video's push once it is submitted."""
-    speed = args.speed
-    real = load({})
-    processes = common.Processes(env, keep_logs=args.keep_logs)
-    submitter = _Submitter(sim.base_url)
-    observed = Observed()
     kinds = {v.video_id: v.kind for v in videos}
-    never = {v.video_id for v in videos if v.kind == "never"}
-    try:
-        processes.start("beat")
-        worker = processes.start("worker")
-        processes.wait_for_log(worker, " ready.", timeout=60)
-        start = time.monotonic()
-        next_print = next_check = start
-        index = 0
-        while True:
-            now = time.monotonic()
-            due = []
-            while index < len(videos) and videos[index].arrival / speed <= now - start:
-                due.append(videos[index].video_id)
-                index += 1
-            for chunk in range(0, len(due), SUBMIT_CHUNK):
-                ids = due[chunk : chunk + SUBMIT_CHUNK]
-                submitter.submit(ids)
-                api.enqueue(ids, rt=rt)
-                if pusher is not None:
-                    for video_id in ids:
-                        at = sim.completed_at(video_id)
-                        if at is not None:
-                            pusher.add(video_id, kinds[video_id], at + args.push_delay / speed)
-            if now >= next_print:
-                processes.check_alive()
-                _progress(now - start, speed, index, len(videos), _pending(engine), sim)
-                next_print = now + 15
-            if index == len(videos) and now >= next_check:
-                stop, early = _finished(engine, _pending(engine), never, real, speed)
-                if stop:
-                    observed.stopped_early = early
-                    break
-                next_check = now + 1
-            if now - start > args.timeout:
-                observed.timed_out = True
-                break
-            if index < len(videos):
-                time.sleep(max(0.0, min(0.05, start + videos[index].arrival / speed - now)))
-            else:
-                time.sleep(0.2)
-        observed.wall_seconds = time.monotonic() - start
-    finally:
-        submitter.close()
-        processes.stop_all()
-        if args.keep_logs:
-            print(f"  logs kept in {processes.log_dir}")
-    _collect(observed, engine, sim)
-    return observed
+
+    def schedule_pushes(ids: list[str]) -> None:
+        if pusher is None:
+            return
+        for video_id in ids:
+            at = sim.completed_at(video_id)
+            if at is not None:
+                pusher.add(video_id, kinds[video_id], at + args.push_delay / args.speed)
+
+    return latency_play(args, videos, env, rt, engine, sim, load({}), schedule_pushes)
 
 
 # --- the report ----------------------------------------------------------------------------------

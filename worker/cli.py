@@ -478,7 +478,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from worker.simulator import serve
 
     try:
-        serve(args.host, args.port, args.token, args.latency, args.default_delay)
+        serve(
+            args.host,
+            args.port,
+            args.token,
+            args.latency,
+            args.default_delay,
+            list_shape=args.list_shape,
+            list_paging=args.list_paging,
+        )
     except OSError as exc:
         raise CommandError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
@@ -617,6 +625,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=_bounded(float, 0, 86400),
         default=5.0,
         help="seconds until an untagged id completes",
+    )
+    p.add_argument(
+        "--list-shape",
+        choices=("full", "brief"),
+        default="full",
+        help="list entries are whole records (full) or only the status fields (brief)",
+    )
+    p.add_argument(
+        "--list-paging",
+        choices=("plain", "paged"),
+        default="plain",
+        help="list pages are {data} (plain, as documented) or add has_more/next_offset (paged)",
     )
 
     p = add("demo", cmd_demo, "simulator + embedded tracker + live progress, on this machine")

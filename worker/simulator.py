@@ -1,8 +1,9 @@
-"""A loopback fake of useapi.net's ``GET /v2/pixverse/videos/{video_id}``, scripted per video id."""
+"""A loopback fake of useapi.net's PixVerse video endpoints (one video, and the account list)."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import select
 import socket
@@ -11,13 +12,13 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 NOT_YET_MESSAGE = "The video was deleted, not found, or is still processing."
 CLIENT_CLOSED = 499  # logged for a request whose client hung up before the answer (nginx's code)
@@ -26,6 +27,23 @@ DELETED_MESSAGE = "The original video has been deleted"
 _ENDPOINT_PREFIX = ["", "v2", "pixverse", "videos"]
 _JSON = "application/json; charset=utf-8"
 _HTML = "text/html; charset=utf-8"
+_LIST_SHAPES = ("full", "brief")
+_LIST_PAGINGS = ("plain", "paged")
+_DEFAULT_LIMIT, _MAX_LIMIT = 40, 100
+# What a "brief" list entry keeps: the status fields a poller needs, nothing else.
+_BRIEF_FIELDS = frozenset(
+    {
+        "video_id",
+        "video_status",
+        "video_status_name",
+        "video_status_final",
+        "url",
+        "prompt",
+        "model",
+        "created_at",
+        "queue_data",
+    }
+)
 
 # The documented example record (useapi-pixverse-get-video.txt); per-id fields are overridden.
 _EXAMPLE_RECORD: dict[str, Any] = {
@@ -99,6 +117,7 @@ _SCENARIO_PARAMS: dict[str, tuple[str, ...]] = {
     "nourl": ("A", "D"),
     "unknown": ("A", "D"),
     "hostile": ("N", "D"),
+    "queued": ("Q", "D"),
     "never": (),
 }
 _COUNT_RE = re.compile(r"\d+")
@@ -106,6 +125,9 @@ _SECONDS_RE = re.compile(r"\d+(?:\.\d+)?")
 # The tag is whatever sits between a "+" and the "@" of the email inside the id.
 _TAG_RE = re.compile(r"\+([^+@]*)@")
 _NUMBER_RE = re.compile(r":(\d+)$")
+# The account a video belongs to is the email inside its id; only such ids are ever listed.
+_ACCOUNT_RE = re.compile(r"-pixverse:(?P<email>.+?)-(?:video|image):(?P<number>\d+)$")
+_INTEGER_RE = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -122,6 +144,8 @@ class LoggedRequest:
     started: float
     finished: float
     authorized: bool
+    kind: str = "video"  # "video" (one video), "list" (an account's videos) or "other"
+    email: str | None = None  # the decoded email parameter of a list request
 
 
 @dataclass(frozen=True)
@@ -160,10 +184,20 @@ class _Seen:
 
 
 @dataclass(frozen=True)
+class _Route:
+    """Which endpoint a request path names."""
+
+    kind: str
+    video_id: str | None = None
+    query: dict[str, list[str]] = field(default_factory=dict)  # the list's parameters
+
+
+@dataclass(frozen=True)
 class _Call:
     seq: int
     epoch: int
-    video_id: str | None
+    route: _Route
+    email: str | None
     path: str
     started: float
     authorized: bool
@@ -196,6 +230,8 @@ def _parse_scenario(text: str, default_delay: float) -> _Scenario:
     if optional_d and "D" not in params:
         # A bare "deleted" means gone from the first request; others wait the default delay.
         params["D"] = 0.0 if name == "deleted" else default_delay
+    if "Q" in params and params["Q"] > params["D"]:
+        raise ValueError("Q must not exceed D")
     return _Scenario(name, params)
 
 
@@ -266,14 +302,32 @@ def _record(video_id: str, created_at: str, status: int, name: str, final: bool)
     return record
 
 
+# The record each two-phase scenario shows between A and D, and each failure's final record:
+# one table, so the single-video endpoint and the list can never disagree about them.
+_MIDDLE_RECORDS: dict[str, tuple[int, str, bool]] = {
+    "generating": (10, "GENERATING", False),
+    "queuedfinal": (5, "QUEUED", True),
+    "nourl": (1, "COMPLETED", True),
+    "unknown": (42, "MYSTERY", False),
+}
+_FAILURE_RECORDS: dict[str, tuple[int, str]] = {
+    "failed": (8, "FAILED"),
+    "moderated": (7, "MODERATED"),
+}
+
+
 def _record_answer(moment: _Moment, status: int, name: str, final: bool) -> _Answer:
     return _json_answer(200, _record(moment.video_id, moment.created_at, status, name, final))
 
 
-def _completed(moment: _Moment) -> _Answer:
+def _completed_record(moment: _Moment) -> dict[str, Any]:
     record = _record(moment.video_id, moment.created_at, 1, "COMPLETED", True)
     record["url"] = f"https://media.example/{_number_of(moment.video_id)}.mp4"
-    return _json_answer(200, record)
+    return record
+
+
+def _completed(moment: _Moment) -> _Answer:
+    return _json_answer(200, _completed_record(moment))
 
 
 def _completed_after_d(moment: _Moment) -> _Answer:
@@ -398,9 +452,9 @@ def _hostile_then_weird_completion(moment: _Moment) -> _Answer:
 
 _RESPONDERS: dict[str, Callable[[_Moment], _Answer]] = {
     "completed": _completed_after_d,
-    "generating": _middle_phase(10, "GENERATING", False),
-    "failed": _final_after_d(8, "FAILED"),
-    "moderated": _final_after_d(7, "MODERATED"),
+    "generating": _middle_phase(*_MIDDLE_RECORDS["generating"]),
+    "failed": _final_after_d(*_FAILURE_RECORDS["failed"]),
+    "moderated": _final_after_d(*_FAILURE_RECORDS["moderated"]),
     "deleted": _deleted,
     "rejected": lambda moment: _REJECTED,
     "ratelimit": _first_n(lambda moment: _RATE_LIMITED),
@@ -408,22 +462,106 @@ _RESPONDERS: dict[str, Callable[[_Moment], _Answer]] = {
     "errors": _first_n(_server_error),
     "slow": _first_n(_slow),
     "garbage": _first_n(_garbage),
-    "queuedfinal": _middle_phase(5, "QUEUED", True),
-    "nourl": _middle_phase(1, "COMPLETED", True),
-    "unknown": _middle_phase(42, "MYSTERY", False),
+    "queuedfinal": _middle_phase(*_MIDDLE_RECORDS["queuedfinal"]),
+    "nourl": _middle_phase(*_MIDDLE_RECORDS["nourl"]),
+    "unknown": _middle_phase(*_MIDDLE_RECORDS["unknown"]),
     "hostile": _hostile_then_weird_completion,
+    # The queue only shows in the list; one video at a time it is just not-yet until D.
+    "queued": _completed_after_d,
     "never": lambda moment: _NOT_YET,
 }
 
 
-def _endpoint_id(raw_path: str) -> str | None:
-    """The decoded video id if the path is exactly the endpoint, else None."""
-    path = raw_path.split("?", 1)[0].split("#", 1)[0]
+def _in_progress_record(moment: _Moment, status: int, name: str, final: bool) -> dict[str, Any]:
+    record = _record(moment.video_id, moment.created_at, status, name, final)
+    # Past its queue (or never queued): nothing left to wait for in line.
+    record["queue_data"] = {"queue_time": 0, "queue_count": 0}
+    return record
+
+
+def _generating_record(moment: _Moment) -> dict[str, Any]:
+    return _in_progress_record(moment, 10, "GENERATING", False)
+
+
+def _queued_record(moment: _Moment, ahead: int) -> dict[str, Any]:
+    # Documented as final on the videos page although the video is only waiting.
+    record = _in_progress_record(moment, 5, "QUEUED", True)
+    queue_time = math.ceil(moment.params["Q"] - moment.elapsed)
+    record["queue_data"] = {"queue_time": queue_time, "queue_count": ahead}
+    return record
+
+
+def _in_queue(scenario: _Scenario, elapsed: float) -> bool:
+    return scenario.name == "queued" and elapsed < scenario.params["Q"]
+
+
+def _list_view(scenario: _Scenario, moment: _Moment, ahead: int) -> dict[str, Any] | None:
+    """The entry the list shows for one video (None: not listed); ``ahead`` counts the
+    account's queued videos created before it. Per-request faults do not apply here."""
+    name, elapsed, params = scenario.name, moment.elapsed, scenario.params
+    if name == "rejected" or (name == "deleted" and elapsed >= params["D"]):
+        return None
+    if _in_queue(scenario, elapsed):
+        return _queued_record(moment, ahead)
+    # Before A (two-phase scenarios) or D (the rest) a listed video is simply generating.
+    if name in ("never", "deleted") or elapsed < params.get("A", params["D"]):
+        return _generating_record(moment)
+    if name in _MIDDLE_RECORDS and elapsed < params["D"]:
+        return _record(moment.video_id, moment.created_at, *_MIDDLE_RECORDS[name])
+    if name in _FAILURE_RECORDS:
+        return _record(moment.video_id, moment.created_at, *_FAILURE_RECORDS[name], True)
+    return _completed_record(moment)
+
+
+def _route(raw_path: str) -> _Route:
+    """Which endpoint the path names: one video (with its decoded id), the list, or neither."""
+    path, _, rest = raw_path.partition("?")
+    path = path.split("#", 1)[0]
+    # parse_qs decodes like any HTTP server: %2B is "+", a raw "+" is a space.
+    query = parse_qs(rest.split("#", 1)[0], keep_blank_values=True)
     # Split before decoding so an encoded "/" (%2F) never creates or removes a segment.
     segments = [unquote(segment) for segment in path.split("/")]
-    if len(segments) != 5 or segments[:4] != _ENDPOINT_PREFIX or not segments[4]:
-        return None
-    return segments[4]
+    if segments[:4] != _ENDPOINT_PREFIX or len(segments) > 5:
+        return _Route("other")
+    if len(segments) == 4 or not segments[4]:
+        return _Route("list", query=query)
+    return _Route("video", video_id=segments[4])
+
+
+def _query_value(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values else None
+
+
+def _bad_request(message: str) -> _Answer:
+    return _json_answer(400, {"error": message, "code": 400})
+
+
+def _list_window(query: dict[str, list[str]]) -> tuple[int, int] | _Answer:
+    """(limit, offset) from the query, or the 400 answer naming the bad parameter."""
+    limit_text = _query_value(query, "limit")
+    offset_text = _query_value(query, "offset")
+    limit = _DEFAULT_LIMIT
+    if limit_text is not None:
+        if not _INTEGER_RE.fullmatch(limit_text) or not 1 <= int(limit_text) <= _MAX_LIMIT:
+            return _bad_request(f"Parameter limit must be an integer from 1 to {_MAX_LIMIT}")
+        limit = int(limit_text)
+    offset = 0
+    if offset_text is not None:
+        if not _INTEGER_RE.fullmatch(offset_text) or int(offset_text) < 0:
+            return _bad_request("Parameter offset must be a non-negative integer")
+        offset = int(offset_text)
+    return limit, offset
+
+
+def _brief(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key in _BRIEF_FIELDS}
+
+
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _non_negative(name: str, value: float) -> float:
@@ -435,11 +573,17 @@ def _non_negative(name: str, value: float) -> float:
 class Simulator:
     """Fake upstream: answers each video id according to the scenario named in its email tag.
 
+    ``GET /v2/pixverse/videos/?email=&limit=&offset=`` lists the videos seen or ``create()``d
+    for that account (the email inside their ids), newest first, each as it stands when the
+    list request arrives; ``list_shape`` and ``list_paging`` pick a reading of the upstream's
+    documentation. Listing never starts a clock nor counts toward any id's N.
+
     The scenario comes from the id itself (``...pixverse:sim+generating_2_6@example.com...``), so
     separate processes can script ids without talking to the simulator; ``script()`` overrides it.
-    An id's clock starts at the FIRST authorized endpoint request the simulator sees for it (a 401
-    does not start it), and request counts (N) count only those requests too. Each answer
-    describes the state at the moment the request arrived, before ``latency`` is waited.
+    An id's clock starts at ``create()`` or at the FIRST authorized endpoint request the simulator
+    sees for it (a 401 does not start it), and request counts (N) count only those requests.
+    Each answer describes the state at the moment the request arrived, before ``latency`` is
+    waited.
     ``completed_at`` is when the id reaches its true final state (COMPLETED, FAILED, MODERATED,
     deleted): anomalous records that merely claim to be final (queuedfinal, nourl) do not count.
     """
@@ -451,12 +595,17 @@ class Simulator:
         token: str = "sim-token",
         latency: float = 0.0,
         default_delay: float = 5.0,
+        list_shape: str = "full",
+        list_paging: str = "plain",
     ) -> None:
         self._host = host
         self._port = port
         self._token = token
         self._latency = _non_negative("latency", latency)
         self._default_delay = _non_negative("default_delay", default_delay)
+        self._list_shape = _one_of("list_shape", list_shape, _LIST_SHAPES)
+        self._list_paging = _one_of("list_paging", list_paging, _LIST_PAGINGS)
+        self._list_failure: int | None = None
         self._lock = threading.Lock()
         self._seen: dict[str, _Seen] = {}
         self._scripts: dict[str, _Scenario] = {}
@@ -547,6 +696,39 @@ class Simulator:
     def default_delay(self) -> float:
         return self._default_delay
 
+    @property
+    def list_shape(self) -> str:
+        """``"full"``: list entries are whole records; ``"brief"``: only the status fields."""
+        with self._lock:
+            return self._list_shape
+
+    @list_shape.setter
+    def list_shape(self, value: str) -> None:
+        shape = _one_of("list_shape", value, _LIST_SHAPES)
+        with self._lock:
+            self._list_shape = shape
+
+    @property
+    def list_paging(self) -> str:
+        """``"plain"``: the list body is ``{"data": [...]}``; ``"paged"`` adds ``has_more`` and
+        ``next_offset``."""
+        with self._lock:
+            return self._list_paging
+
+    @list_paging.setter
+    def list_paging(self, value: str) -> None:
+        paging = _one_of("list_paging", value, _LIST_PAGINGS)
+        with self._lock:
+            self._list_paging = paging
+
+    def fail_lists(self, status: int | None) -> None:
+        """Answer every (authorized) list request with ``status`` and an error body, e.g. 400
+        for an account the list does not work for or 503 for an outage; None lists again."""
+        if status is not None and not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error status, got {status!r}")
+        with self._lock:
+            self._list_failure = status
+
     def unauthorized_for(self, seconds: float) -> None:
         """Answer 401 to every request for the next ``seconds`` (a revoked token)."""
         until = time.monotonic() + _non_negative("seconds", seconds)
@@ -562,8 +744,26 @@ class Simulator:
         with self._lock:
             self._scripts[video_id] = parsed
 
+    def create(self, video_id: str) -> None:
+        """Register a video as created now (POST /videos/create): its clock starts as a first
+        request would start it, but nothing is logged and its request count stays 0.
+
+        Creating an id already seen or created changes nothing.
+        """
+        self.create_many([video_id])
+
+    def create_many(self, video_ids: Iterable[str]) -> None:
+        """``create()`` each id, in the given order (which is also their creation order)."""
+        if isinstance(video_ids, str):
+            # A bare string is an iterable of one-letter ids: surely not what was meant.
+            raise TypeError("create_many() takes an iterable of ids, not one id")
+        with self._lock:
+            for video_id in video_ids:
+                self._first_sight_locked(video_id, time.monotonic())
+
     def reset(self) -> None:
-        """Forget the request log, overlap count and per-id clocks; scripts and settings stay.
+        """Forget the request log, overlap count, per-id clocks and created videos; scripts and
+        settings stay.
 
         Requests still in flight during a reset are not logged when they finish.
         """
@@ -584,6 +784,16 @@ class Simulator:
     def requests_for(self, video_id: str) -> list[LoggedRequest]:
         return [entry for entry in self.requests if entry.video_id == video_id]
 
+    def list_requests(self, email: str | None = None) -> list[LoggedRequest]:
+        """List requests in arrival order: all of them, or those for one email (any case)."""
+        wanted = None if email is None else email.casefold()
+        return [
+            entry
+            for entry in self.requests
+            if entry.kind == "list"
+            and (wanted is None or (entry.email is not None and entry.email.casefold() == wanted))
+        ]
+
     def overlapping_requests(self) -> int:
         """How often a request arrived while another for the same id was still in flight."""
         with self._lock:
@@ -601,18 +811,20 @@ class Simulator:
     # -- request handling (called from handler threads) ---------------------------------------
 
     def _arrive(self, raw_path: str, authorization: str | None) -> _Call:
-        video_id = _endpoint_id(raw_path)
+        route = _route(raw_path)
+        email = _query_value(route.query, "email")
         with self._lock:
             started = time.monotonic()
             authorized = self._authorized_locked(authorization, started)
-            if video_id is not None:
-                self._enter_locked(video_id)
-            answer = self._answer_locked(video_id, authorized, started)
+            if route.video_id is not None:
+                self._enter_locked(route.video_id)
+            answer = self._answer_locked(route, authorized, started)
             seq, self._next_seq = self._next_seq, self._next_seq + 1
             return _Call(
                 seq=seq,
                 epoch=self._epoch,
-                video_id=video_id,
+                route=route,
+                email=email,
                 path=raw_path,
                 started=started,
                 authorized=authorized,
@@ -622,19 +834,22 @@ class Simulator:
 
     def _depart(self, call: _Call, logged: bool, status: int | None = None) -> None:
         finished = time.monotonic()
+        video_id = call.route.video_id
         with self._lock:
-            if call.video_id is not None:
-                self._in_flight[call.video_id] -= 1
-                if not self._in_flight[call.video_id]:
-                    del self._in_flight[call.video_id]
+            if video_id is not None:
+                self._in_flight[video_id] -= 1
+                if not self._in_flight[video_id]:
+                    del self._in_flight[video_id]
             if logged and call.epoch == self._epoch:
                 self._log[call.seq] = LoggedRequest(
-                    video_id=call.video_id,
+                    video_id=video_id,
                     path=call.path,
                     status=call.answer.status if status is None else status,
                     started=call.started,
                     finished=finished,
                     authorized=call.authorized,
+                    kind=call.route.kind,
+                    email=call.email,
                 )
 
     def _authorized_locked(self, authorization: str | None, now: float) -> bool:
@@ -650,14 +865,15 @@ class Simulator:
             self._overlaps += 1
         self._in_flight[video_id] = self._in_flight.get(video_id, 0) + 1
 
-    def _answer_locked(self, video_id: str | None, authorized: bool, now: float) -> _Answer:
+    def _answer_locked(self, route: _Route, authorized: bool, now: float) -> _Answer:
         if not authorized:
             return _UNAUTHORIZED
-        if video_id is None:
+        if route.kind == "list":
+            return self._list_answer_locked(route.query, now)
+        if route.video_id is None:
             return _NOT_FOUND
-        seen = self._seen.get(video_id)
-        if seen is None:
-            seen = self._seen[video_id] = _Seen(now, _iso_utc(time.time()))
+        video_id = route.video_id
+        seen = self._first_sight_locked(video_id, now)
         seen.count += 1
         scenario = self._scenario_locked(video_id)
         moment = _Moment(
@@ -668,6 +884,60 @@ class Simulator:
             params=scenario.params,
         )
         return _RESPONDERS[scenario.name](moment)
+
+    def _first_sight_locked(self, video_id: str, now: float) -> _Seen:
+        seen = self._seen.get(video_id)
+        if seen is None:
+            seen = self._seen[video_id] = _Seen(now, _iso_utc(time.time()))
+        return seen
+
+    def _list_answer_locked(self, query: dict[str, list[str]], now: float) -> _Answer:
+        if self._list_failure is not None:
+            status = self._list_failure
+            return _json_answer(status, {"error": f"list failed ({status})", "code": status})
+        email = _query_value(query, "email")
+        if not email:
+            return _bad_request("Parameter email is required")
+        window = _list_window(query)
+        if isinstance(window, _Answer):
+            return window
+        limit, offset = window
+        entries = self._account_entries_locked(email, now)
+        page = entries[offset : offset + limit]
+        if self._list_shape == "brief":
+            page = [_brief(entry) for entry in page]
+        body: dict[str, Any] = {"data": page}
+        if self._list_paging == "paged":
+            body.update(has_more=len(entries) > offset + limit, next_offset=offset + len(page))
+        return _json_answer(200, body)
+
+    def _account_entries_locked(self, email: str, now: float) -> list[dict[str, Any]]:
+        """Every listed video of the account as it stands at ``now``, newest first."""
+        wanted = email.casefold()
+        videos: list[tuple[float, int, str, _Seen]] = []
+        for video_id, seen in self._seen.items():
+            match = _ACCOUNT_RE.search(video_id)
+            if match is not None and match.group("email").casefold() == wanted:
+                videos.append((seen.first_seen, int(match.group("number")), video_id, seen))
+        videos.sort(key=lambda video: video[:2])
+        entries: list[dict[str, Any]] = []
+        queued = 0  # the account's videos still in line, created before the current one
+        for first_seen, _, video_id, seen in videos:  # oldest first, so the queue adds up
+            scenario = self._scenario_locked(video_id)
+            moment = _Moment(
+                video_id=video_id,
+                elapsed=now - first_seen,
+                ordinal=seen.count,
+                created_at=seen.created_at,
+                params=scenario.params,
+            )
+            entry = _list_view(scenario, moment, queued)
+            if _in_queue(scenario, moment.elapsed):
+                queued += 1
+            if entry is not None:
+                entries.append(entry)
+        entries.reverse()
+        return entries
 
     def _scenario_locked(self, video_id: str) -> _Scenario:
         scripted = self._scripts.get(video_id)
@@ -801,9 +1071,26 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-def serve(host: str, port: int, token: str, latency: float, default_delay: float) -> None:
+def serve(
+    host: str,
+    port: int,
+    token: str,
+    latency: float,
+    default_delay: float,
+    *,
+    list_shape: str = "full",
+    list_paging: str = "plain",
+) -> None:
     """Run a simulator in the foreground until Ctrl-C; prints its base URL once listening."""
-    simulator = Simulator(host, port, token, latency, default_delay).start()
+    simulator = Simulator(
+        host,
+        port,
+        token,
+        latency,
+        default_delay,
+        list_shape=list_shape,
+        list_paging=list_paging,
+    ).start()
     try:
         print(simulator.base_url, flush=True)
         while True:

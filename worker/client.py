@@ -1,4 +1,4 @@
-"""Client for useapi.net's PixVerse v2 video endpoint, turning every answer into a typed outcome."""
+"""Client for useapi.net's PixVerse v2 video and list endpoints, turning answers into outcomes."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from functools import cache
 from importlib import metadata
 from types import TracebackType
 from typing import Any, Final, Self
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 import urllib3
@@ -25,8 +25,10 @@ from requests.auth import AuthBase
 
 from worker.outcomes import (
     Deleted,
+    ListOutcome,
     NotYet,
     Outcome,
+    Page,
     RateLimited,
     Record,
     Rejected,
@@ -35,10 +37,13 @@ from worker.outcomes import (
 )
 
 __all__ = [
+    "MAX_EMAIL_CHARS",
+    "MAX_LIST_LIMIT",
     "MAX_MESSAGE_CHARS",
     "MAX_RETRY_AFTER",
     "VIDEOS_PATH",
     "UseapiClient",
+    "list_url",
     "parse_retry_after",
     "video_url",
 ]
@@ -48,6 +53,10 @@ VIDEOS_PATH: Final = "/v2/pixverse/videos/"
 MAX_MESSAGE_CHARS: Final = 500
 # A Retry-After beyond an hour is more likely a bug than advice; the poller's deadline rules.
 MAX_RETRY_AFTER: Final = 3600.0
+# 64 local + "@" + 255 domain characters (RFC 3696): anything longer is not an address.
+MAX_EMAIL_CHARS: Final = 320
+# The upstream documents its default page (40) but no maximum; a page stays a bounded body.
+MAX_LIST_LIMIT: Final = 100
 
 _CHUNK_BYTES: Final = 64 * 1024
 _REDACTED: Final = "[redacted]"
@@ -97,6 +106,33 @@ def video_url(base_url: str, video_id: str) -> str:
     except UnicodeEncodeError as exc:
         raise ValueError(f"invalid video id: {video_id!r}") from exc
     return base_url.rstrip("/") + VIDEOS_PATH + segment
+
+
+def list_url(base_url: str, email: str, limit: int, offset: int) -> str:
+    """The URL of one page of an account's video list, with ``email`` confined to its parameter.
+
+    Raises ValueError for an empty email, one with whitespace or control characters or longer
+    than MAX_EMAIL_CHARS, a limit outside 1..MAX_LIST_LIMIT and a negative offset.
+    """
+    if not email or len(email) > MAX_EMAIL_CHARS:
+        raise ValueError(f"invalid email: {email[:MAX_EMAIL_CHARS]!r}")
+    if any(ch.isspace() or not ch.isprintable() for ch in email):
+        raise ValueError(f"invalid email: {email!r}")
+    # bool is an int, and a float would render as "40.0": both are the caller's bug.
+    if type(limit) is not int or not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ValueError(f"limit must be an int in 1..{MAX_LIST_LIMIT}: {limit!r}")
+    if type(offset) is not int or offset < 0:
+        raise ValueError(f"offset must be a non-negative int: {offset!r}")
+    # quote() rather than quote_plus(): a raw "+" in a query reads as a space, so plus-addressed
+    # mail must go as %2B; "&", "=", "#", "?", "/" and "%" are encoded too, so no email can add
+    # a parameter, end the query or touch the path. "@" is legal in a query and easier to read.
+    try:
+        query = urlencode(
+            {"email": email, "limit": limit, "offset": offset}, quote_via=quote, safe="@"
+        )
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"invalid email: {email!r}") from exc
+    return base_url.rstrip("/") + VIDEOS_PATH + "?" + query
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -267,6 +303,16 @@ class _Body:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """What came back for one request, before any endpoint's rules give it a meaning."""
+
+    status: int
+    body: _Body
+    retry_after: str | None
+    latency: float
+
+
 def _is_redirect(status: int) -> bool:
     return 300 <= status < 400
 
@@ -301,10 +347,25 @@ def _classify(
         if _DELETED_MARKER in text.casefold():
             return Deleted(message=message, latency=latency)
         return NotYet(message=message, latency=latency)
-    # For these the status alone decides; an unreadable body only costs the message.
-    message = _clean_text(_error_text(body.data), secrets) if body.failure is None else ""
+    return _classify_status(status, body, retry_after, latency, secrets)
+
+
+def _message(body: _Body, secrets: tuple[str, ...]) -> str:
+    # Where the status alone decides, an unreadable body only costs the message.
+    return _clean_text(_error_text(body.data), secrets) if body.failure is None else ""
+
+
+def _classify_status(
+    status: int,
+    body: _Body,
+    retry_after: str | None,
+    latency: float,
+    secrets: tuple[str, ...],
+) -> Rejected | Unauthorized | RateLimited | Transient:
+    """The outcome of an answer whose status alone decides, on either endpoint."""
+    message = _message(body, secrets)
     if status == 400:
-        return Rejected(message=message, latency=latency)
+        return Rejected(message=message, http_status=400, latency=latency)
     if status in (401, 403):
         return Unauthorized(message=message, http_status=status, latency=latency)
     if status == 429:
@@ -351,6 +412,87 @@ def _classify_record(
             "200 record is for another video", 200, latency, {"got": _clean_value(got, secrets)}
         )
     return Record(record=value, latency=latency)
+
+
+def _classify_list(
+    status: int,
+    body: _Body,
+    retry_after: str | None,
+    latency: float,
+    secrets: tuple[str, ...],
+    offset: int,
+    limit: int,
+) -> ListOutcome:
+    """Map one answer of the list endpoint to its outcome."""
+    if status == 200:
+        return _classify_page(body, latency, secrets, offset, limit)
+    if status == 404:
+        # The list is unusable for this account (unknown email, route gone); it says nothing
+        # about any one video, so the caller falls back to single-video polls.
+        return Rejected(message=_message(body, secrets), http_status=404, latency=latency)
+    return _classify_status(status, body, retry_after, latency, secrets)
+
+
+def _classify_page(
+    body: _Body, latency: float, secrets: tuple[str, ...], offset: int, limit: int
+) -> Page | Transient:
+    if body.failure is not None:
+        return Transient(body.failure, 200, latency, dict(body.detail))
+    ok, value = _parse_json(body.data)
+    if not ok:
+        snippet = _clean_text(body.data.decode("utf-8", errors="replace"), secrets)
+        return Transient("200 body is not valid JSON", 200, latency, {"body": snippet})
+    fields: dict[str, Any]
+    if isinstance(value, list):
+        # Some readings of the API give the array bare, without the {"data": ...} wrapper.
+        items, fields = value, {}
+    elif isinstance(value, dict):
+        if "error" in value and set(value) <= _ERROR_ONLY_KEYS:
+            message = _clean_value(value.get("error"), secrets)
+            return Transient(
+                "200 body holds an error, not a page", 200, latency, {"message": message}
+            )
+        data = value.get("data")
+        if not isinstance(data, list):
+            detail = {"data": "missing" if "data" not in value else type(data).__name__}
+            return Transient("200 list body has no data array", 200, latency, detail)
+        items, fields = data, value
+    else:
+        return Transient(
+            "200 body is JSON but neither an object nor an array",
+            200,
+            latency,
+            {"type": type(value).__name__},
+        )
+    entries = tuple(
+        item
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("video_id"), str) and item["video_id"]
+    )
+    return Page(
+        entries=entries,
+        offset=offset,
+        next_offset=_next_offset(fields, len(items), offset, limit),
+        dropped=len(items) - len(entries),
+        latency=latency,
+    )
+
+
+def _next_offset(fields: dict[str, Any], count: int, offset: int, limit: int) -> int | None:
+    """Where the page after this one starts, or None when this is the last one."""
+    has_more = fields.get("has_more")
+    if not isinstance(has_more, bool):
+        # The documented page carries no paging info: only a full page may have a successor.
+        # Counted on the raw items, so dropped entries do not end the listing early.
+        has_more = count >= limit
+    if not has_more:
+        return None
+    declared = fields.get("next_offset")
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared > offset:
+        return declared
+    # An empty page that claims more would send the caller to the same offset forever.
+    following = offset + count
+    return following if following > offset else None
 
 
 def _declared_length(value: str | None) -> int | None:
@@ -426,7 +568,7 @@ class _BearerAuth(AuthBase):
 
 
 class UseapiClient:
-    """Fetches single video records from useapi.net.
+    """Fetches single video records and pages of an account's video list from useapi.net.
 
     One instance (and one session) serves every poll thread of a process: we only send GETs
     with no cookies, and urllib3's connection pool is thread-safe; size the session's pool
@@ -506,6 +648,40 @@ class UseapiClient:
         id that cannot be put in a URL (see ``video_url``): that is the caller's bug.
         """
         url = video_url(self._base_url, video_id)
+        answer = self._get(url)
+        if isinstance(answer, Transient):
+            return answer
+        return _classify(
+            video_id,
+            answer.status,
+            answer.body,
+            answer.retry_after,
+            answer.latency,
+            self._auth.secrets,
+        )
+
+    def list_videos(self, email: str, *, limit: int = 40, offset: int = 0) -> ListOutcome:
+        """Ask the upstream for one page of an account's videos, newest first.
+
+        Never raises for anything the network or the upstream can do. Raises ValueError for an
+        email, limit or offset that ``list_url`` refuses: that is the caller's bug.
+        """
+        url = list_url(self._base_url, email, limit, offset)
+        answer = self._get(url)
+        if isinstance(answer, Transient):
+            return answer
+        return _classify_list(
+            answer.status,
+            answer.body,
+            answer.retry_after,
+            answer.latency,
+            self._auth.secrets,
+            offset,
+            limit,
+        )
+
+    def _get(self, url: str) -> _Answer | Transient:
+        """One GET, body read whole under the cap and deadline; Transient if nothing came back."""
         secrets = self._auth.secrets
         started = time.monotonic()
         try:
@@ -531,8 +707,7 @@ class UseapiClient:
             retry_after = response.headers.get("Retry-After")
         finally:
             _close_quietly(response)
-        latency = time.monotonic() - started
-        return _classify(video_id, status, body, retry_after, latency, secrets)
+        return _Answer(status, body, retry_after, time.monotonic() - started)
 
     def _read_body(self, response: requests.Response) -> _Body:
         """The body, read in chunks under the size cap and the deadline (at most cap + 1 bytes)."""

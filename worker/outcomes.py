@@ -1,7 +1,8 @@
 """What one upstream answer means: the typed outcomes the client returns instead of raising.
 
-Every expected answer of ``GET /v2/pixverse/videos/{video_id}`` maps to exactly one of these.
-They are plain values so the rules in ``tracking.py`` can be tested without any HTTP.
+Every expected answer of ``GET /v2/pixverse/videos/{video_id}`` maps to exactly one of these,
+and every answer of the list endpoint ``GET /v2/pixverse/videos/?email=`` to one of
+``ListOutcome``. They are plain values so the rules can be tested without any HTTP.
 """
 
 from __future__ import annotations
@@ -75,7 +76,40 @@ class Transient:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-Outcome = Record | NotYet | Deleted | Rejected | Unauthorized | RateLimited | Transient
+@dataclass(frozen=True)
+class Listed:
+    """A list page showed this video still in progress (QUEUED, GENERATING, ...).
+
+    It is an answer about the video like a 404 "not yet", with its status to go by; the entry
+    is not stored as the row's record (its ``queue_data`` changes with every read).
+    """
+
+    entry: dict[str, Any]
+    http_status: int = 200
+    latency: float = 0.0
+
+
+@dataclass(frozen=True)
+class Page:
+    """200 from the list endpoint: one page of an account's videos, newest first.
+
+    ``entries`` are the objects that carry a string ``video_id``, as received; ``dropped``
+    counts the other items of the page. ``next_offset`` is where the next page starts, or
+    None when the upstream says (or the page shows) that this was the last one.
+    """
+
+    entries: tuple[dict[str, Any], ...]
+    offset: int
+    next_offset: int | None
+    dropped: int = 0
+    http_status: int = 200
+    latency: float = 0.0
+
+
+Outcome = Record | NotYet | Deleted | Rejected | Unauthorized | RateLimited | Transient | Listed
+# What one list request can answer: a 400 or 404 there says the list is unusable for that
+# account (the ids fall back to single-video polls), never that a video is gone.
+ListOutcome = Page | Rejected | Unauthorized | RateLimited | Transient
 
 # Stable names, used in logs, events, metrics and the poll counters.
 KIND: dict[type[Any], str] = {
@@ -86,9 +120,11 @@ KIND: dict[type[Any], str] = {
     Unauthorized: "unauthorized",
     RateLimited: "rate_limited",
     Transient: "transient",
+    Listed: "listed",
+    Page: "page",
 }
 
 
-def kind_of(outcome: Outcome) -> str:
+def kind_of(outcome: Outcome | ListOutcome) -> str:
     """The stable machine name of an outcome's kind."""
     return KIND[type(outcome)]

@@ -66,6 +66,11 @@ class Video(Base):
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When a useapi.net push last hinted that the video may be finished (see receiver.py).
     hinted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the upstream was first seen generating it: done_at - started_at is the generation
+    # time the adaptive schedule learns from (worker/schedule.py).
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a read of the account's list last failed to show it: polled by id for a while.
+    list_missed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     poll_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     error_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

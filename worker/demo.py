@@ -34,6 +34,10 @@ SCENARIOS = [
     ("unknown_2_6", "an unknown status code, then COMPLETED"),
     ("never", "never finishes: abandoned as expired"),
 ]
+# One account with several videos: useapi.net knows them from the start, so one list read
+# answers for all of them (QUEUED, then GENERATING, then COMPLETED, seen on the list).
+TEAM = [(f"queued_{1 + n}_{5 + 2 * n}", "shares its account's list reads") for n in range(5)]
+TEAM_EMAIL = "studio@example.com"
 
 
 def _scaled(tag: str, speed: float) -> str:
@@ -60,6 +64,8 @@ def _demo_environment(base_url: str, data_dir: Path, speed: float) -> dict[str, 
         "TRACKER_FIRST_POLL_DELAY": t(0.5),
         "TRACKER_POLL_INTERVAL_MIN": t(1),
         "TRACKER_POLL_INTERVAL_MAX": t(2),
+        "TRACKER_LIST_INTERVAL": t(0.7),
+        "TRACKER_LIST_RETRY": t(3600),
         "TRACKER_GIVE_UP_AFTER": t(25),
         "TRACKER_RATE_LIMIT": "20",
         "TRACKER_HTTP_CONNECT_TIMEOUT": "1",
@@ -93,9 +99,19 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
     rt = cli.open_runtime(load())
 
     video_ids = [make_id(_scaled(tag, speed), n) for n, (tag, _) in enumerate(SCENARIOS, start=1)]
+    team = [f"user:1-pixverse:{TEAM_EMAIL}-video:{100 + n}" for n in range(len(TEAM))]
+    for video_id, (tag, _) in zip(team, TEAM, strict=True):
+        simulator.script(video_id, _scaled(tag, speed))
+    # The single-scenario ids are not "created": the list does not show them, so the tracker
+    # falls back to polling each by id, where their scripted answers play out.
+    simulator.create_many(team)
+    video_ids += team
     api.enqueue(video_ids, rt=rt)
     out.write(f"demo: simulator at {simulator.base_url}, database {rt.settings.database_url}\n")
-    out.write(f"demo: tracking {len(video_ids)} videos, one per scenario\n\n")
+    out.write(
+        f"demo: tracking {len(video_ids)} videos: one per scenario, and {len(team)} of one "
+        f"account ({TEAM_EMAIL})\n\n"
+    )
 
     clock = beat.EmbeddedService(app, thread=True)
     worker = app.WorkController(
@@ -134,10 +150,14 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
         videos = store.list_videos(session, limit=None)
     by_id = {v.video_id: v for v in videos}
     rows = cli.video_rows([by_id[v] for v in video_ids], now)
-    for row, (_, expected) in zip(rows, SCENARIOS, strict=True):
+    for row, (_, expected) in zip(rows, SCENARIOS + TEAM, strict=True):
         row.append(expected)
     cli.render_table((*cli.VIDEO_HEADERS, "SCENARIO"), rows, out)
-    out.write(f"\nrequests sent to the simulator: {len(simulator.requests)}\n")
+    lists = len(simulator.list_requests())
+    out.write(
+        f"\nrequests sent to the simulator: {len(simulator.requests)}, of which {lists} list "
+        f"reads ({len(simulator.list_requests(TEAM_EMAIL))} for {TEAM_EMAIL})\n"
+    )
     out.write(
         f"inspect it: DATABASE_URL={os.environ['DATABASE_URL']} pixverse-tracker list"
         "   (in this repository: ./dev list)\n"

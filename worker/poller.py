@@ -1,4 +1,5 @@
-"""Dispatch and poll, the I/O around the rules: claim due ids, fetch each at its slot, apply.
+"""Dispatch and poll, the I/O around the rules: claim due ids, ask the upstream at each slot,
+apply every answer.
 
 Celery-free, so the same code runs in tasks, benchmarks and tests. Tasks in ``tasks.py`` only
 pass ids and call these functions.
@@ -6,6 +7,7 @@ pass ids and call these functions.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import math
@@ -20,10 +22,21 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import State
-from worker import metrics, store, tracking
+from worker import listing, metrics, schedule, store, tracking
 from worker.db import describe_error
 from worker.logs import event
-from worker.outcomes import Outcome, RateLimited, Transient, Unauthorized, kind_of
+from worker.outcomes import (
+    Listed,
+    ListOutcome,
+    Outcome,
+    Page,
+    RateLimited,
+    Record,
+    Rejected,
+    Transient,
+    Unauthorized,
+    kind_of,
+)
 from worker.runtime import Runtime
 
 log = logging.getLogger("tracker.poll")
@@ -32,27 +45,42 @@ _rng = random.SystemRandom()
 
 @dataclass(frozen=True)
 class Batch:
-    """What one poll task carries: the claim's token and (id, seconds after ``start``) pairs."""
+    """What one poll task carries: the claim's token and its requests, each with its slot in
+    seconds after ``start``: ids fetched one by one, and list reads that answer for several."""
 
     token: str
     start: datetime
     items: list[tuple[str, float]]
+    lists: list[tuple[str, float, list[str]]] = field(default_factory=list)
+    spacing: float = 0.0  # the limiter's seconds between two requests (0: 1 / rate limit)
+
+    @property
+    def ids(self) -> list[str]:
+        return [v for v, _ in self.items] + [v for _, _, ids in self.lists for v in ids]
 
     def to_message(self) -> dict[str, object]:
-        return {
+        message: dict[str, object] = {
             "token": self.token,
             "start": self.start.isoformat(),
             "items": [[video_id, round(offset, 3)] for video_id, offset in self.items],
         }
+        if self.lists:
+            message["lists"] = [[a, round(o, 3), list(ids)] for a, o, ids in self.lists]
+        if self.spacing:
+            message["spacing"] = self.spacing
+        return message
 
     @classmethod
     def from_message(cls, message: dict[str, object]) -> Batch:
         items = message["items"]
-        assert isinstance(items, list)
+        lists = message.get("lists", [])
+        assert isinstance(items, list) and isinstance(lists, list)
         return cls(
             token=str(message["token"]),
             start=datetime.fromisoformat(str(message["start"])),
             items=[(str(v), float(o)) for v, o in items],
+            lists=[(str(a), float(o), [str(v) for v in ids]) for a, o, ids in lists],
+            spacing=float(str(message.get("spacing", 0.0))),
         )
 
 
@@ -71,24 +99,98 @@ def dispatch(rt: Runtime) -> list[Batch]:
         if claim.reason:
             event(log, logging.INFO, "dispatch_idle", reason=claim.reason)
         return []
-    items = [(video_id, (slot - claim.now).total_seconds()) for video_id, slot in claim.slots]
-    batches = [
-        Batch(claim.token, claim.now, items[i : i + s.batch_size])
-        for i in range(0, len(items), s.batch_size)
-    ]
-    if items:
-        event(log, logging.INFO, "dispatch", claimed=len(items), batches=len(batches))
+    batches = []
+    for i in range(0, len(claim.requests), s.batch_size):
+        chunk = claim.requests[i : i + s.batch_size]
+        offsets = [(r, (r.slot - claim.now).total_seconds()) for r in chunk]
+        batches.append(
+            Batch(
+                claim.token,
+                claim.now,
+                [(r.ids[0], o) for r, o in offsets if r.account is None],
+                [(r.account, o, list(r.ids)) for r, o in offsets if r.account is not None],
+                claim.spacing,
+            )
+        )
+    if claim.requests:
+        event(
+            log,
+            logging.INFO,
+            "dispatch",
+            claimed=len(claim.slots),
+            requests=len(claim.requests),
+            batches=len(batches),
+        )
     return batches
 
 
 @dataclass
 class BatchReport:
-    polled: int = 0
+    polled: int = 0  # requests sent (single videos and list pages)
+    listed: int = 0  # of which list pages
     applied: int = 0
     stale: int = 0
     released: int = 0
+    adopted: int = 0  # finished ids a list page showed that another poll would have found
     failed_to_store: int = 0
     counts: tracking.PollCounts = field(default_factory=tracking.PollCounts)
+
+
+@dataclass(frozen=True)
+class _Fetch:
+    """Ask for one video by id."""
+
+    video_id: str
+    list_seen: bool | None = None  # True: a list said it finished; False: the list missed it
+
+
+@dataclass(frozen=True)
+class _List:
+    """Read one page of an account's list, to answer for ``ids``."""
+
+    account: str
+    ids: tuple[str, ...]
+    offset: int = 0
+    page: int = 1
+
+
+_Job = _Fetch | _List
+
+
+class KnowledgeCache:
+    """The schedule's view of our own table (store.knowledge), re-read now and then.
+
+    Every dozen dispatch intervals (a minute by default): finished videos change the
+    distribution slowly, and one read per batch would cost a query per task.
+    """
+
+    REFRESH_DISPATCHES = 12
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._read: dict[int, tuple[float, schedule.Knowledge]] = {}
+
+    def get(self, rt: Runtime) -> schedule.Knowledge | None:
+        if rt.policy.schedule != "adaptive":
+            return None
+        ttl = self.REFRESH_DISPATCHES * rt.settings.dispatch_interval
+        key, now = id(rt), time.monotonic()
+        with self._lock:
+            cached = self._read.get(key)
+        if cached is not None and now - cached[0] < ttl:
+            return cached[1]
+        try:
+            with rt.sessions() as session:
+                known = store.knowledge(session)
+        except SQLAlchemyError as exc:
+            event(log, logging.WARNING, "knowledge_not_read", error=describe_error(exc))
+            return cached[1] if cached is not None else None
+        with self._lock:
+            self._read[key] = (now, known)
+        return known
+
+
+KNOWLEDGE = KnowledgeCache()
 
 
 class _BatchRun:
@@ -98,12 +200,21 @@ class _BatchRun:
         self.rt = rt
         self.batch = batch
         self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
         self.stop = threading.Event()
         self.pause_until: datetime | None = None
         self.report = BatchReport()
         self.auth_failing = False
         self.rows: dict[str, tracking.RowView] = {}
-        self.skipped: list[str] = []  # handed to the pool, then stopped by a 401/429
+        # Claimed (or adopted) ids whose answer is not applied yet: released at the end.
+        self.unanswered: set[str] = set()
+        # Ids the list did not show: if they are released unanswered (a 429 stopped the
+        # batch), they are marked so that the next dispatch fetches them by id.
+        self.missed: set[str] = set()
+        self.jobs: list[tuple[float, int, _Job]] = []  # a heap, by monotonic start time
+        self.order = itertools.count()
+        self.running = 0
+        self.knowledge: schedule.Knowledge | None = None
         self.db_start: datetime = batch.start
         self.mono_start = time.monotonic()
 
@@ -111,38 +222,180 @@ class _BatchRun:
         """The database's clock, advanced by our own monotonic clock: skew-proof, no query."""
         return self.db_start + timedelta(seconds=time.monotonic() - self.mono_start)
 
-    def fetch_and_apply(self, video_id: str) -> None:
+    def mono_at(self, when: datetime) -> float:
+        return self.mono_start + (when - self.db_start).total_seconds()
+
+    # -- the job queue -------------------------------------------------------------------------
+
+    def push(self, at: float, job: _Job) -> None:
+        with self.wake:
+            heapq.heappush(self.jobs, (at, next(self.order), job))
+            self.wake.notify_all()
+
+    def next_job(self, deadline: float) -> tuple[float, _Job] | None:
+        """The next job once its time has come; None when all is done, stopped or too late."""
+        with self.wake:
+            while not self.stop.is_set():
+                if not self.jobs:
+                    if self.running == 0:
+                        return None
+                    self.wake.wait(0.5)  # a running job may still add follow-ups
+                    continue
+                at = self.jobs[0][0]
+                if at > deadline:
+                    return None  # the lease could not cover it: released with the rest
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self.wake.wait(min(wait, 0.5))  # an earlier job may arrive meanwhile
+                    continue
+                at, _, job = heapq.heappop(self.jobs)
+                self.running += 1
+                return at, job
+            return None
+
+    def finished(self) -> None:
+        with self.wake:
+            self.running -= 1
+            self.wake.notify_all()
+
+    def halt(self) -> None:
+        self.stop.set()
+        with self.wake:
+            self.wake.notify_all()
+
+    # -- running one job -----------------------------------------------------------------------
+
+    def execute(self, job: _Job) -> None:
         if self.stop.is_set():
-            # queued behind a 401/429: give it back with the others, not at lease end
-            with self.lock:
-                self.skipped.append(video_id)
-            return
+            return  # queued behind a 401/429: released with the others, not at lease end
+        if isinstance(job, _Fetch):
+            self._fetch(job)
+        else:
+            self._list(job)
+
+    def _fetch(self, job: _Fetch) -> None:
         sent_at = self.db_now()
-        outcome = self.rt.client.fetch(video_id)
-        with self.lock:
-            self.report.polled += 1
-            self.report.counts.add(outcome)
-        self._log(video_id, outcome)
+        outcome = self.rt.client.fetch(job.video_id)
+        self._count(outcome)
+        self._log(job.video_id, outcome)
         try:
             self._account_wide(outcome)
-            self._apply(video_id, outcome, sent_at)
+            self._apply([(job.video_id, outcome, job.list_seen)], sent_at)
         except SQLAlchemyError as exc:
-            # The answer is lost but the id is not: its lease runs out and it is polled again.
-            with self.lock:
-                self.report.failed_to_store += 1
-            event(log, logging.ERROR, "store_failed", video_id=video_id, error=describe_error(exc))
+            self._store_failed([job.video_id], exc)
 
-    def _account_wide(self, outcome: Outcome) -> None:
+    def _list(self, job: _List) -> None:
+        s = self.rt.settings
+        sent_at = self.db_now()
+        outcome = self.rt.client.list_videos(job.account, limit=s.list_page_size, offset=job.offset)
+        self._count(outcome)
+        with self.lock:
+            self.report.listed += 1
+        try:
+            self._account_wide(outcome)
+            if isinstance(outcome, Page):
+                self._read_page(job, outcome, sent_at)
+            elif isinstance(outcome, Transient):
+                # The upstream is struggling: each id takes the error and its backoff, as a
+                # failed single-video poll would, rather than multiplying the load by id.
+                self._log_list(job, outcome)
+                self._apply([(v, outcome, None) for v in job.ids], sent_at)
+            elif isinstance(outcome, Rejected):
+                # The list does not work for this account: fetch by id, now and for a while.
+                self._log_list(job, outcome)
+                self._follow([_Fetch(v, list_seen=False) for v in job.ids])
+            else:
+                self._log_list(job, outcome)
+        except SQLAlchemyError as exc:
+            self._store_failed(list(job.ids), exc)
+
+    def _read_page(self, job: _List, page: Page, sent_at: datetime) -> None:
+        s = self.rt.settings
+        entries: dict[str, dict[str, object]] = {}
+        for entry in page.entries:
+            entries.setdefault(str(entry["video_id"]), entry)
+        answers: list[tuple[str, Outcome, bool | None]] = []
+        follow: list[_Job] = []
+        missing: list[str] = []
+        for video_id in job.ids:
+            found = entries.get(video_id)
+            if found is None:
+                missing.append(video_id)
+            else:
+                self._read_entry(video_id, found, page, answers, follow)
+        # Finished videos on the page that this batch did not claim: answer them now rather
+        # than at their own next poll (a claim elsewhere keeps them; see store.adopt).
+        with self.lock:
+            mine = set(self.rows)
+        finished = [
+            v
+            for v, e in entries.items()
+            if v not in mine and listing.read_entry(e) is not listing.Finding.IN_PROGRESS
+        ]
+        if finished:
+            with self.rt.sessions.begin() as session:
+                adopted = store.adopt(session, self.batch.token, finished, s.lease)
+            with self.lock:
+                self.rows.update(adopted)
+                self.unanswered.update(adopted)
+                self.report.adopted += len(adopted)
+            for video_id in sorted(adopted):
+                self._read_entry(video_id, entries[video_id], page, answers, follow)
+        self._log_list(job, page, found=len(job.ids) - len(missing), adopted=len(finished))
+        if answers:
+            self._apply(answers, sent_at)
+        if missing:
+            if page.next_offset is not None and job.page < s.list_max_pages:
+                follow.append(_List(job.account, tuple(missing), page.next_offset, job.page + 1))
+            else:
+                follow.extend(_Fetch(v, list_seen=False) for v in missing)
+        self._follow(follow)
+
+    @staticmethod
+    def _read_entry(
+        video_id: str,
+        entry: dict[str, object],
+        page: Page,
+        answers: list[tuple[str, Outcome, bool | None]],
+        follow: list[_Job],
+    ) -> None:
+        finding = listing.read_entry(entry)
+        if finding is listing.Finding.IN_PROGRESS:
+            answers.append((video_id, Listed(entry, latency=page.latency), True))
+        elif finding is listing.Finding.FINAL:
+            answers.append((video_id, Record(entry, latency=page.latency), True))
+        else:
+            follow.append(_Fetch(video_id, list_seen=True))
+
+    def _follow(self, jobs: Sequence[_Job]) -> None:
+        """Requests this batch learned it needs, on slots of the global limiter."""
+        if not jobs:
+            return
+        s = self.rt.settings
+        with self.lock:
+            self.missed.update(
+                j.video_id for j in jobs if isinstance(j, _Fetch) and j.list_seen is False
+            )
+        try:
+            with self.rt.sessions.begin() as session:
+                _, slots = store.reserve_slots(session, len(jobs), s.rate_limit, self.rt.policy)
+        except SQLAlchemyError as exc:
+            event(log, logging.WARNING, "slots_not_reserved", error=describe_error(exc))
+            return  # their ids stay unanswered and are released
+        for job, slot in zip(jobs, slots, strict=False):
+            self.push(self.mono_at(slot), job)
+
+    def _account_wide(self, outcome: Outcome | ListOutcome) -> None:
         """401 and 429 concern every id: pause everyone, in the shared control row."""
         policy = self.rt.policy
         if isinstance(outcome, Unauthorized):
-            self.stop.set()
+            self.halt()
             with self.rt.sessions.begin() as session:
                 until = store.note_unauthorized(session, outcome.message, policy)
             self._pause(until)
             event(log, logging.ERROR, "auth_rejected", paused_until=until.isoformat())
         elif isinstance(outcome, RateLimited):
-            self.stop.set()
+            self.halt()
             with self.rt.sessions.begin() as session:
                 until = store.note_rate_limited(session, outcome.retry_after, policy)
             self._pause(until)
@@ -158,21 +411,62 @@ class _BatchRun:
             if self.pause_until is None or until > self.pause_until:
                 self.pause_until = until
 
-    def _apply(self, video_id: str, outcome: Outcome, sent_at: datetime) -> None:
-        decision = tracking.decide(
-            self.rows[video_id], outcome, self.db_now(), self.rt.policy, _rng, sent_at
-        )
-        row = self.rows[video_id]
-        callback_url = row.callback_url or self.rt.settings.webhook_url
-        with self.rt.sessions.begin() as session:
-            applied = store.apply(
-                session, video_id, self.batch.token, decision, callback_url, sent_at
+    def _grid(self, row: tracking.RowView, list_seen: bool | None) -> schedule.Grid | None:
+        if list_seen is False:
+            return None
+        missed = None if list_seen else row.list_missed_at
+        return listing.grid_for(row.video_id, missed, self.db_now(), self.rt.policy)
+
+    def _apply(
+        self, answers: Sequence[tuple[str, Outcome, bool | None]], sent_at: datetime
+    ) -> None:
+        """Write the answers, in one transaction (one list page answers for many ids)."""
+        decisions = []
+        for video_id, outcome, list_seen in answers:
+            row = self.rows[video_id]
+            decision = tracking.decide(
+                row,
+                outcome,
+                self.db_now(),
+                self.rt.policy,
+                _rng,
+                sent_at,
+                knowledge=self.knowledge,
+                grid=self._grid(row, list_seen),
+                list_seen=list_seen,
             )
+            decisions.append((video_id, decision, row.callback_url or self.rt.settings.webhook_url))
+        with self.rt.sessions.begin() as session:
+            applied = [
+                store.apply(session, v, self.batch.token, d, url, sent_at)
+                for v, d, url in decisions
+            ]
         with self.lock:
-            if applied:
-                self.report.applied += 1
-            else:
-                self.report.stale += 1
+            for (video_id, _, _), ok in zip(decisions, applied, strict=True):
+                self.unanswered.discard(video_id)
+                if ok:
+                    self.report.applied += 1
+                else:
+                    self.report.stale += 1
+        for (video_id, decision, _), ok in zip(decisions, applied, strict=True):
+            self._log_decision(video_id, decision, ok)
+
+    def _store_failed(self, video_ids: Sequence[str], exc: SQLAlchemyError) -> None:
+        # The answers are lost but not the ids: they keep their claim until the lease runs
+        # out and are polled again then.
+        with self.lock:
+            self.report.failed_to_store += len(video_ids)
+            self.unanswered.difference_update(video_ids)
+        for video_id in video_ids:
+            event(log, logging.ERROR, "store_failed", video_id=video_id, error=describe_error(exc))
+
+    def _count(self, outcome: Outcome | ListOutcome) -> None:
+        metrics.record_poll(kind_of(outcome), outcome.latency)
+        with self.lock:
+            self.report.polled += 1
+            self.report.counts.add(outcome)
+
+    def _log_decision(self, video_id: str, decision: tracking.Decision, applied: bool) -> None:
         if not applied:
             event(log, logging.WARNING, "stale_answer_dropped", video_id=video_id)
         if decision.anomaly:
@@ -188,7 +482,6 @@ class _BatchRun:
             )
 
     def _log(self, video_id: str, outcome: Outcome) -> None:
-        metrics.record_poll(kind_of(outcome), outcome.latency)
         level = logging.WARNING if isinstance(outcome, Transient) else logging.INFO
         fields: dict[str, object] = {
             "video_id": video_id,
@@ -200,14 +493,37 @@ class _BatchRun:
             fields["reason"] = outcome.reason
         event(log, level, "poll", **fields)
 
+    def _log_list(self, job: _List, outcome: ListOutcome, **extra: object) -> None:
+        level = logging.INFO if isinstance(outcome, Page) else logging.WARNING
+        fields: dict[str, object] = {
+            "account": job.account,
+            "offset": job.offset,
+            "ids": len(job.ids),
+            "outcome": kind_of(outcome),
+            "http_status": outcome.http_status,
+            "latency": outcome.latency,
+            **extra,
+        }
+        if isinstance(outcome, Page):
+            fields["entries"] = len(outcome.entries)
+        elif isinstance(outcome, Transient):
+            fields["reason"] = outcome.reason
+        elif isinstance(outcome, Rejected):
+            fields["reason"] = outcome.message
+        event(log, level, "list", **fields)
+
 
 def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
-    """Fetch each id of the batch at its slot (bounded concurrency) and apply each answer."""
+    """Send each request of the batch at its slot (bounded concurrency) and apply the answers.
+
+    A list page may call for more requests (the next page, a record to fetch by id); they get
+    slots of their own from the global limiter and run in the same batch.
+    """
     s = rt.settings
     run = _BatchRun(rt, batch)
     # Every request must be able to finish before the lease ends: connect, first byte, body.
     margin = s.http_connect_timeout + 2 * s.http_timeout + 1.0
-    ids = [video_id for video_id, _ in batch.items]
+    ids = batch.ids
     # Anchor the monotonic clock *before* the query that reads the database time: measured
     # after it (and its commit), a slow machine would date every answer too early.
     before = time.monotonic()
@@ -218,39 +534,45 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
     if not run.rows:
         event(log, logging.INFO, "stale_batch_skipped", ids=len(ids))
         return run.report
+    run.unanswered = set(run.rows)
+    run.knowledge = KNOWLEDGE.get(rt)
 
     # Stop starting requests once what is left of the lease could not cover one more.
     lease_left = s.lease - (now - batch.start).total_seconds()
     stop_starting_at = run.mono_start + max(0.0, lease_left - margin)
-    fired: set[str] = set()
-    items = sorted(batch.items, key=lambda item: item[1])
-    spacing = _slot_spacing(items) or 1.0 / s.rate_limit
+    late = (now - batch.start).total_seconds()
+    for video_id, offset in batch.items:
+        if video_id in run.rows:
+            run.push(run.mono_start + offset - late, _Fetch(video_id))
+    for account, offset, list_ids in batch.lists:
+        owned = tuple(v for v in list_ids if v in run.rows)
+        if owned:
+            run.push(run.mono_start + offset - late, _List(account, owned))
+    spacing = batch.spacing or 1.0 / s.rate_limit
     # A request starts only when a thread is free to send it at once, and never closer than
     # one slot to any other request of this process (PACER is shared by every batch running
     # here): batches that fell behind (slow upstream, busy machine) catch up at the allowed
     # rate instead of firing their overdue slots together in a burst.
     free = threading.BoundedSemaphore(s.poll_concurrency)
     with ThreadPoolExecutor(s.poll_concurrency, thread_name_prefix="poll") as pool:
-        for video_id, offset in items:
-            if video_id not in run.rows:
-                continue
-            slot_at = run.mono_start + offset - (now - batch.start).total_seconds()
-            if run.stop.wait(max(0.0, slot_at - time.monotonic())):
-                break
+        while (next_job := run.next_job(stop_starting_at)) is not None:
+            slot_at, job = next_job
             while not (acquired := free.acquire(timeout=0.5)):
                 if run.stop.is_set():
                     break
             start_at = PACER.reserve(slot_at, spacing) if acquired else 0.0
-            if not acquired or run.stop.wait(max(0.0, start_at - time.monotonic())):
+            if (
+                not acquired
+                or run.stop.wait(max(0.0, start_at - time.monotonic()))
+                or time.monotonic() > stop_starting_at
+            ):
                 if acquired:
                     free.release()
+                run.finished()
                 break
-            if time.monotonic() > stop_starting_at:
-                free.release()
-                break
-            fired.add(video_id)
-            pool.submit(_guarded, run, video_id, free)
-    unsent = [video_id for video_id in run.rows if video_id not in fired] + run.skipped
+            pool.submit(_guarded, run, job, free)
+    with run.lock:
+        unsent = sorted(run.unanswered)
     _release(rt, run, unsent)
     try:
         with rt.sessions.begin() as session:
@@ -277,26 +599,24 @@ class Pacer:
 PACER = Pacer()  # one per process: every batch a worker runs shares it
 
 
-def _slot_spacing(items: Sequence[tuple[str, float]]) -> float:
-    """The gap between this batch's consecutive slots (they are evenly spaced by dispatch)."""
-    gaps = [b[1] - a[1] for a, b in itertools.pairwise(items) if b[1] > a[1]]
-    return min(gaps) if gaps else 0.0
-
-
-def _guarded(run: _BatchRun, video_id: str, free: threading.BoundedSemaphore) -> None:
+def _guarded(run: _BatchRun, job: _Job, free: threading.BoundedSemaphore) -> None:
     try:
-        run.fetch_and_apply(video_id)
-    except Exception:  # a thread must never die silently; the lease recovers the id
-        log.exception("unexpected error while polling %s", video_id)
+        run.execute(job)
+    except Exception:  # a thread must never die silently; the lease recovers the ids
+        log.exception("unexpected error while polling %s", job)
     finally:
         free.release()
+        run.finished()
 
 
 def _release(rt: Runtime, run: _BatchRun, unsent: Sequence[str]) -> None:
     if not unsent:
         return
+    missed = sorted(run.missed.intersection(unsent))
     try:
         with rt.sessions.begin() as session:
+            if missed:
+                store.note_list_missed(session, run.batch.token, missed)
             run.report.released = store.release(session, run.batch.token, unsent, run.pause_until)
         event(log, logging.INFO, "released", ids=len(unsent), until=str(run.pause_until))
     except SQLAlchemyError as exc:

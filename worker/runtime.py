@@ -77,6 +77,9 @@ class Runtime:
             rate_recovery=s.rate_recovery,
             slow_after=s.slow_after,
             slow_interval=s.slow_interval,
+            schedule=s.schedule,
+            list_interval=s.list_interval if s.list_enabled else None,
+            list_retry=s.list_retry,
         )
 
     def close(self) -> None:

@@ -89,6 +89,12 @@ class Settings:
     webhook_secret: Secret
     webhook_max_attempts: int
     webhook_timeout: float
+    schedule: str
+    list_enabled: bool
+    list_interval: float
+    list_page_size: int
+    list_max_pages: int
+    list_retry: float
 
     def __repr__(self) -> str:
         # The token is a Secret already; URLs may carry passwords, so mask those too.
@@ -212,6 +218,7 @@ def _base_url(raw: str, allow_insecure: bool) -> str:
 
 
 LOG_FORMATS = ("auto", "json", "text")
+SCHEDULES = ("adaptive", "backoff")
 
 
 def _webhook_url(raw: str) -> str | None:
@@ -303,6 +310,12 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         webhook_secret=Secret(env.get("TRACKER_WEBHOOK_SECRET", "").strip()),
         webhook_max_attempts=whole("TRACKER_WEBHOOK_MAX_ATTEMPTS", 15, 1, 100),
         webhook_timeout=seconds("TRACKER_WEBHOOK_TIMEOUT", 10.0, 0.1, 300),
+        schedule=_choice("TRACKER_SCHEDULE", get("TRACKER_SCHEDULE", "adaptive"), SCHEDULES),
+        list_enabled=_bool("TRACKER_LIST", get("TRACKER_LIST", "true")),
+        list_interval=seconds("TRACKER_LIST_INTERVAL", 10.0, 0.1, 3600),
+        list_page_size=whole("TRACKER_LIST_PAGE_SIZE", 40, 1, 100),
+        list_max_pages=whole("TRACKER_LIST_MAX_PAGES", 3, 1, 50),
+        list_retry=seconds("TRACKER_LIST_RETRY", 3600.0, 0, 30 * 86400.0),
     )
     settings = Settings(**values)
     _check_consistency(settings)
@@ -320,6 +333,13 @@ def _check_consistency(s: Settings) -> None:
         raise SettingsError(
             f"TRACKER_POLL_INTERVAL_MIN ({s.poll_interval_min:g}) is larger than "
             f"TRACKER_POLL_INTERVAL_MAX ({s.poll_interval_max:g})"
+        )
+    if s.list_enabled and s.list_interval > s.poll_interval_max:
+        raise SettingsError(
+            f"TRACKER_LIST_INTERVAL ({s.list_interval:g}) is longer than "
+            f"TRACKER_POLL_INTERVAL_MAX ({s.poll_interval_max:g}): ids read through the list "
+            "would be looked at less often than the backoff cap allows; lower it, or set "
+            "TRACKER_LIST=false"
         )
     # A poll task waits for its rate slots (up to one dispatch interval), then for the slowest
     # request; all of that must fit inside the lease, or a live worker would lose its rows.

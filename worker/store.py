@@ -43,7 +43,7 @@ from models import (
     Video,
     VideoEvent,
 )
-from worker import tracking, webhooks
+from worker import listing, schedule, tracking, webhooks
 from worker.tracking import Decision, EventSpec, LimiterView, Policy, RowView, SlotPlan
 
 NOTIFY_CHANNEL = "video_done"
@@ -114,12 +114,14 @@ def enqueue(
     A batch is one statement (Postgres: the ids travel as one array), not a round trip per id.
     """
     now = current_time(session)
-    first = tracking.first_poll_at(now, policy)
+    known = knowledge(session) if policy.schedule == "adaptive" else None
+    first = tracking.first_poll_at(now, policy, known)
+    firsts = _first_polls(video_ids, now, policy, known) if policy.list_interval else None
     insert_new = _insert_new_pg if is_postgres(session) else _insert_new_portable
     added: list[str] = []
     rearmed: list[str] = []
     for chunk in _chunks(video_ids, 50_000 if is_postgres(session) else CHUNK):
-        new = insert_new(session, chunk, now, first, callback_url)
+        new = insert_new(session, chunk, now, first, callback_url, firsts)
         added.extend(new)
         if retrack and len(new) < len(chunk):
             fresh = set(new)
@@ -130,12 +132,30 @@ def enqueue(
     return EnqueueResult(added, rearmed, [v for v in video_ids if v not in touched])
 
 
+def _first_polls(
+    video_ids: Sequence[str], now: datetime, policy: Policy, known: schedule.Knowledge | None
+) -> dict[str, datetime]:
+    """First polls of ids read through the list: on their account's grid (one per account)."""
+    by_account: dict[str, datetime] = {}
+    firsts: dict[str, datetime] = {}
+    for video_id in video_ids:
+        account = listing.group_key(video_id, None, now, policy.list_retry)
+        if account is None:
+            continue
+        if account not in by_account:
+            grid = listing.grid_for(video_id, None, now, policy)
+            by_account[account] = tracking.first_poll_at(now, policy, known, grid)
+        firsts[video_id] = by_account[account]
+    return firsts
+
+
 _INSERT_NEW_PG = text(
     """
     WITH added AS (
         INSERT INTO videos (video_id, state, enqueued_at, updated_at, next_poll_at,
                             poll_count, error_count, callback_url)
-        SELECT v, 'pending', :now, :now, :first, 0, 0, :callback_url FROM unnest(:ids) AS v
+        SELECT v, 'pending', :now, :now, coalesce(f, :first), 0, 0, :callback_url
+        FROM unnest(:ids, :firsts) AS t(v, f)
         ON CONFLICT (video_id) DO NOTHING
         RETURNING video_id
     ), logged AS (
@@ -144,7 +164,10 @@ _INSERT_NEW_PG = text(
     )
     SELECT video_id FROM added
     """
-).bindparams(bindparam("ids", type_=postgresql.ARRAY(Text)))
+).bindparams(
+    bindparam("ids", type_=postgresql.ARRAY(Text)),
+    bindparam("firsts", type_=postgresql.ARRAY(postgresql.TIMESTAMP(timezone=True))),
+)
 
 
 def _insert_new_pg(
@@ -153,8 +176,16 @@ def _insert_new_pg(
     now: datetime,
     first: datetime,
     callback_url: str | None,
+    firsts: dict[str, datetime] | None = None,
 ) -> list[str]:
-    params = {"ids": list(video_ids), "now": now, "first": first, "callback_url": callback_url}
+    params = {
+        "ids": list(video_ids),
+        # NULL where an id has no grid of its own: it takes :first
+        "firsts": [firsts.get(v) for v in video_ids] if firsts else [None] * len(video_ids),
+        "now": now,
+        "first": first,
+        "callback_url": callback_url,
+    }
     return list(session.execute(_INSERT_NEW_PG, params).scalars())
 
 
@@ -164,6 +195,7 @@ def _insert_new_portable(
     now: datetime,
     first: datetime,
     callback_url: str | None,
+    firsts: dict[str, datetime] | None = None,
 ) -> list[str]:
     rows = [
         {
@@ -171,7 +203,7 @@ def _insert_new_portable(
             "state": State.PENDING.value,
             "enqueued_at": now,
             "updated_at": now,
-            "next_poll_at": first,
+            "next_poll_at": (firsts or {}).get(video_id, first),
             "poll_count": 0,
             "error_count": 0,
             "callback_url": callback_url,
@@ -263,13 +295,33 @@ def _lock_control(session: Session) -> tuple[TrackerControl, datetime]:
 
 
 @dataclass(frozen=True)
+class Request:
+    """One upstream request of a claim: a list read for an account's ids, or one id's fetch."""
+
+    ids: tuple[str, ...]
+    account: str | None  # the account whose list answers for ``ids``; None: fetch ids[0]
+    slot: datetime
+
+
+@dataclass(frozen=True)
 class Claim:
-    """Ids claimed by one dispatch: the fencing token, and each id's request slot."""
+    """Ids claimed by one dispatch: the fencing token, and the requests with their slots."""
 
     token: str | None
     now: datetime
-    slots: list[tuple[str, datetime]]
+    requests: list[Request]
     reason: str | None = None
+    spacing: float = 0.0  # seconds between two slots at the rate this claim was planned at
+
+    @property
+    def slots(self) -> list[tuple[str, datetime]]:
+        """Every claimed id with the slot of the request that answers for it."""
+        return [(video_id, r.slot) for r in self.requests for video_id in r.ids]
+
+
+# Claim rounds when ids share list requests: each round claims as many more due rows as there
+# are slots left, until the slots are used or nothing more is due.
+CLAIM_ROUNDS = 4
 
 
 def claim_due(
@@ -281,10 +333,14 @@ def claim_due(
     policy: Policy,
     max_count: int = 10_000,
 ) -> Claim:
-    """Claim due pending rows, as many as the global rate allows over the next ``horizon``.
+    """Claim pending rows due within ``horizon``, as many as the global rate allows over it.
 
-    The control row's lock serializes dispatchers (two beats are safe); ``SKIP LOCKED`` keeps
-    a dispatcher from waiting on rows a worker is writing.
+    A slot is one request, fired no sooner than the row's due time: rows due later in the
+    coming interval are claimed now and fetched at their time, so dispatch ticks add no delay.
+    With the list endpoint on (``policy.list_interval``) the ids of one account share one
+    list request, and the slots left over claim more rows. The control row's lock serializes
+    dispatchers (two beats are safe); ``SKIP LOCKED`` keeps a dispatcher from waiting on rows
+    a worker is writing.
     """
     control, now = _lock_control(session)
     plan: SlotPlan = tracking.plan_slots(
@@ -295,35 +351,101 @@ def claim_due(
         return Claim(None, now, [], plan.reason)
     token = uuid.uuid4().hex
     until = now + timedelta(seconds=lease)
-    due = (
-        select(Video.video_id)
-        .where(Video.state == State.PENDING.value, Video.next_poll_at <= now)
+    grouping = policy.list_interval is not None
+    groups: dict[str | None, list[tuple[str, datetime]]] = {}
+    singles: list[tuple[str, datetime]] = []
+    total = 0
+    for _ in range(CLAIM_ROUNDS if grouping else 1):
+        wanted = min(plan.count - len(groups) - len(singles), max_count - total)
+        if wanted <= 0:
+            break
+        rows = _claim_rows(session, now + timedelta(seconds=horizon), wanted, token, until)
+        total += len(rows)
+        for video_id, due, missed in rows:
+            key = listing.group_key(video_id, missed, now, policy.list_retry) if grouping else None
+            (groups.setdefault(key, []) if key is not None else singles).append((video_id, due))
+        if len(rows) < wanted:
+            break  # nothing more is due
+    unplaced = [(tuple(v for v, _ in m), a, min(d for _, d in m)) for a, m in groups.items()]
+    unplaced += [((v,), None, due) for v, due in singles]
+    if not unplaced:
+        return Claim(token, now, [], spacing=plan.spacing)
+    requests = _place(sorted(unplaced, key=lambda r: (r[2], r[0])), plan)
+    control.next_slot_at = requests[-1].slot + timedelta(seconds=plan.spacing)
+    if control.auth_failing:
+        # One probe in flight at a time: no further probe until this one answers (which
+        # clears or renews the pause) or its lease runs out.
+        control.auth_paused_until = until
+    return Claim(token, now, requests, spacing=plan.spacing)
+
+
+def _claim_rows(
+    session: Session, horizon_end: datetime, limit: int, token: str, until: datetime
+) -> list[tuple[str, datetime, datetime | None]]:
+    """Lock and claim up to ``limit`` rows due by ``horizon_end``, soonest first."""
+    rows = session.execute(
+        select(Video.video_id, Video.next_poll_at, Video.list_missed_at)
+        .where(
+            Video.state == State.PENDING.value,
+            Video.next_poll_at <= horizon_end,
+            # rows claimed by an earlier round of this claim are ours already
+            or_(Video.claim_token.is_(None), Video.claim_token != token),
+        )
         .order_by(Video.next_poll_at)
-        .limit(plan.count)
+        .limit(limit)
         .with_for_update(skip_locked=True)
-    )
-    if is_postgres(session):
-        # = ANY(array(subquery)): the claim runs once as an init plan, then primary-key
-        # lookups; with IN, Postgres may hash-join the whole table (docs/performance.md).
-        chosen = Video.video_id == any_(func.array(due.scalar_subquery()))
-    else:
-        chosen = Video.video_id.in_(due.scalar_subquery())
-    claimed = list(
+    ).all()
+    if rows:
         session.execute(
             update(Video)
-            .where(chosen)
+            .where(_id_in(session, [r[0] for r in rows]))
             .values(claimed_until=until, next_poll_at=until, claim_token=token)
-            .returning(Video.video_id)
             .execution_options(synchronize_session=False)
-        ).scalars()
-    )
-    if claimed:
-        control.next_slot_at = plan.slot(len(claimed))
-        if control.auth_failing:
-            # One probe in flight at a time: no further probe until this one answers (which
-            # clears or renews the pause) or its lease runs out.
-            control.auth_paused_until = until
-    return Claim(token, now, [(v, plan.slot(i)) for i, v in enumerate(sorted(claimed))])
+        )
+    # pending rows always have a due time (the WHERE above compared it)
+    return [(r[0], cast(datetime, r[1]), r[2]) for r in rows]
+
+
+def _id_in(session: Session, video_ids: Sequence[str]) -> Any:
+    if is_postgres(session):
+        # one array parameter, and a plan of primary-key lookups whatever the count
+        return Video.video_id == any_(
+            bindparam("ids", list(video_ids), type_=postgresql.ARRAY(Text))
+        )
+    return Video.video_id.in_(list(video_ids))
+
+
+def _place(
+    unplaced: Sequence[tuple[tuple[str, ...], str | None, datetime]], plan: SlotPlan
+) -> list[Request]:
+    """Give each request its slot: the plan's next one, or its rows' due time if that is later,
+    and never closer than the plan's spacing to the one before."""
+    requests: list[Request] = []
+    spacing = timedelta(seconds=plan.spacing)
+    previous: datetime | None = None
+    for ids_, account, due in unplaced:
+        slot = max(plan.first, due) if previous is None else max(previous + spacing, due)
+        requests.append(Request(ids_, account, slot))
+        previous = slot
+    return requests
+
+
+_VIEW_COLUMNS = (
+    Video.video_id,
+    Video.enqueued_at,
+    Video.poll_count,
+    Video.error_count,
+    Video.status_code,
+    Video.record.is_not(None),
+    Video.callback_url,
+    Video.record_sha,
+    Video.started_at,
+    Video.list_missed_at,
+)
+
+
+def _row_view(r: Sequence[Any]) -> RowView:
+    return RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9])
 
 
 def owned_rows(
@@ -341,17 +463,7 @@ def owned_rows(
     rows = [
         row[:-1]
         for row in session.execute(
-            select(
-                Video.video_id,
-                Video.enqueued_at,
-                Video.poll_count,
-                Video.error_count,
-                Video.status_code,
-                Video.record.is_not(None),
-                Video.callback_url,
-                Video.record_sha,
-                Video.state,
-            ).where(
+            select(*_VIEW_COLUMNS, Video.state).where(
                 Video.video_id.in_(video_ids),
                 Video.claim_token == token,
                 Video.claimed_until > now + timedelta(seconds=margin),
@@ -362,8 +474,79 @@ def owned_rows(
     failing = session.execute(
         select(TrackerControl.auth_failing).where(TrackerControl.id == CONTROL_ROW_ID)
     ).scalar_one_or_none()
-    views = {r[0]: RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7]) for r in rows}
+    views = {str(r[0]): _row_view(r) for r in rows}
     return now, views, bool(failing)
+
+
+def adopt(
+    session: Session, token: str, video_ids: Sequence[str], lease: float
+) -> dict[str, RowView]:
+    """Claim, under ``token``, those of ``video_ids`` that are pending and free.
+
+    For ids a list page showed finished that this batch had not claimed: they are answered
+    now instead of at their own next poll. Rows another claim holds are left alone, and
+    ``SKIP LOCKED`` keeps two adopters from waiting on (or deadlocking over) the same rows.
+    """
+    if not video_ids:
+        return {}
+    now = current_time(session)
+    free = list(
+        session.execute(
+            select(Video.video_id)
+            .where(
+                _id_in(session, video_ids),
+                Video.state == State.PENDING.value,
+                or_(Video.claim_token.is_(None), Video.claimed_until <= now),
+            )
+            .order_by(Video.video_id)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    if not free:
+        return {}
+    until = now + timedelta(seconds=lease)
+    rows = session.execute(
+        update(Video)
+        .where(_id_in(session, free))
+        .values(claimed_until=until, next_poll_at=until, claim_token=token)
+        .returning(*_VIEW_COLUMNS)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return {str(r[0]): _row_view(r) for r in rows}
+
+
+def reserve_slots(
+    session: Session, count: int, rate_limit: float, policy: Policy
+) -> tuple[datetime, list[datetime]]:
+    """``count`` more request slots from the global limiter (database time), or none while
+    polling is paused or throttled. Returns (now, slots)."""
+    control, now = _lock_control(session)
+    plan = tracking.plan_extra_slots(_limiter_view(control), now, rate_limit, count, policy)
+    if plan.count == 0:
+        return now, []
+    control.next_slot_at = plan.slot(plan.count)
+    return now, [plan.slot(i) for i in range(plan.count)]
+
+
+def knowledge(session: Session, limit: int = schedule.SAMPLE_ROWS) -> schedule.Knowledge:
+    """How long the newest finished videos took, for the adaptive schedule.
+
+    Read backwards along the (done_at, video_id) index: a bounded read whatever the table's
+    size. Failures count too: a FAILED answer is as final as a COMPLETED one.
+    """
+    rows = session.execute(
+        select(Video.done_at, Video.enqueued_at, Video.started_at)
+        .where(Video.done_at.is_not(None), Video.state == State.DONE.value)
+        .order_by(Video.done_at.desc())
+        .limit(limit)
+    ).all()
+    finished = [(done, enqueued, started) for done, enqueued, started in rows if done is not None]
+    return schedule.Knowledge(
+        completion=schedule.Durations.of((d - e).total_seconds() for d, e, _ in finished),
+        generation=schedule.Durations.of(
+            (d - s).total_seconds() for d, _, s in finished if s is not None
+        ),
+    )
 
 
 # --- applying an answer ---------------------------------------------------------------------------
@@ -537,6 +720,16 @@ def mark_due(session: Session, video_id: str) -> bool:
     if moved:
         _add_events(session, now, [(video_id, EventSpec("hinted", "upstream callback"))])
     return bool(moved)
+
+
+def note_list_missed(session: Session, token: str, video_ids: Sequence[str]) -> None:
+    """Remember that the list did not show these claimed ids: they are fetched by id next."""
+    session.execute(
+        update(Video)
+        .where(_id_in(session, video_ids), Video.claim_token == token)
+        .values(list_missed_at=db_now())
+        .execution_options(synchronize_session=False)
+    )
 
 
 def release(session: Session, token: str, video_ids: Sequence[str], until: datetime | None) -> int:

@@ -17,8 +17,11 @@ from enum import Enum
 from typing import Any
 
 from models import State
+from worker import schedule
 from worker.outcomes import (
     Deleted,
+    Listed,
+    ListOutcome,
     NotYet,
     Outcome,
     RateLimited,
@@ -61,6 +64,12 @@ class Policy:
     rate_recovery: float = 60.0
     slow_after: float = 1800.0
     slow_interval: float = 300.0
+    # "adaptive" (worker/schedule.py, once the table has enough finished videos) or "backoff"
+    schedule: str = "adaptive"
+    # The per-account grid period for ids read through the list endpoint; None: no list.
+    list_interval: float | None = None
+    # How long an id the list did not show is fetched by id before the list is tried again.
+    list_retry: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,8 @@ class RowView:
     has_record: bool = False
     callback_url: str | None = None
     record_sha: str | None = None
+    started_at: datetime | None = None
+    list_missed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -270,6 +281,13 @@ def deadline_of(row: RowView, policy: Policy) -> datetime:
     return row.enqueued_at + timedelta(seconds=policy.give_up_after)
 
 
+def cap_for(age: float, policy: Policy) -> float:
+    """The longest gap between two looks at a video of this age."""
+    if age >= policy.slow_after:
+        return max(policy.poll_interval_max, policy.slow_interval)
+    return policy.poll_interval_max
+
+
 def next_poll(
     row: RowView,
     now: datetime,
@@ -277,20 +295,76 @@ def next_poll(
     rng: random.Random,
     attempt: int,
     sent_at: datetime | None = None,
+    *,
+    progress: schedule.Progress | None = None,
+    knowledge: schedule.Knowledge | None = None,
+    grid: schedule.Grid | None = None,
 ) -> datetime:
     """The next poll time, never past the deadline, so the last poll lands at the deadline.
 
-    A poll sent before the deadline (even if answered after it) is not the last one: the next
-    is placed at the deadline, which may already be due.
+    With ``progress`` and ``knowledge`` (and the adaptive schedule) the gap comes from
+    ``schedule.adaptive_gap``; otherwise, or while the table knows too little, from backoff.
+    On a ``grid`` (ids read through the list) the time snaps to the account's nearest instant,
+    so siblings come due together; elsewhere it is jittered, so ids enqueued together drift
+    apart. A poll sent before the deadline (even if answered after it) is not the last one:
+    the next is placed at the deadline, which may already be due.
     """
     age = (now - row.enqueued_at).total_seconds()
-    due = now + timedelta(seconds=backoff_delay(attempt, policy, rng, age))
+    gap: float | None = None
+    if policy.schedule == "adaptive" and progress is not None and knowledge is not None:
+        floor = grid.period if grid is not None else policy.poll_interval_min
+        gap = schedule.adaptive_gap(progress, knowledge, floor, cap_for(age, policy))
+        if gap is not None and grid is None and policy.jitter > 0:
+            gap = rng.uniform(max(floor, gap * (1.0 - policy.jitter)), gap)
+    if gap is None:
+        gap = backoff_delay(attempt, policy, rng, age)
+    due = now + timedelta(seconds=gap)
+    if grid is not None:
+        snapped = grid.snap(due)
+        due = snapped if snapped > now else snapped + timedelta(seconds=grid.period)
     deadline = deadline_of(row, policy)
     return min(due, deadline) if (sent_at or now) < deadline else due
 
 
-def first_poll_at(now: datetime, policy: Policy) -> datetime:
-    return now + timedelta(seconds=policy.first_poll_delay)
+def first_poll_at(
+    now: datetime,
+    policy: Policy,
+    knowledge: schedule.Knowledge | None = None,
+    grid: schedule.Grid | None = None,
+) -> datetime:
+    """When a newly enqueued id is first looked at: after ``first_poll_delay`` at the earliest.
+
+    The adaptive schedule waits longer when our table says videos hardly ever finish that
+    early; on a grid, the first look is the account's next instant from then on, so it joins
+    the list request of the ids already tracked there.
+    """
+    delay = policy.first_poll_delay
+    if policy.schedule == "adaptive" and knowledge is not None:
+        cap = max(delay, policy.poll_interval_max)
+        delay = schedule.adaptive_gap(schedule.Progress(0.0), knowledge, delay, cap) or delay
+    due = now + timedelta(seconds=delay)
+    if grid is not None:
+        snapped = grid.snap(due)
+        due = snapped if snapped >= due else snapped + timedelta(seconds=grid.period)
+    return due
+
+
+def progress_of(
+    row: RowView, now: datetime, status_code: int | None, entry: dict[str, Any] | None
+) -> schedule.Progress:
+    """What the schedule needs to know: age, stage, time generating, queue estimate."""
+    stage = schedule.stage_of(status_code)
+    started = row.started_at
+    if stage is schedule.Stage.GENERATING and started is None:
+        started = now
+    return schedule.Progress(
+        age=(now - row.enqueued_at).total_seconds(),
+        stage=stage,
+        generating_for=(now - started).total_seconds() if started is not None else None,
+        queue_time=schedule.queue_time_of(entry)
+        if entry is not None and stage is schedule.Stage.QUEUED
+        else None,
+    )
 
 
 # --- the decision --------------------------------------------------------------------------------
@@ -315,15 +389,25 @@ def decide(
     policy: Policy,
     rng: random.Random,
     sent_at: datetime | None = None,
+    *,
+    knowledge: schedule.Knowledge | None = None,
+    grid: schedule.Grid | None = None,
+    list_seen: bool | None = None,
 ) -> Decision:
     """Turn one upstream answer into the row's next state.
 
     ``now`` is the database's clock when the answer arrived; ``sent_at`` when the request went
     out (default: ``now``). Give-up is judged by ``sent_at``: only a poll *sent* at or past
-    the deadline may expire a row.
+    the deadline may expire a row. ``knowledge`` and ``grid`` feed the next poll time (see
+    ``next_poll``); ``list_seen`` says whether a list read showed the id (True), missed it
+    (False: it is fetched by id for a while) or was not involved (None).
     """
     sent = sent_at or now
     base: dict[str, Any] = {"updated_at": now, "claimed_until": None, "claim_token": None}
+    if list_seen is False:
+        base["list_missed_at"] = now
+    elif list_seen is True and row.list_missed_at is not None:
+        base["list_missed_at"] = None
 
     # Answers about the account, not the video: no penalty, no poll counted.
     if isinstance(outcome, Unauthorized):
@@ -364,7 +448,7 @@ def decide(
                 (event, EventSpec("abandoned", reason, outcome.http_status)),
             )
         attempt = row.poll_count + row.error_count + 1
-        changes["next_poll_at"] = next_poll(row, now, policy, rng, attempt, sent)
+        changes["next_poll_at"] = next_poll(row, now, policy, rng, attempt, sent, grid=grid)
         if sent >= deadline:
             # keep retrying past the deadline only within the grace period
             changes["next_poll_at"] = min(changes["next_poll_at"], deadline + ERROR_GRACE)
@@ -384,7 +468,18 @@ def decide(
 
     events: list[EventSpec] = []
     anomaly: str | None = None
-    if isinstance(outcome, Record):
+    status_code = row.status_code  # what the schedule goes by: the latest status we know
+    entry: dict[str, Any] | None = None
+    if isinstance(outcome, Listed):
+        # Still in progress, says the list: its status columns follow (with an event when the
+        # status changes), the record does not (the entry is not the record we keep).
+        entry = clean_json(outcome.entry)
+        code, name, final = status_of(entry)
+        if code is not None and code != row.status_code:
+            polled.update(status_code=code, status_name=name, status_final=final)
+            events.append(EventSpec("status", None, outcome.http_status, code, name))
+        status_code = code if code is not None else status_code
+    elif isinstance(outcome, Record):
         record = clean_json(outcome.record)
         columns = typed_columns(record)
         digest = record_digest(record)
@@ -401,6 +496,8 @@ def decide(
                     columns["status_name"],
                 )
             )
+        status_code = columns["status_code"]
+        entry = record
         verdict, anomaly = judge(record)
         if verdict in (Verdict.SUCCESS, Verdict.FAILURE):
             events.append(
@@ -430,7 +527,19 @@ def decide(
         return Decision(
             State.ABANDONED, _finished(State.ABANDONED, now, polled), tuple(events), anomaly=anomaly
         )
-    polled["next_poll_at"] = next_poll(row, now, policy, rng, row.poll_count + 1, sent)
+    if row.started_at is None and schedule.stage_of(status_code) is schedule.Stage.GENERATING:
+        polled["started_at"] = now
+    polled["next_poll_at"] = next_poll(
+        row,
+        now,
+        policy,
+        rng,
+        row.poll_count + 1,
+        sent,
+        progress=progress_of(row, now, status_code, entry),
+        knowledge=knowledge,
+        grid=grid,
+    )
     return Decision(State.PENDING, polled, tuple(events), anomaly=anomaly)
 
 
@@ -460,6 +569,30 @@ class SlotPlan:
         return self.first + timedelta(seconds=index * self.spacing)
 
 
+def _blocked(limiter: LimiterView, now: datetime) -> str | None:
+    if limiter.auth_paused_until is not None and now < limiter.auth_paused_until:
+        return "paused: the upstream rejected the token"
+    if limiter.throttled_until is not None and now < limiter.throttled_until:
+        return "throttled: the upstream answered 429"
+    return None
+
+
+def plan_extra_slots(
+    limiter: LimiterView, now: datetime, rate_limit: float, count: int, policy: Policy
+) -> SlotPlan:
+    """``count`` more slots for requests a batch learned it needs (a next page, a record to
+    fetch), on the same global schedule as dispatch's: from the next free slot, 1/rate apart.
+    None while paused, throttled, or probing a rejected token (one request at a time)."""
+    blocked = _blocked(limiter, now)
+    if blocked is None and limiter.auth_failing:
+        blocked = "probing: the upstream rejected the token"
+    if blocked is not None:
+        return SlotPlan(0, now, 0.0, blocked)
+    spacing = 1.0 / (rate_limit * effective_rate_factor(limiter, now, policy))
+    first = now if limiter.next_slot_at is None else max(now, limiter.next_slot_at)
+    return SlotPlan(max(0, count), first, spacing)
+
+
 def effective_rate_factor(limiter: LimiterView, now: datetime, policy: Policy) -> float:
     """The rate multiplier after 429s climbs back by 1/``rate_recovery`` per second, up to 1.
 
@@ -484,10 +617,9 @@ def plan_slots(
     Slots are handed out at 1/rate spacing from a shared "next free slot" time, so however many
     dispatchers run, the upstream never sees more than the rate, and never a burst.
     """
-    if limiter.auth_paused_until is not None and now < limiter.auth_paused_until:
-        return SlotPlan(0, now, 0.0, "paused: the upstream rejected the token")
-    if limiter.throttled_until is not None and now < limiter.throttled_until:
-        return SlotPlan(0, now, 0.0, "throttled: the upstream answered 429")
+    blocked = _blocked(limiter, now)
+    if blocked is not None:
+        return SlotPlan(0, now, 0.0, blocked)
     rate = rate_limit * effective_rate_factor(limiter, now, policy)
     spacing = 1.0 / rate
     first = now if limiter.next_slot_at is None else max(now, limiter.next_slot_at)
@@ -537,7 +669,7 @@ class PollCounts:
     unauthorized: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: Outcome | ListOutcome) -> None:
         kind = kind_of(outcome)
         self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
         self.polls += 1

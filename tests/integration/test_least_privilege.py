@@ -55,6 +55,7 @@ def test_a_worker_role_without_ddl_or_delete_tracks_videos_to_the_end(worker_url
                     "TRACKER_FIRST_POLL_DELAY": "0",
                     "TRACKER_POLL_INTERVAL_MIN": "0.2",
                     "TRACKER_POLL_INTERVAL_MAX": "0.4",
+                    "TRACKER_LIST_INTERVAL": "0.2",
                     "TRACKER_RATE_LIMIT": "50",
                     "TRACKER_WEBHOOK_URL": "http://127.0.0.1:9/never-called",
                 }

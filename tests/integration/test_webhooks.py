@@ -64,6 +64,7 @@ def _runtime(pg_database: str, simulator: Simulator, **extra: str) -> Runtime:
         "TRACKER_FIRST_POLL_DELAY": "0",
         "TRACKER_POLL_INTERVAL_MIN": "0.2",
         "TRACKER_POLL_INTERVAL_MAX": "0.5",
+        "TRACKER_LIST_INTERVAL": "0.2",
         "TRACKER_DISPATCH_INTERVAL": "0.5",
         "TRACKER_RATE_LIMIT": "50",
         "TRACKER_HTTP_TIMEOUT": "1",

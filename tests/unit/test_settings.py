@@ -144,6 +144,10 @@ NUMBERS = [
     ("TRACKER_AUTH_PAUSE", "0.05", "86401", "30", "auth_pause", 30.0),
     ("TRACKER_RATE_LIMIT_PAUSE", "0.05", "3601", "20", "rate_limit_pause", 20.0),
     ("TRACKER_RATE_RECOVERY", "0.05", "86401", "120", "rate_recovery", 120.0),
+    ("TRACKER_LIST_INTERVAL", "0.05", "3601", "5", "list_interval", 5.0),
+    ("TRACKER_LIST_PAGE_SIZE", "0", "101", "20", "list_page_size", 20),
+    ("TRACKER_LIST_MAX_PAGES", "0", "51", "5", "list_max_pages", 5),
+    ("TRACKER_LIST_RETRY", "-1", "2592001", "600", "list_retry", 600.0),
 ]
 NAMES = [n[0] for n in NUMBERS]
 WHOLE = {
@@ -151,6 +155,8 @@ WHOLE = {
     "TRACKER_BATCH_SIZE",
     "TRACKER_POLL_CONCURRENCY",
     "TRACKER_WORKER_CONCURRENCY",
+    "TRACKER_LIST_PAGE_SIZE",
+    "TRACKER_LIST_MAX_PAGES",
 }
 
 
@@ -328,3 +334,37 @@ def test_the_settings_error_is_a_value_error() -> None:
 def test_a_slow_interval_shorter_than_the_backoff_cap_is_refused() -> None:
     with pytest.raises(SettingsError, match="TRACKER_SLOW_INTERVAL"):
         load_with(TRACKER_SLOW_INTERVAL="30", TRACKER_POLL_INTERVAL_MAX="60")
+
+
+def test_the_list_endpoint_and_the_adaptive_schedule_are_on_by_default() -> None:
+    s = load_with()
+    assert (s.list_enabled, s.list_interval, s.list_page_size, s.list_max_pages) == (
+        True,
+        10.0,
+        40,
+        3,
+    )
+    assert (s.schedule, s.list_retry) == ("adaptive", 3600.0)
+
+
+def test_the_list_and_the_schedule_can_be_switched_off() -> None:
+    s = load_with(TRACKER_LIST="false", TRACKER_SCHEDULE="backoff")
+    assert (s.list_enabled, s.schedule) == (False, "backoff")
+
+
+def test_an_unknown_schedule_is_refused_naming_the_variable() -> None:
+    message = error_for(TRACKER_SCHEDULE="smart")
+    assert message == "TRACKER_SCHEDULE='smart' must be one of: adaptive, backoff"
+
+
+def test_a_non_boolean_list_switch_is_refused_naming_the_variable() -> None:
+    assert error_for(TRACKER_LIST="sometimes").startswith(
+        "TRACKER_LIST='sometimes' is not a boolean"
+    )
+
+
+def test_a_list_interval_longer_than_the_backoff_cap_is_refused_unless_the_list_is_off() -> None:
+    message = error_for(TRACKER_LIST_INTERVAL="90")
+    assert message.startswith("TRACKER_LIST_INTERVAL (90) is longer than TRACKER_POLL_INTERVAL_MAX")
+    assert "TRACKER_LIST=false" in message
+    assert load_with(TRACKER_LIST_INTERVAL="90", TRACKER_LIST="false").list_interval == 90.0

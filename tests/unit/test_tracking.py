@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from models import State
 from worker.outcomes import (
     Deleted,
+    Listed,
     NotYet,
     Outcome,
     RateLimited,
@@ -23,6 +24,7 @@ from worker.outcomes import (
     Transient,
     Unauthorized,
 )
+from worker.schedule import Durations, Grid, Knowledge
 from worker.tracking import (
     ERROR_GRACE,
     MESSAGE_LIMIT,
@@ -38,8 +40,10 @@ from worker.tracking import (
     clean_json,
     decide,
     effective_rate_factor,
+    first_poll_at,
     judge,
     next_poll,
+    plan_extra_slots,
     plan_slots,
     typed_columns,
 )
@@ -992,3 +996,123 @@ def test_a_stalled_video_costs_about_five_times_fewer_polls_over_six_hours() -> 
         elapsed_flat += backoff_delay(polls_flat, flat, rng, age=elapsed_flat)
         polls_flat += 1
     assert polls_flat / polls > 3.5, (polls, polls_flat)
+
+
+# ---------------------------------------------------------------------------------------------
+# the list endpoint's answers and the adaptive schedule
+# ---------------------------------------------------------------------------------------------
+
+TYPICAL = Knowledge(
+    completion=Durations.of(60 + n * 0.06 for n in range(1000)),  # 60-120 s, evenly
+    generation=Durations.of(40 + n * 0.02 for n in range(1000)),  # 40-60 s
+)
+
+
+def test_a_listed_video_in_progress_updates_its_status_but_not_its_record() -> None:
+    decision = run(Listed(generating(queue_data={"queue_time": 3, "queue_count": 1})))
+    assert decision.state is State.PENDING
+    assert (decision.changes["status_code"], decision.changes["status_name"]) == (10, "GENERATING")
+    assert "record" not in decision.changes and "record_sha" not in decision.changes
+    assert kinds(decision) == ["status"]
+    assert decision.changes["poll_count"] == 1 and decision.changes["last_http_status"] == 200
+
+
+def test_the_same_listed_status_again_costs_no_event_and_no_status_write() -> None:
+    decision = run(Listed(generating()), status_code=10, started_at=NOW - timedelta(seconds=9))
+    assert decision.events == ()
+    assert "status_code" not in decision.changes and "started_at" not in decision.changes
+
+
+def test_the_first_sight_of_generating_is_remembered_as_the_start() -> None:
+    assert run(Listed(generating())).changes["started_at"] == NOW
+    assert run(Record(generating())).changes["started_at"] == NOW
+    assert "started_at" not in run(NotYet()).changes
+    queued = generating(video_status=5, video_status_name="QUEUED", video_status_final=True)
+    assert "started_at" not in run(Listed(queued)).changes
+
+
+def test_a_listed_queued_video_claiming_final_is_no_anomaly_and_stays_pending() -> None:
+    queued = generating(video_status=5, video_status_name="QUEUED", video_status_final=True)
+    decision = run(Listed(queued))
+    assert decision.state is State.PENDING and decision.anomaly is None
+    assert "anomaly" not in kinds(decision)
+
+
+def test_list_sightings_set_and_clear_the_list_miss() -> None:
+    missed = run(NotYet())
+    assert "list_missed_at" not in missed.changes
+    noted = decide(row(), NotYet(), NOW, POLICY, random.Random(1), list_seen=False)
+    assert noted.changes["list_missed_at"] == NOW
+    seen = decide(
+        row(list_missed_at=NOW - timedelta(hours=2)),
+        Listed(generating()),
+        NOW,
+        POLICY,
+        random.Random(1),
+        list_seen=True,
+    )
+    assert seen.changes["list_missed_at"] is None
+
+
+def test_with_knowledge_the_next_poll_follows_the_observed_completions() -> None:
+    young = row(enqueued_at=NOW - timedelta(seconds=5))
+    steady = Policy(jitter=0.0)
+    decision = decide(young, NotYet(), NOW, steady, random.Random(1), knowledge=TYPICAL)
+    gap = (decision.changes["next_poll_at"] - NOW).total_seconds()
+    # nothing finishes before 60 s after enqueue: the next look is at the 60 s cap, not in 15 s
+    assert gap == 60
+    jittered = decide(young, NotYet(), NOW, POLICY, random.Random(1), knowledge=TYPICAL)
+    gap = (jittered.changes["next_poll_at"] - NOW).total_seconds()
+    assert 60 * (1 - POLICY.jitter) <= gap <= 60
+
+
+def test_without_knowledge_or_on_the_backoff_schedule_the_next_poll_is_backoff() -> None:
+    for knowledge, policy in ((None, POLICY), (TYPICAL, Policy(schedule="backoff"))):
+        decision = decide(row(), NotYet(), NOW, policy, random.Random(1), knowledge=knowledge)
+        gap = (decision.changes["next_poll_at"] - NOW).total_seconds()
+        assert 15 <= gap <= 15 * 1.5
+
+
+def test_a_generating_video_is_looked_at_when_its_generation_usually_ends() -> None:
+    started = row(enqueued_at=NOW - timedelta(seconds=70), started_at=NOW - timedelta(seconds=2))
+    decision = decide(
+        started, Listed(generating()), NOW, Policy(jitter=0.0), random.Random(1), knowledge=TYPICAL
+    )
+    gap = (decision.changes["next_poll_at"] - NOW).total_seconds()
+    # generation takes 40-60 s and has run 2 s: a fifth of them are done 44 s in
+    assert gap == pytest.approx(44 - 2, abs=0.05)
+
+
+def test_on_a_grid_the_next_poll_lands_on_an_instant_of_the_account() -> None:
+    grid = Grid.for_account("a+b@x.com", 10)
+    for seconds in (0.0, 1.3, 4.99, 7.5):
+        now = NOW + timedelta(seconds=seconds)
+        decision = decide(row(), NotYet(), now, POLICY, random.Random(1), grid=grid)
+        due = decision.changes["next_poll_at"]
+        assert grid.snap(due) == due and due > now
+
+
+def test_the_first_poll_waits_for_what_the_table_says_and_joins_the_account_grid() -> None:
+    assert first_poll_at(NOW, POLICY) == NOW + timedelta(seconds=15)
+    adaptive = first_poll_at(NOW, POLICY, TYPICAL)
+    assert NOW + timedelta(seconds=55) <= adaptive <= NOW + timedelta(seconds=60)
+    grid = Grid.for_account("a+b@x.com", 10)
+    on_grid = first_poll_at(NOW, POLICY, None, grid)
+    assert grid.snap(on_grid) == on_grid
+    assert NOW + timedelta(seconds=15) <= on_grid < NOW + timedelta(seconds=25)
+
+
+def test_extra_slots_follow_the_next_free_slot_and_none_while_paused_or_probing() -> None:
+    free = LimiterView(next_slot_at=NOW + timedelta(seconds=2))
+    plan = plan_extra_slots(free, NOW, 5.0, 3, POLICY)
+    assert plan.count == 3 and plan.first == NOW + timedelta(seconds=2)
+    assert plan.spacing == pytest.approx(0.2)
+    idle = plan_extra_slots(LimiterView(), NOW, 5.0, 2, POLICY)
+    assert idle.first == NOW
+    for blocked in (
+        LimiterView(auth_paused_until=NOW + timedelta(seconds=5)),
+        LimiterView(throttled_until=NOW + timedelta(seconds=5)),
+        LimiterView(auth_failing=True),
+    ):
+        none = plan_extra_slots(blocked, NOW, 5.0, 2, POLICY)
+        assert none.count == 0 and none.reason

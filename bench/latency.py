@@ -1,18 +1,24 @@
 """Benchmark 1: how long after a video finishes the tracker knows, and how many calls it spends.
 
-The simulator plays ``--videos`` videos with a realistic spread of completion times (a
-log-normal body around 90 s, a long tail to 20 min, ~3% failing, ~2% never finishing). Real
-``pixverse-tracker worker`` and ``beat`` processes (Redis, a throwaway Postgres database) track
-them with the DEFAULT settings, every timing divided by ``--speed`` so the schedule keeps its
-shape while the run takes minutes; every figure is multiplied back to real seconds.
+The simulator plays ``--videos`` videos of ``--accounts`` PixVerse accounts with a realistic
+spread of completion times (a log-normal body around 90 s, a long tail to 20 min, ~3% failing,
+~2% never finishing); each video waits in the upstream's queue (QUEUED, with ``queue_data``)
+and then generates for about a minute. Real ``pixverse-tracker worker`` and ``beat`` processes
+(Redis, a throwaway Postgres database) track them with the DEFAULT settings (``--set`` changes
+any), every timing divided by ``--speed`` so the schedule keeps its shape while the run takes
+minutes; every figure is multiplied back to real seconds.
 
-Each video's clock starts when it is submitted: the benchmark sends one request of its own
-(not counted) just before enqueueing the id, so the simulator's completion time is measured
-from submission whatever the tracker's first-poll delay is.
+Each video is created in the simulator (as useapi.net knows a video from its creation) the
+moment it is submitted and enqueued at once, so completion times are measured from submission
+whatever the tracker's first-poll delay is.
 
 The same completion times are then run through fixed 15-second polling (what useapi.net's own
 example scripts do), computed, not run: polls at 15 s, 30 s, ... after enqueue, until the video
 is final or the same give-up deadline passes.
+
+Calls: every request the tracker sent, single-video and list pages alike. A list page answers
+for all of its account's pending videos, so for the per-video figures each page is shared
+equally among the videos of its account pending at that moment.
 
 Run: ``.venv/bin/python -m bench.latency`` (about three minutes; ``--videos 300`` for a quick
 look). Never asserts on a time.
@@ -26,23 +32,19 @@ import math
 import os
 import random
 import sys
-import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
 from sqlalchemy import Engine, text
 
 from bench import common
-from worker import api, db
-from worker.client import video_url
+from worker import api, db, listing
 from worker.runtime import Runtime
 from worker.settings import Settings, load
-from worker.simulator import Simulator, make_id
+from worker.simulator import Simulator
 
 BASELINE_INTERVAL = 15.0  # seconds between polls in useapi.net's example scripts
 FAILED_SHARE = 0.03
@@ -51,6 +53,9 @@ TAIL_SHARE = 0.10  # videos drawn from the 5-20 min tail instead of the body
 BODY_MEDIAN, BODY_SIGMA = 90.0, 0.5  # ~95% of the body between 34 s and 4 min
 TAIL_RANGE = (300.0, 1200.0)
 SHORTEST, LONGEST = 20.0, 1200.0
+# The generation itself (after the queue): about a minute, fairly steady; the spread of
+# completion times is mostly time spent queued.
+GENERATION_MEDIAN, GENERATION_SIGMA, GENERATION_MIN = 60.0, 0.25, 10.0
 SPREAD_PER_VIDEO = 1.8  # real seconds of submission window per video, by default
 SUBMIT_CHUNK = 16  # ids submitted (in parallel) and enqueued together
 
@@ -68,6 +73,8 @@ TIMING_SETTINGS = {
     "rate_recovery": "TRACKER_RATE_RECOVERY",
     "slow_after": "TRACKER_SLOW_AFTER",
     "slow_interval": "TRACKER_SLOW_INTERVAL",
+    "list_interval": "TRACKER_LIST_INTERVAL",
+    "list_retry": "TRACKER_LIST_RETRY",
 }
 # Latency bands for the breakdown, in real seconds of completion time after enqueue.
 BANDS = ((0, 60), (60, 120), (120, 300), (300, 600), (600, math.inf))
@@ -120,6 +127,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     parser.add_argument(
+        "--accounts",
+        type=int,
+        default=10,
+        help="PixVerse accounts the videos belong to, round robin (default 10: 10 x 100 videos)",
+    )
+    parser.add_argument(
+        "--list-shape",
+        choices=("full", "brief"),
+        default="full",
+        help="the simulator's list entries: whole records (full) or the status fields only",
+    )
+    parser.add_argument(
+        "--list-paging", choices=("plain", "paged"), default="plain", help="list page reading"
+    )
+    parser.add_argument(
         "--timeout", type=float, default=1800.0, help="wall seconds before giving up the run"
     )
     parser.add_argument(
@@ -143,6 +165,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.spread = SPREAD_PER_VIDEO * args.videos
     if args.videos < 1 or args.speed <= 0 or args.spread < 0 or args.upstream_latency < 0:
         parser.error("--videos and --speed must be positive, --spread and latency not negative")
+    if args.accounts < 1:
+        parser.error("--accounts must be at least 1")
     for item in args.set:
         if "=" not in item:
             parser.error(f"--set {item!r}: use NAME=VALUE")
@@ -160,9 +184,15 @@ class Video:
     kind: str  # "completed", "failed" or "never"
     duration: float  # from submission to its final state; inf for "never"
     arrival: float  # seconds after the run's start at which it is submitted and enqueued
+    scenario: str = ""  # the simulator's script, in wall-clock seconds
+    account: str = ""
 
 
-def workload(count: int, spread: float, speed: float, seed: int) -> list[Video]:
+def video_id_for(n: int, account: str) -> str:
+    return f"user:1-pixverse:{account}-video:{n}"
+
+
+def workload(count: int, spread: float, speed: float, seed: int, accounts: int = 10) -> list[Video]:
     """The same videos for the same seed, whatever the tracker does (so runs compare)."""
     rng = random.Random(seed)
     videos = []
@@ -180,13 +210,18 @@ def workload(count: int, spread: float, speed: float, seed: int) -> list[Video]:
         else:
             duration = rng.lognormvariate(math.log(BODY_MEDIAN), BODY_SIGMA)
         duration = min(LONGEST, max(SHORTEST, duration))
+        generation = rng.lognormvariate(math.log(GENERATION_MEDIAN), GENERATION_SIGMA)
+        generation = min(duration - 5.0, max(GENERATION_MIN, generation))
         arrival = rng.uniform(0, spread)
         if kind == "never":
-            tag, duration = "never", math.inf
+            scenario, duration = "never", math.inf
+        elif kind == "failed":
+            scenario = f"failed_{duration / speed:.4f}"
         else:
-            tag = f"{kind}_{duration / speed:.4f}"
-        # ten accounts, as the id's user number, for the list-endpoint work to come
-        videos.append(Video(make_id(tag, n, user=1 + n % 10), kind, duration, arrival))
+            queued = duration - generation
+            scenario = f"queued_{queued / speed:.4f}_{duration / speed:.4f}"
+        account = f"account{1 + n % accounts}@example.com"
+        videos.append(Video(video_id_for(n, account), kind, duration, arrival, scenario, account))
     return sorted(videos, key=lambda v: v.arrival)
 
 
@@ -220,9 +255,15 @@ class Observed:
     """What the run saw, in the database's clock (epoch seconds, wall units)."""
 
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    requests: dict[str, list[float]] = field(default_factory=dict)  # tracker's, epoch, sorted
+    # per video, the tracker's requests that served it: (epoch, share), sorted; a single-video
+    # request is all its own (1), a list page is shared by the account's pending videos
+    requests: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    all_calls: list[float] = field(default_factory=list)  # every tracker request, epoch
+    by_kind: dict[str, int] = field(default_factory=dict)  # "video" / "list" request counts
+    unattributed: int = 0  # list pages read while none of the account's videos was pending
+    list_enabled: bool = True
     completion: dict[str, float] = field(default_factory=dict)  # epoch
-    submitted: dict[str, float] = field(default_factory=dict)  # epoch of our own first request
+    submitted: dict[str, float] = field(default_factory=dict)  # monotonic, then epoch
     wall_seconds: float = 0.0
     stopped_early: bool = False
     timed_out: bool = False
@@ -239,13 +280,18 @@ def run(args: argparse.Namespace) -> int:
     if args.give_up is not None:
         overrides["give_up_after"] = args.give_up
     real = dataclasses.replace(defaults, **overrides)
-    videos = workload(args.videos, args.spread, args.speed, args.seed)
+    videos = workload(args.videos, args.spread, args.speed, args.seed, args.accounts)
     settings_env = {**compressed_env(real, args.speed), **dict(s.split("=", 1) for s in args.set)}
 
     with (
         common.migrated_database("pt_bench_lat") as url,
         common.queue_prefix("lat") as prefix,
-        Simulator(token=common.TOKEN, latency=args.upstream_latency / args.speed) as sim,
+        Simulator(
+            token=common.TOKEN,
+            latency=args.upstream_latency / args.speed,
+            list_shape=args.list_shape,
+            list_paging=args.list_paging,
+        ) as sim,
     ):
         env = common.tracker_env(url, prefix, sim.base_url, **settings_env)
         rt = Runtime(load(env))  # validates the compressed settings before anything starts
@@ -284,10 +330,22 @@ def _describe(
         f"{sum(30 <= d <= 300 for d in durations) / max(1, len(durations)):.0%} within 30 s-5 min"
     )
     print(
-        f"  tracker settings (real s): first poll {real.first_poll_delay:g}, interval "
-        f"{real.poll_interval_min:g}-{real.poll_interval_max:g} (jitter {real.poll_jitter:g}), "
-        f"dispatch every {real.dispatch_interval:g}, give up after {real.give_up_after:g}, "
-        f"rate limit {real.rate_limit:g}/s; upstream answers in {args.upstream_latency:g}"
+        f"  {args.accounts} accounts, round robin; each completing video is QUEUED, then "
+        f"GENERATING for ~{GENERATION_MEDIAN:g} s; the simulator's list: {args.list_shape} "
+        f"entries, {args.list_paging} pages"
+    )
+    print(
+        f"  tracker settings (real s): schedule {wall.schedule}, list "
+        + (
+            f"on (every {real.list_interval:g} s, {wall.list_page_size} per page, up to "
+            f"{wall.list_max_pages} pages)"
+            if wall.list_enabled
+            else "off"
+        )
+        + f", first poll {real.first_poll_delay:g}, interval {real.poll_interval_min:g}-"
+        f"{real.poll_interval_max:g} (jitter {real.poll_jitter:g}), dispatch every "
+        f"{real.dispatch_interval:g}, give up after {real.give_up_after:g}, rate limit "
+        f"{real.rate_limit:g}/s; upstream answers in {args.upstream_latency:g}"
     )
     print(
         f"  compressed {args.speed:g}x: dispatch every {wall.dispatch_interval:g}s wall, first "
@@ -314,8 +372,9 @@ def _play(
     """
     speed = args.speed
     processes = common.Processes(env, keep_logs=args.keep_logs)
-    submitter = _Submitter(sim.base_url)
-    observed = Observed()
+    for video in videos:
+        sim.script(video.video_id, video.scenario)
+    observed = Observed(list_enabled=rt.settings.list_enabled)
     never = {v.video_id for v in videos if v.kind == "never"}
     try:
         beat = processes.start("beat")
@@ -345,7 +404,9 @@ def _play(
             # the last ones' submission before they are enqueued.
             for chunk in range(0, len(due), SUBMIT_CHUNK):
                 ids = due[chunk : chunk + SUBMIT_CHUNK]
-                submitter.submit(ids)
+                # created upstream the moment it is submitted: its clock starts now
+                sim.create_many(ids)
+                observed.submitted.update(dict.fromkeys(ids, time.monotonic()))
                 api.enqueue(ids, rt=rt)
                 if on_submitted is not None:
                     on_submitted(ids)
@@ -370,38 +431,11 @@ def _play(
         watch.stop()
         observed.cpu = watch
     finally:
-        submitter.close()
         processes.stop_all()
         if args.keep_logs:
             print(f"  logs kept in {processes.log_dir}")
     _collect(observed, engine, sim)
     return observed
-
-
-class _Submitter:
-    """Starts each video's clock with one request of our own, many at once (not counted)."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.local = threading.local()
-        self.sessions: list[requests.Session] = []
-        self.pool = ThreadPoolExecutor(SUBMIT_CHUNK, thread_name_prefix="submit")
-
-    def _get(self, video_id: str) -> None:
-        session = getattr(self.local, "session", None)
-        if session is None:
-            session = self.local.session = requests.Session()
-            session.headers["Authorization"] = f"Bearer {common.TOKEN}"
-            self.sessions.append(session)
-        session.get(video_url(self.base_url, video_id), timeout=10)
-
-    def submit(self, video_ids: list[str]) -> None:
-        list(self.pool.map(self._get, video_ids))
-
-    def close(self) -> None:
-        self.pool.shutdown()
-        for session in self.sessions:
-            session.close()
 
 
 def _pending(engine: Engine) -> set[str]:
@@ -453,13 +487,36 @@ def _collect(observed: Observed, engine: Engine, sim: Simulator) -> None:
             )
         ).mappings():
             observed.rows[row["video_id"]] = dict(row)
-    calls: dict[str, list[float]] = defaultdict(list)
+    observed.submitted = {
+        video_id: at + offset_mono_to_epoch for video_id, at in observed.submitted.items()
+    }
+    # When each video stopped needing answers (epoch; inf while pending), by account.
+    spans: defaultdict[str, list[tuple[str, float, float]]] = defaultdict(list)
+    for video_id, row in observed.rows.items():
+        ended = math.inf
+        if row["state"] != "pending":
+            ended = float(row["done"] if row["done"] is not None else row["updated"])
+        account = listing.account_of(video_id) or ""
+        spans[account.casefold()].append((video_id, float(row["enqueued"]), ended))
+    calls: defaultdict[str, list[tuple[float, float]]] = defaultdict(list)
+    kinds: Counter[str] = Counter()
     for entry in sim.requests:
-        if entry.video_id is not None:
-            calls[entry.video_id].append(entry.started + offset_mono_to_epoch)
-    # The first request of every id is the benchmark's own (the submission), not the tracker's.
-    observed.requests = {video_id: sorted(times)[1:] for video_id, times in calls.items()}
-    observed.submitted = {video_id: min(times) for video_id, times in calls.items()}
+        at = entry.started + offset_mono_to_epoch
+        if entry.kind == "video" and entry.video_id is not None:
+            calls[entry.video_id].append((at, 1.0))
+        elif entry.kind == "list":
+            pending = [
+                v for v, start, end in spans[(entry.email or "").casefold()] if start <= at < end
+            ]
+            for video_id in pending:
+                calls[video_id].append((at, 1.0 / len(pending)))
+            observed.unattributed += not pending
+        else:
+            continue
+        kinds[entry.kind] += 1
+        observed.all_calls.append(at)
+    observed.requests = {video_id: sorted(times) for video_id, times in calls.items()}
+    observed.by_kind = dict(kinds)
     for video_id in observed.rows:
         at = sim.completed_at(video_id)
         if at is not None:
@@ -473,7 +530,7 @@ def _collect(observed: Observed, engine: Engine, sim: Simulator) -> None:
 class Sample:
     completion: float  # real s after enqueue
     latency: float  # real s
-    calls: int
+    calls: float  # requests that served it (list pages shared, see Observed.requests)
     baseline_calls: int
     baseline_latency: float
 
@@ -483,11 +540,12 @@ def _report(args: argparse.Namespace, real: Settings, videos: list[Video], o: Ob
     finished: list[Sample] = []
     problems: list[str] = []
     never_calls: list[float] = []
-    never_observed: list[int] = []
+    never_observed: list[float] = []
     extrapolated = 0
     baseline_times: list[float] = []  # wall epoch of every poll fixed 15 s polling would send
     tick = BASELINE_INTERVAL / speed
     never_base = math.floor(real.give_up_after / BASELINE_INTERVAL + 1e-9)
+    jittered = not o.list_enabled  # single-video polls are jittered, list reads on a grid
     for video in videos:
         row = o.rows.get(video.video_id)
         calls = o.requests.get(video.video_id, [])
@@ -497,10 +555,10 @@ def _report(args: argparse.Namespace, real: Settings, videos: list[Video], o: Ob
         enqueued = float(row["enqueued"])
         if video.kind == "never":
             baseline_times.extend(enqueued + k * tick for k in range(1, never_base + 1))
-            never_observed.append(len(calls))
-            total = len(calls)
+            never_observed.append(_share(calls))
+            total = _share(calls)
             if row["state"] == "pending":
-                total += _remaining_calls(row, calls, real, speed)
+                total += _remaining_calls(row, calls, real, speed, jittered)
                 extrapolated += 1
             elif not str(row["abandon_reason"] or "").startswith("expired"):
                 problems.append(f"{video.video_id}: {row['state']} {row['abandon_reason']}")
@@ -519,7 +577,7 @@ def _report(args: argparse.Namespace, real: Settings, videos: list[Video], o: Ob
             Sample(
                 completion=completion,
                 latency=(float(row["done"]) - o.completion[video.video_id]) * speed,
-                calls=len(calls),
+                calls=_share(calls),
                 baseline_calls=count,
                 baseline_latency=baseline_latency(completion),
             )
@@ -533,12 +591,22 @@ def _report(args: argparse.Namespace, real: Settings, videos: list[Video], o: Ob
     if o.stopped_early:
         print(
             f"  stopped once only never-finishing videos were pending: their calls up to the "
-            f"{real.give_up_after:g}s give-up are extrapolated from each one's latest poll gaps "
-            f"({extrapolated} videos)"
+            f"{real.give_up_after:g}s give-up are extrapolated: a look at the backoff cap "
+            f"(the slow interval after {real.slow_after:g}s), charged the share of a request "
+            f"its latest looks were ({extrapolated} videos)"
         )
-    all_calls = [t for times in o.requests.values() for t in times]
+    all_calls = o.all_calls
     if all_calls:
         _rate_report(all_calls, baseline_times, real.rate_limit, speed)
+        print(
+            f"  of which single-video requests {o.by_kind.get('video', 0)}, list pages "
+            f"{o.by_kind.get('list', 0)}"
+            + (
+                f" ({o.unattributed} read when none of the account's videos was pending)"
+                if o.unattributed
+                else ""
+            )
+        )
     if o.cpu is not None:
         polls = max(1, len(all_calls))
         cpu = o.cpu
@@ -676,17 +744,35 @@ def _report(args: argparse.Namespace, real: Settings, videos: list[Video], o: Ob
     )
 
 
-def _remaining_calls(row: dict[str, Any], calls: list[float], real: Settings, speed: float) -> int:
-    """Polls a never-finishing video would still get until its give-up, from its recent gaps."""
-    deadline = float(row["enqueued"]) + real.give_up_after / speed
-    gaps = [b - a for a, b in zip(calls[-4:], calls[-3:], strict=False)]
-    if not gaps:
-        # no history to go by: assume the backoff cap minus half the jitter
-        gap = real.poll_interval_max * (1 - real.poll_jitter / 2) / speed
-    else:
-        gap = sum(gaps) / len(gaps)
-    last = calls[-1] if calls else float(row["enqueued"])
-    return max(0, math.ceil((deadline - last) / max(gap, 1e-6)))
+def _share(calls: list[tuple[float, float]]) -> float:
+    return sum(share for _, share in calls)
+
+
+def _remaining_calls(
+    row: dict[str, Any],
+    calls: list[tuple[float, float]],
+    real: Settings,
+    speed: float,
+    jittered: bool,
+) -> float:
+    """Requests a never-finishing video would still cost until its give-up.
+
+    Past every completion time seen, both schedules look at the cap: TRACKER_POLL_INTERVAL_MAX
+    until TRACKER_SLOW_AFTER, TRACKER_SLOW_INTERVAL after (less half the jitter where it
+    applies); each look is charged the share of a request its latest ones were.
+    """
+    enqueued = float(row["enqueued"])
+    deadline = enqueued + real.give_up_after / speed
+    slow_from = enqueued + real.slow_after / speed
+    recent = calls[-4:]
+    share = sum(w for _, w in recent) / len(recent) if recent else 1.0
+    shrink = 1 - real.poll_jitter / 2 if jittered else 1.0
+    young_gap = real.poll_interval_max * shrink / speed
+    old_gap = max(real.poll_interval_max, real.slow_interval) * shrink / speed
+    last = calls[-1][0] if calls else enqueued
+    looks = max(0.0, min(deadline, slow_from) - last) / young_gap
+    looks += max(0.0, deadline - max(last, slow_from)) / old_gap
+    return math.floor(looks) * share
 
 
 def _rate_report(calls: list[float], baseline: list[float], limit: float, speed: float) -> None:

@@ -441,11 +441,12 @@ _VIEW_COLUMNS = (
     Video.record_sha,
     Video.started_at,
     Video.list_missed_at,
+    Video.last_polled_at,
 )
 
 
 def _row_view(r: Sequence[Any]) -> RowView:
-    return RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9])
+    return RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10])
 
 
 def owned_rows(

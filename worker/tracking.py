@@ -86,6 +86,7 @@ class RowView:
     record_sha: str | None = None
     started_at: datetime | None = None
     list_missed_at: datetime | None = None
+    last_polled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -349,6 +350,15 @@ def first_poll_at(
     return due
 
 
+def started_since(row: RowView) -> datetime:
+    """When a video first seen GENERATING now may have started: right after the look before.
+
+    The earliest moment it can have, so the schedule errs towards looking early; the learned
+    generation times are measured from the same point, which keeps both consistent.
+    """
+    return row.last_polled_at or row.enqueued_at
+
+
 def progress_of(
     row: RowView, now: datetime, status_code: int | None, entry: dict[str, Any] | None
 ) -> schedule.Progress:
@@ -356,7 +366,7 @@ def progress_of(
     stage = schedule.stage_of(status_code)
     started = row.started_at
     if stage is schedule.Stage.GENERATING and started is None:
-        started = now
+        started = started_since(row)
     return schedule.Progress(
         age=(now - row.enqueued_at).total_seconds(),
         stage=stage,
@@ -528,7 +538,7 @@ def decide(
             State.ABANDONED, _finished(State.ABANDONED, now, polled), tuple(events), anomaly=anomaly
         )
     if row.started_at is None and schedule.stage_of(status_code) is schedule.Stage.GENERATING:
-        polled["started_at"] = now
+        polled["started_at"] = started_since(row)
     polled["next_poll_at"] = next_poll(
         row,
         now,

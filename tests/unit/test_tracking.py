@@ -1023,9 +1023,13 @@ def test_the_same_listed_status_again_costs_no_event_and_no_status_write() -> No
     assert "status_code" not in decision.changes and "started_at" not in decision.changes
 
 
-def test_the_first_sight_of_generating_is_remembered_as_the_start() -> None:
-    assert run(Listed(generating())).changes["started_at"] == NOW
-    assert run(Record(generating())).changes["started_at"] == NOW
+def test_the_first_sight_of_generating_dates_the_start_right_after_the_look_before() -> None:
+    looked = NOW - timedelta(seconds=20)
+    assert run(Listed(generating()), last_polled_at=looked).changes["started_at"] == looked
+    assert run(Record(generating()), last_polled_at=looked).changes["started_at"] == looked
+    never_looked = row()
+    first = decide(never_looked, Listed(generating()), NOW, POLICY, random.Random(1))
+    assert first.changes["started_at"] == never_looked.enqueued_at
     assert "started_at" not in run(NotYet()).changes
     queued = generating(video_status=5, video_status_name="QUEUED", video_status_final=True)
     assert "started_at" not in run(Listed(queued)).changes

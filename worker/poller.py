@@ -14,6 +14,7 @@ import math
 import random
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -168,13 +169,16 @@ class KnowledgeCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._read: dict[int, tuple[float, schedule.Knowledge]] = {}
+        # weak keys: a runtime's entry goes with it, and a new one never inherits a stale entry
+        self._read: weakref.WeakKeyDictionary[Runtime, tuple[float, schedule.Knowledge]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def get(self, rt: Runtime) -> schedule.Knowledge | None:
         if rt.policy.schedule != "adaptive":
             return None
         ttl = self.REFRESH_DISPATCHES * rt.settings.dispatch_interval
-        key, now = id(rt), time.monotonic()
+        key, now = rt, time.monotonic()
         with self._lock:
             cached = self._read.get(key)
         if cached is not None and now - cached[0] < ttl:

@@ -371,7 +371,11 @@ def claim_due(
     if not unplaced:
         return Claim(token, now, [], spacing=plan.spacing)
     requests = _place(sorted(unplaced, key=lambda r: (r[2], r[0])), plan)
-    control.next_slot_at = requests[-1].slot + timedelta(seconds=plan.spacing)
+    # The capacity taken is counted from the first free slot, not from the latest request: a
+    # request due late in the interval is fired at its time, and a request learned meanwhile
+    # (a next page, a record to fetch) must not wait behind it. Two requests may then meet,
+    # one booked late and one handed out since; never more, and never more per interval.
+    control.next_slot_at = plan.slot(len(requests))
     if control.auth_failing:
         # One probe in flight at a time: no further probe until this one answers (which
         # clears or renews the pause) or its lease runs out.

@@ -359,3 +359,85 @@ def test_once_the_auth_pause_is_over_a_failing_token_is_probed_with_exactly_one_
 
     assert len(got.slots) == 1 and got.reason is None
     assert scalar(pg, "SELECT count(*) FROM videos WHERE claim_token IS NOT NULL") == 1
+
+
+# --- rows due later in the interval, and slots handed out meanwhile ---------------------------------
+
+
+def test_a_row_due_within_the_horizon_is_claimed_now_and_fired_at_its_due_time(
+    pg: sessionmaker[Session],
+) -> None:
+    enqueue(pg, [vid(1), vid(2)])
+    sql(
+        pg,
+        "UPDATE videos SET next_poll_at = now() + interval '3 seconds' WHERE video_id = :v",
+        v=vid(2),
+    )
+    sql(
+        pg,
+        "UPDATE videos SET next_poll_at = now() + interval '30 seconds' WHERE video_id = :v",
+        v=vid(1),
+    )
+
+    got = claim(pg, rate=5.0, horizon=5.0)
+
+    assert ids_of(got) == [vid(2)]
+    (slot,) = [at for _, at in got.slots]
+    due = got.now + timedelta(seconds=3)
+    assert abs((slot - due).total_seconds()) < 0.05  # not before it is due, nor a tick later
+
+
+def test_a_request_booked_late_in_the_interval_does_not_hold_back_slots_handed_out_meanwhile(
+    pg: sessionmaker[Session],
+) -> None:
+    enqueue(pg, [vid(1)])
+    sql(pg, "UPDATE videos SET next_poll_at = now() + interval '4 seconds'")
+    got = claim(pg, rate=5.0, horizon=5.0)
+    assert len(got.slots) == 1
+    with pg.begin() as session:
+        now, extra = store.reserve_slots(session, 2, 5.0, DUE_NOW)
+    # the next page or record fetch of another batch goes out now, not after the late one
+    assert len(extra) == 2 and extra[0] - now < timedelta(seconds=0.5)
+    assert extra[1] - extra[0] == SPACING_5_PER_S
+
+
+def test_extra_slots_follow_the_global_schedule_and_none_are_given_while_throttled(
+    pg: sessionmaker[Session],
+) -> None:
+    enqueue(pg, [vid(n) for n in range(10)])
+    first = claim(pg, rate=5.0, horizon=1.0)
+    with pg.begin() as session:
+        _, extra = store.reserve_slots(session, 3, 5.0, DUE_NOW)
+    booked = [at for _, at in first.slots]
+    assert_evenly_spaced(booked + extra, SPACING_5_PER_S)
+    sql(pg, "UPDATE tracker_control SET throttled_until = now() + interval '1 minute'")
+    with pg.begin() as session:
+        assert store.reserve_slots(session, 3, 5.0, DUE_NOW)[1] == []
+
+
+def test_with_the_list_on_the_ids_of_one_account_share_one_request(
+    pg: sessionmaker[Session],
+) -> None:
+    other = "user:1-pixverse:other@example.com-video:1"
+    image = "user:1-pixverse:me@example.com-image:9"
+    enqueue(pg, [vid(1), vid(2), vid(3), other, image])
+    listing = Policy(first_poll_delay=0.0, list_interval=1.0)
+
+    got = claim(pg, rate=5.0, horizon=0.6, policy=listing)  # 3 slots
+
+    requests = sorted((r.account or "", sorted(r.ids)) for r in got.requests)
+    assert requests == [
+        ("", [image]),
+        ("me@example.com", sorted([vid(1), vid(2), vid(3)])),
+        ("other@example.com", [other]),
+    ]
+    assert_evenly_spaced([r.slot for r in got.requests], SPACING_5_PER_S)
+
+
+def test_slots_a_shared_request_leaves_over_claim_more_rows(pg: sessionmaker[Session]) -> None:
+    enqueue(pg, [vid(n) for n in range(40)])
+    listing = Policy(first_poll_delay=0.0, list_interval=1.0)
+    got = claim(pg, rate=5.0, horizon=1.0, policy=listing)  # 5 slots, one account
+    assert len(got.requests) == 1
+    # four rounds: 5, then 4 more, 4, 4 (each round asks for the slots still free)
+    assert len(got.slots) == 17

@@ -92,7 +92,15 @@ class Video(Base):
             postgresql_where=text("state = 'pending'"),
             sqlite_where=text("state = 'pending'"),
         ),
-        Index("ix_videos_done_at", "done_at", "video_id"),
+        # Finished rows only: an update of a pending row then writes no entry here
+        # (migrations/versions/0007_cheap_row_updates.py).
+        Index(
+            "ix_videos_done_at",
+            "done_at",
+            "video_id",
+            postgresql_where=text("done_at IS NOT NULL"),
+            sqlite_where=text("done_at IS NOT NULL"),
+        ),
     )
 
     def __repr__(self) -> str:

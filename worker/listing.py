@@ -7,7 +7,7 @@ that account on its pages. Pure functions; ``poller.py`` does the requests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -103,6 +103,20 @@ def read_entry(entry: dict[str, Any]) -> Finding:
         if code == tracking.COMPLETED or code in tracking.TERMINAL_FAILURES:
             return Finding.FETCH
     return Finding.IN_PROGRESS
+
+
+def entries_of(account: str, entries: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The entries of a page that belong to ``account``, by video id (the first one of a repeat).
+
+    A page that names another account's video is not believed: storing that entry as the other
+    video's record would be silent corruption, as a single-video answer for another id would.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        video_id = entry.get("video_id")
+        if isinstance(video_id, str) and account_of(video_id) == account:
+            found.setdefault(video_id, entry)
+    return found
 
 
 def group_key(

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -315,9 +316,7 @@ class _BatchRun:
 
     def _read_page(self, job: _List, page: Page, sent_at: datetime) -> None:
         s = self.rt.settings
-        entries: dict[str, dict[str, object]] = {}
-        for entry in page.entries:
-            entries.setdefault(str(entry["video_id"]), entry)
+        entries = listing.entries_of(job.account, page.entries)
         answers: list[tuple[str, Outcome, bool | None]] = []
         follow: list[_Job] = []
         missing: list[str] = []
@@ -358,7 +357,7 @@ class _BatchRun:
     @staticmethod
     def _read_entry(
         video_id: str,
-        entry: dict[str, object],
+        entry: dict[str, Any],
         page: Page,
         answers: list[tuple[str, Outcome, bool | None]],
         follow: list[_Job],

@@ -108,3 +108,14 @@ def test_the_full_record_keys_are_the_documented_model_less_its_optional_fields(
     assert "lip_sync" not in listing.FULL_RECORD_KEYS
     assert {"video_id", "url", "video_status_final"} <= listing.FULL_RECORD_KEYS
     assert set(_EXAMPLE_RECORD) >= listing.FULL_RECORD_KEYS
+
+
+def test_a_page_is_believed_only_about_its_own_account() -> None:
+    other = "user:1-pixverse:someone@else.com-video:7"
+    first, repeat = full(prompt="first"), full(prompt="repeat")
+    entries = [first, {"video_id": other, "video_status": 1}, repeat, {"video_id": 42}, {}]
+    found = listing.entries_of("Team+a@Example.com", entries)
+    assert list(found) == [VIDEO]
+    assert found[VIDEO]["prompt"] == "first"
+    # the account is compared as written: another spelling is another account's list
+    assert listing.entries_of("team+a@example.com", entries) == {}

@@ -2,25 +2,42 @@
 
 Against a throwaway Postgres database, Redis queues of its own and the in-process simulator:
 
-1. enqueues ``--ids`` ids through the real CLI (``pixverse-tracker enqueue -``, fed on stdin
-   from a generator) and reports its wall time, ids/s and peak RSS (``wait4`` rusage);
+1. enqueues ``--ids`` ids, spread over ``--accounts`` PixVerse accounts
+   (``user:1-pixverse:acct{n % accounts}@example.com-video:{n}``), through the real CLI
+   (``pixverse-tracker enqueue -``, fed on stdin from a generator) and reports its wall time,
+   ids/s and peak RSS (``wait4`` rusage);
 2. times the dispatch claim (``store.claim_due`` in its own transaction, rolled back so every
    call sees the same full table and an idle limiter) with the default rate budget and a large
-   one, before and after ``ANALYZE videos``, and prints ``EXPLAIN (ANALYZE, BUFFERS)`` of the
-   exact claim statement and of the ``owned_rows`` query for one batch (both captured from the
-   store's own calls with a ``before_cursor_execute`` listener);
-3. unless ``--no-drain``: drains every id (scenario ``completed_0``: COMPLETED at the first
-   poll) with one real ``worker`` and one ``beat``, sampling their RSS every few seconds, then
-   checks in SQL that nothing is pending and that every id has exactly one 'done' event.
+   one, before and after ``ANALYZE videos``, each with the runtime's policy (list endpoint on:
+   an account's ids share one request, leftover slots claim more rows in up to
+   ``store.CLAIM_ROUNDS`` rounds of two statements) and with the list off (one id per request,
+   one round), reporting the ids, requests and rounds of each claim; then prints
+   ``EXPLAIN (ANALYZE, BUFFERS)`` of both claim statements (the locking ``SELECT ... FOR UPDATE
+   SKIP LOCKED`` and the ``UPDATE`` of the ids it returned) and of the ``owned_rows`` query for
+   one batch, all captured from the store's own calls with a ``before_cursor_execute`` listener;
+3. unless ``--no-drain``: drains the first ``--drain-ids`` ids (default: all) with one real
+   ``worker`` and one ``beat`` at the default settings (list endpoint on), sampling their RSS
+   every few seconds, until they are all done or ``--drain-seconds`` have passed; reports ids
+   drained per second and upstream requests per second and per id (list pages and single-video
+   requests apart); then checks in SQL that every done id has exactly one 'done' event (and,
+   after a full drain, that none of the drained ids is pending). The simulator finishes every
+   id at its first sight (``default_delay=0``: these ids carry no scenario tag) and the drained
+   ids are ``create()``d in it beforehand, so the account lists show them. Ids beyond
+   ``--drain-ids`` stay pending but are made due a year later (one ``UPDATE``, then
+   ``VACUUM (ANALYZE) videos``), so the table keeps its size while only the drained ids are
+   polled.
 
-Run: ``.venv/bin/python -m bench.scale --ids 100000`` (``--ids 1000000 --no-drain`` for the
-full issue-4 size). Prints figures; never asserts on a time.
+Run: ``.venv/bin/python -m bench.scale --ids 100000`` (``--ids 1000000 --drain-ids 100000
+--drain-seconds 600`` for issue 4's size with a bounded drain). Prints figures; never asserts
+on a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -37,9 +54,11 @@ from bench import common
 from worker import db, store
 from worker.runtime import Runtime
 from worker.settings import load
-from worker.simulator import Simulator, make_id
+from worker.simulator import Simulator
+from worker.tracking import Policy
 
-SCENARIO = "completed_0"
+# Ids beyond --drain-ids are made due this much later, so the drain never claims them.
+PARKED = "365 days"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,12 +66,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m bench.scale",
         description=(
             "Benchmark 3 of issue 4 and issue 3 item 7: enqueue many ids through the CLI, time "
-            "the dispatch claim at that size with its EXPLAIN plan, and drain them with one "
+            "the dispatch claim at that size with its EXPLAIN plans, and drain them with one "
             "worker and one beat while sampling their memory. Prints figures; never fails on a "
             "time."
         ),
     )
     parser.add_argument("--ids", type=int, default=100_000, help="ids to enqueue (default 100000)")
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        default=1000,
+        help="PixVerse accounts the ids are spread over, id n in account n %% N (default 1000)",
+    )
     parser.add_argument(
         "--no-drain", action="store_true", help="skip the drain (enqueue, claim timing, EXPLAIN)"
     )
@@ -64,6 +89,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=400.0,
         help="TRACKER_RATE_LIMIT while draining (default 400)",
+    )
+    parser.add_argument(
+        "--drain-ids",
+        type=int,
+        default=None,
+        help="drain only the first N ids; the others stay pending, not due (default: all)",
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=None,
+        help="stop the drain after this many seconds and report what was drained "
+        "(default: until every drained id is done)",
     )
     parser.add_argument(
         "--sample-every", type=float, default=5.0, help="RSS sampling period, s (default 5)"
@@ -80,18 +118,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.ids < 1 or args.repeat < 1 or args.rate_limit <= 0 or args.sample_every <= 0:
         parser.error("--ids, --repeat, --rate-limit and --sample-every must be positive")
+    if args.accounts < 1:
+        parser.error("--accounts must be positive")
+    if args.drain_ids is not None and not 1 <= args.drain_ids <= args.ids:
+        parser.error("--drain-ids must be between 1 and --ids")
+    if args.drain_seconds is not None and args.drain_seconds <= 0:
+        parser.error("--drain-seconds must be positive")
     return args
 
 
-def ids(count: int) -> Iterator[str]:
+def make_scale_id(n: int, accounts: int) -> str:
+    """Id ``n`` of account ``n % accounts``; no scenario tag, so the simulator finishes it
+    after its default delay (0 here: at the first sight)."""
+    return f"user:1-pixverse:acct{n % accounts}@example.com-video:{n}"
+
+
+def ids(count: int, accounts: int) -> Iterator[str]:
     for n in range(1, count + 1):
-        yield make_id(SCENARIO, n, user=1 + n % 10)
+        yield make_scale_id(n, accounts)
+
+
+# --- the simulator ------------------------------------------------------------------------------
+
+
+def make_simulator() -> Simulator:
+    """The simulator for this benchmark: every id COMPLETED at its first sight."""
+    return Simulator(token=common.TOKEN, default_delay=0)
 
 
 # --- 1. enqueue through the CLI ----------------------------------------------------------------
 
 
-def enqueue_with_cli(env: dict[str, str], count: int) -> tuple[float, float, str]:
+def enqueue_with_cli(env: dict[str, str], count: int, accounts: int) -> tuple[float, float, str]:
     """Feed ``count`` ids to ``pixverse-tracker enqueue -``: (seconds, peak RSS MiB, its output)."""
     with tempfile.TemporaryFile() as out:
         started = time.monotonic()
@@ -105,7 +163,7 @@ def enqueue_with_cli(env: dict[str, str], count: int) -> tuple[float, float, str
         )
         assert process.stdin is not None
         buffer: list[str] = []
-        for video_id in ids(count):
+        for video_id in ids(count, accounts):
             buffer.append(video_id)
             if len(buffer) == 10_000:
                 process.stdin.write(("\n".join(buffer) + "\n").encode())
@@ -126,6 +184,11 @@ def enqueue_with_cli(env: dict[str, str], count: int) -> tuple[float, float, str
 
 # --- 2. the claim -----------------------------------------------------------------------------
 
+# The two statements of one claim round (store._claim_rows), and owned_rows.
+LOCK = ("FROM videos", "FOR UPDATE SKIP LOCKED", "ORDER BY videos.next_poll_at")
+CLAIM_UPDATE = ("UPDATE videos SET", "claim_token=", "ANY")
+OWNED = ("SELECT videos.video_id", "videos.claim_token = ", "videos.claimed_until >")
+
 
 class Capture:
     """Statements (and parameters) an engine sends while ``active``, for EXPLAIN."""
@@ -139,17 +202,30 @@ class Capture:
         if self.active:
             self.seen.append((statement, params))
 
+    def find_all(self, *needles: str) -> list[tuple[str, Any]]:
+        return [(s, p) for s, p in self.seen if all(n in s for n in needles)]
+
     def find(self, *needles: str) -> tuple[str, Any]:
-        for statement, params in self.seen:
-            if all(n in statement for n in needles):
-                return statement, params
-        raise RuntimeError(f"no captured statement contains {needles!r}")
+        found = self.find_all(*needles)
+        if not found:
+            raise RuntimeError(f"no captured statement contains {needles!r}")
+        return found[0]
 
 
-def claim_once(rt: Runtime, rate: float) -> tuple[float, int]:
-    """One claim_due in its own transaction, rolled back: (milliseconds, ids claimed)."""
+@dataclasses.dataclass(frozen=True)
+class ClaimRun:
+    ms: float
+    ids: int
+    requests: int
+    rounds: int  # claim rounds: one locking SELECT (and one UPDATE) each
+
+
+def claim_once(rt: Runtime, capture: Capture, rate: float, policy: Policy) -> ClaimRun:
+    """One claim_due in its own transaction, rolled back."""
     s = rt.settings
     with rt.sessions() as session:
+        capture.seen.clear()
+        capture.active = True
         started = time.perf_counter()
         with session.begin():
             claim = store.claim_due(
@@ -157,39 +233,66 @@ def claim_once(rt: Runtime, rate: float) -> tuple[float, int]:
                 rate_limit=rate,
                 horizon=s.dispatch_interval,
                 lease=s.lease,
-                policy=rt.policy,
+                policy=policy,
             )
             elapsed = time.perf_counter() - started
+            capture.active = False
             session.rollback()
-    return 1000 * elapsed, len(claim.slots)
+    rounds = len(capture.find_all(*LOCK))
+    capture.seen.clear()
+    return ClaimRun(1000 * elapsed, len(claim.slots), len(claim.requests), rounds)
 
 
-def time_claims(rt: Runtime, repeat: int, label: str) -> list[list[str]]:
+def policies(rt: Runtime) -> list[tuple[str, Policy]]:
+    """The runtime's policy and the same with the list endpoint off."""
+    default = rt.policy
+    off = dataclasses.replace(default, list_interval=None)
+    if default.list_interval is None:
+        return [("list off (as set)", default)]
+    return [("list on (default)", default), ("list off", off)]
+
+
+def time_claims(rt: Runtime, capture: Capture, repeat: int, label: str) -> list[list[str]]:
     rows = []
     for rate in (rt.settings.rate_limit, 500.0):
-        times = []
-        claimed = 0
-        for _ in range(repeat):
-            ms, claimed = claim_once(rt, rate)
-            times.append(ms)
-        rows.append(
-            [
-                f"{label}, rate {rate:g}/s x {rt.settings.dispatch_interval:g}s",
-                str(claimed),
-                f"{statistics.median(times):.1f}",
-                f"{common.percentile(times, 95):.1f}",
-                f"{max(times):.1f}",
-            ]
-        )
+        for name, policy in policies(rt):
+            runs = [claim_once(rt, capture, rate, policy) for _ in range(repeat)]
+            times = [r.ms for r in runs]
+            last = runs[-1]
+            rows.append(
+                [
+                    f"{label}, rate {rate:g}/s x {rt.settings.dispatch_interval:g}s",
+                    name,
+                    str(last.ids),
+                    str(last.requests),
+                    str(last.rounds),
+                    f"{statistics.median(times):.1f}",
+                    f"{common.percentile(times, 95):.1f}",
+                    f"{max(times):.1f}",
+                ]
+            )
     return rows
 
 
-def explain(rt: Runtime, capture: Capture, rate: float) -> tuple[list[str], list[str], int]:
-    """EXPLAIN (ANALYZE, BUFFERS) of the claim's UPDATE and of owned_rows for one batch.
+@dataclasses.dataclass
+class Plans:
+    lock: list[str]
+    update: list[str]
+    owned: list[str]
+    batch: int
+    claimed: int
+    requests: int
+    rounds: int
 
-    Both statements are captured from the store's own calls. owned_rows is explained in the
-    claim's transaction (so the rows carry the token); the claim in a fresh transaction with the
-    captured parameters, so it sees the same table the timed claims saw. Both rolled back.
+
+def explain(rt: Runtime, capture: Capture, rate: float) -> Plans:
+    """EXPLAIN (ANALYZE, BUFFERS) of the claim's two statements and of owned_rows for one batch.
+
+    The statements are captured from the store's own calls (the claim with the runtime's
+    policy). owned_rows is explained in the claim's transaction (so the rows carry the token);
+    the claim's first round in a fresh transaction with the captured parameters, so it sees the
+    same table the timed claims saw: the locking SELECT first, then the UPDATE of the ids it
+    returned, as claim_due runs them. Both transactions are rolled back.
     """
     s = rt.settings
     with rt.sessions() as session, session.begin():
@@ -204,14 +307,20 @@ def explain(rt: Runtime, capture: Capture, rate: float) -> tuple[list[str], list
         capture.active = False
         owned_plan = _explain(session, *capture.find(*OWNED))
         session.rollback()
+    rounds = len(capture.find_all(*LOCK))
     with rt.sessions() as session, session.begin():
-        claim_plan = _explain(session, *capture.find(*CLAIM))
+        lock_plan = _explain(session, *capture.find(*LOCK))
+        update_plan = _explain(session, *capture.find(*CLAIM_UPDATE))
         session.rollback()
-    return claim_plan, owned_plan, len(batch)
-
-
-CLAIM = ("UPDATE videos", "FOR UPDATE SKIP LOCKED")
-OWNED = ("SELECT videos.video_id", "videos.claim_token = ")
+    return Plans(
+        lock_plan,
+        update_plan,
+        owned_plan,
+        len(batch),
+        len(claim.slots),
+        len(claim.requests),
+        rounds,
+    )
 
 
 def _explain(session: Any, sql: str, params: Any) -> list[str]:
@@ -223,7 +332,15 @@ def _explain(session: Any, sql: str, params: Any) -> list[str]:
         cursor.close()
 
 
+def _brief_value(value: Any) -> Any:
+    if isinstance(value, list | tuple) and len(value) > 3:
+        return f"[{', '.join(repr(v) for v in value[:2])}, ... {len(value)} values]"
+    return value
+
+
 def show_sql(sql: str, params: Any) -> str:
+    if isinstance(params, dict):
+        params = {k: _brief_value(v) for k, v in params.items()}
     return " ".join(sql.split()) + f"  -- params: {params!r}"
 
 
@@ -242,12 +359,22 @@ def stats_line(engine: Engine) -> str:
     )
 
 
-def print_plan(title: str, lines: list[str]) -> None:
+# An array literal of ids in a plan line ('{id,id,...}'::text[]): shown by its first id and count.
+_ID_ARRAY = re.compile(r"'\{([^,}]*),([^}]*)\}'::text\[\]")
+
+
+def _short_arrays(line: str) -> str:
+    return _ID_ARRAY.sub(
+        lambda m: f"'{{{m.group(1)},... {m.group(2).count(',') + 2} ids}}'::text[]", line
+    )
+
+
+def print_plan(title: str, lines: list[str], index: str) -> None:
     print(f"  {title}")
     for line in lines:
-        print(f"    {line}")
-    used = any("ix_videos_due" in line for line in lines)
-    print(f"    -> partial index ix_videos_due used: {'yes' if used else 'NO'}")
+        print(f"    {_short_arrays(line)}")
+    used = any(index in line for line in lines)
+    print(f"    -> index {index} used: {'yes' if used else 'NO'}")
 
 
 # --- 3. the drain -------------------------------------------------------------------------------
@@ -269,6 +396,51 @@ def counts(engine: Engine) -> dict[str, int]:
     return {str(state): int(n) for state, n in rows}
 
 
+# Pending ids that are not parked: the drained ids still to do. Read from the partial due
+# index (pending rows only), not by a scan of the whole table every second.
+_PENDING_DRAINED = text(
+    "SELECT count(*) FROM videos WHERE state = 'pending' "
+    "AND next_poll_at < now() + CAST(:parked AS interval) / 2"
+)
+
+
+def pending_drained(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(_PENDING_DRAINED, {"parked": PARKED}).scalar_one())
+
+
+def park_the_rest(engine: Engine, drained: int) -> tuple[int, float, float]:
+    """Make ids numbered above ``drained`` due a year later; then VACUUM (ANALYZE) the table,
+    so autovacuum does not clean up after this UPDATE during the drain.
+    Returns (rows parked, seconds for the UPDATE, seconds for the VACUUM)."""
+    started = time.monotonic()
+    with engine.begin() as conn:
+        parked = conn.execute(
+            text(
+                "UPDATE videos SET next_poll_at = next_poll_at + CAST(:parked AS interval) "
+                "WHERE state = 'pending' "
+                "AND CAST(substring(video_id FROM '-video:([0-9]+)$') AS bigint) > :drained"
+            ),
+            {"parked": PARKED, "drained": drained},
+        ).rowcount
+    updated = time.monotonic()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM (ANALYZE) videos"))
+    return parked, updated - started, time.monotonic() - updated
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} MiB"
+
+
+@dataclasses.dataclass
+class Sample:
+    t: float
+    worker_mib: float | None
+    beat_mib: float | None
+    pending: int  # drained ids still pending
+
+
 def drain(args: argparse.Namespace, env: dict[str, str], engine: Engine, sim: Simulator) -> None:
     drain_env = dict(
         env,
@@ -278,13 +450,37 @@ def drain(args: argparse.Namespace, env: dict[str, str], engine: Engine, sim: Si
         TRACKER_METRICS_PORT="0",
         TRACKER_BEAT_METRICS_PORT="0",
     )
+    total = args.drain_ids or args.ids
+    settings = load(drain_env)
     print()
     print(
-        f"3. drain: one worker + one beat, TRACKER_RATE_LIMIT={args.rate_limit:g}, batch 100, "
-        f"poll concurrency 16, first poll delay 0, scenario {SCENARIO}"
+        f"3. drain {total} of the {args.ids} ids ({args.accounts} accounts): one worker + one "
+        f"beat, TRACKER_RATE_LIMIT={args.rate_limit:g}, batch 100, poll concurrency 16, first "
+        f"poll delay 0, otherwise the default settings: list endpoint "
+        f"{'on' if settings.list_enabled else 'off'} (pages of {settings.list_page_size}, up to "
+        f"{settings.list_max_pages}, every {settings.list_interval:g}s per account); every id "
+        "COMPLETED at its first sight"
     )
+    if args.drain_seconds is not None:
+        print(f"  stops after {args.drain_seconds:g}s (--drain-seconds) if not done by then")
+    if total < args.ids:
+        parked, update_s, vacuum_s = park_the_rest(engine, total)
+        print(
+            f"  parked the other {parked} ids (pending, due {PARKED} later): UPDATE "
+            f"{update_s:.1f}s, VACUUM (ANALYZE) videos {vacuum_s:.1f}s"
+        )
+    started = time.monotonic()
+    sim.create_many(ids(total, args.accounts))
+    print(
+        f"  created the {total} drained ids in the simulator ({time.monotonic() - started:.1f}s), "
+        "so their accounts' lists show them"
+    )
+    to_do = pending_drained(engine)
+    if to_do != total:
+        print(f"  note: {to_do} of the {total} drained ids are pending before the drain")
     processes = common.Processes(drain_env, keep_logs=args.keep_logs)
-    samples: list[tuple[float, float | None, float | None, int]] = []
+    samples: list[Sample] = []
+    outcome = "done"
     try:
         started = time.monotonic()
         beat = processes.start("beat")
@@ -297,60 +493,107 @@ def drain(args: argparse.Namespace, env: dict[str, str], engine: Engine, sim: Si
         first_request = time.monotonic()
         print(f"  first upstream request {first_request - started:.1f}s after starting them")
         next_sample = first_request
-        pending = args.ids
+        next_check = first_request
+        pending = to_do
         while True:
             processes.check_alive()
             now = time.monotonic()
+            if now >= next_check:
+                pending = pending_drained(engine)
+                next_check = now + min(1.0, args.sample_every)
             if now >= next_sample:
-                pending = counts(engine).get("pending", 0)
-                samples.append(
-                    (now - first_request, rss_mib(worker.pid), rss_mib(beat.pid), pending)
+                sample = Sample(
+                    now - first_request, rss_mib(worker.pid), rss_mib(beat.pid), pending
                 )
-                t, w, b, p = samples[-1]
-                print(f"  t={t:6.0f}s  pending {p:>8}  worker {w:.1f} MiB  beat {b:.1f} MiB")
+                samples.append(sample)
+                print(
+                    f"  t={sample.t:6.0f}s  pending {pending:>8}  worker "
+                    f"{_mib(sample.worker_mib)}  beat {_mib(sample.beat_mib)}"
+                )
                 next_sample += args.sample_every
             if pending == 0:
                 break
-            if now - first_request > args.drain_timeout:
-                print(f"  GAVE UP after {args.drain_timeout:g}s with {pending} still pending")
+            elapsed = now - first_request
+            if args.drain_seconds is not None and elapsed >= args.drain_seconds:
+                outcome = "stopped"
+                break
+            if elapsed > args.drain_timeout:
+                outcome = "gave up"
                 break
             time.sleep(0.2)
-        drained_in = time.monotonic() - first_request
+        ended = time.monotonic()
+        drained_in = ended - first_request
+        pending = pending_drained(engine)
+        samples.append(Sample(drained_in, rss_mib(worker.pid), rss_mib(beat.pid), pending))
+        if outcome == "stopped":
+            print(f"  stopped after {drained_in:.0f}s as asked, {pending} drained ids pending")
+        elif outcome == "gave up":
+            print(f"  GAVE UP after {args.drain_timeout:g}s with {pending} still pending")
         time.sleep(2)  # let the last answers' log lines and counters settle
         processes.check_alive()
     finally:
         processes.stop_all()
         if args.keep_logs:
             print(f"  logs kept in {processes.log_dir}")
-    requests = sim.requests
-    report_drain(args, engine, samples, drained_in, requests)
+    report_drain(
+        args, engine, samples, to_do, drained_in, first_request, ended, sim.requests, outcome
+    )
 
 
 def report_drain(
     args: argparse.Namespace,
     engine: Engine,
-    samples: list[tuple[float, float | None, float | None, int]],
+    samples: list[Sample],
+    to_do: int,
     drained_in: float,
-    requests: list[Any],
+    first_request: float,
+    ended: float,
+    all_requests: list[Any],
+    outcome: str,
 ) -> None:
-    per_id = Counter(r.video_id for r in requests if r.video_id)
-    statuses = Counter(r.status for r in requests)
+    # What happened between the first request and the end of the drain (or its stop): the
+    # requests the worker still sent while stopping are counted apart.
+    requests = [r for r in all_requests if r.started <= ended]
+    after = len(all_requests) - len(requests)
+    done = to_do - samples[-1].pending
+    seconds = max(drained_in, 1e-9)
+    lists = [r for r in requests if r.kind == "list"]
+    videos = [r for r in requests if r.kind == "video"]
+    per_id = Counter(r.video_id for r in videos if r.video_id)
+    accounts_read = len({r.email for r in lists})
+    per_done = max(done, 1)
     print()
-    done = args.ids - (samples[-1][3] if samples else args.ids)
+    until = {"done": "pending == 0", "stopped": "the stop", "gave up": "giving up"}[outcome]
     print(
-        f"  drained {done} ids in {drained_in:.0f}s (first request to pending == 0): "
-        f"{done / max(drained_in, 1e-9):.0f} ids/s; {len(requests)} upstream requests = "
-        f"{len(requests) / max(drained_in, 1e-9):.0f}/s "
-        f"({100 * len(requests) / max(drained_in, 1e-9) / args.rate_limit:.0f}% of the limit)"
+        f"  drained {done} of {to_do} ids in {drained_in:.0f}s (first request to {until}): "
+        f"{done / seconds:.0f} ids/s"
     )
     print(
-        f"  requests per id: {len(requests) / args.ids:.3f} (max for one id "
-        f"{max(per_id.values(), default=0)}, ids never requested {args.ids - len(per_id)}); "
-        f"answers {dict(sorted(statuses.items()))}"
+        f"  upstream requests: {len(requests)} = {len(requests) / seconds:.1f}/s "
+        f"({100 * len(requests) / seconds / args.rate_limit:.0f}% of the limit "
+        f"{args.rate_limit:g}/s) = {len(requests) / per_done:.3f} per drained id"
     )
+    print(
+        f"    list pages:            {len(lists):>8} = {len(lists) / seconds:7.1f}/s = "
+        f"{len(lists) / per_done:.3f} per drained id ({accounts_read} accounts read)"
+    )
+    print(
+        f"    single-video requests: {len(videos):>8} = {len(videos) / seconds:7.1f}/s = "
+        f"{len(videos) / per_done:.3f} per drained id ({len(per_id)} ids, max "
+        f"{max(per_id.values(), default=0)} for one)"
+    )
+    others = len(requests) - len(lists) - len(videos)
+    if others:
+        print(f"    other requests:        {others:>8}")
+    for name, group in (("list", lists), ("video", videos)):
+        statuses = Counter(r.status for r in group)
+        if statuses:
+            print(f"    answers ({name}): {dict(sorted(statuses.items()))}")
+    if after:
+        print(f"  (+ {after} requests after that, sent while the worker stopped)")
     rows = []
-    for index, name in ((1, "worker"), (2, "beat")):
-        values = [s[index] for s in samples if s[index] is not None]
+    for name, attribute in (("worker", "worker_mib"), ("beat", "beat_mib")):
+        values = [v for s in samples if (v := getattr(s, attribute)) is not None]
         if not values:
             continue
         start, end = values[0], values[-1]
@@ -365,26 +608,43 @@ def report_drain(
             ]
         )
     print()
-    print(f"  RSS (VmRSS, MiB) sampled every {args.sample_every:g}s while draining")
+    print(
+        f"  RSS (VmRSS, MiB) sampled every {args.sample_every:g}s while draining (and at the end)"
+    )
     common.print_table(["process", "start", "peak", "end", "end/start", "samples"], rows)
     with engine.connect() as conn:
-        state = counts(engine)
-        not_one = conn.execute(
-            text(
-                "SELECT count(*) FROM (SELECT v.video_id, count(e.id) AS n FROM videos v "
-                "LEFT JOIN video_events e ON e.video_id = v.video_id AND e.kind = 'done' "
-                "GROUP BY v.video_id) AS t WHERE n <> 1"
+        by_state = {
+            str(r.state): (int(r.ids), int(r.one), int(r.more))
+            for r in conn.execute(
+                text(
+                    "SELECT t.state, count(*) AS ids, count(*) FILTER (WHERE t.n = 1) AS one, "
+                    "count(*) FILTER (WHERE t.n > 1) AS more FROM (SELECT v.video_id, v.state, "
+                    "count(e.id) AS n FROM videos v LEFT JOIN video_events e "
+                    "ON e.video_id = v.video_id AND e.kind = 'done' "
+                    "GROUP BY v.video_id, v.state) AS t GROUP BY t.state"
+                )
             )
-        ).scalar_one()
-        done_events = conn.execute(
-            text("SELECT count(*) FROM video_events WHERE kind = 'done'")
-        ).scalar_one()
+        }
+    left = pending_drained(engine)
+    done_rows, done_one, _ = by_state.get("done", (0, 0, 0))
+    done_events_elsewhere = sum(one + more for s, (_, one, more) in by_state.items() if s != "done")
+    twice = sum(more for _, _, more in by_state.values())
+    events_ok = done_one == done_rows and twice == 0 and done_events_elsewhere == 0
     print()
-    print(f"  end state (SQL): {dict(sorted(state.items()))}")
+    print(f"  end state (SQL): { {s: n for s, (n, _, _) in sorted(by_state.items())} }")
     print(
-        f"  'done' events: {done_events} for {args.ids} ids; ids without exactly one: {not_one} "
-        f"-> {'OK' if not_one == 0 and state.get('pending', 0) == 0 else 'NOT OK'}"
+        f"  done ids: {done_rows}, of which with exactly one 'done' event: {done_one}; ids with "
+        f"more than one: {twice}; not done but with a 'done' event: {done_events_elsewhere}"
     )
+    if outcome == "stopped":
+        print(
+            f"  drained ids still pending once the worker had stopped: {left} (stopped as asked "
+            f"after {drained_in:.0f}s; the worker finishes its running batches while stopping) "
+            f"-> 'done' events {'OK' if events_ok else 'NOT OK'}"
+        )
+    else:
+        ok = events_ok and left == 0
+        print(f"  drained ids still pending: {left} -> {'OK' if ok else 'NOT OK'}")
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -395,7 +655,7 @@ def run(args: argparse.Namespace) -> int:
     with (
         common.migrated_database("pt_bench_scale") as url,
         common.queue_prefix("scale") as prefix,
-        Simulator(token=common.TOKEN) as sim,
+        make_simulator() as sim,
     ):
         env = common.tracker_env(url, prefix, sim.base_url, TRACKER_FIRST_POLL_DELAY="0")
         rt = Runtime(load(env))
@@ -413,10 +673,14 @@ def _measure(
     print("benchmark 3: scale")
     print(f"  machine: {common.machine_summary(engine)}")
     print(f"  code: {common.git_revision()}")
+    print("  simulator: every id COMPLETED at its first sight (default_delay 0, no scenario tag)")
 
     print()
-    print(f"1. enqueue {args.ids} ids: `pixverse-tracker enqueue -` fed on stdin")
-    seconds, peak_mib, output = enqueue_with_cli(env, args.ids)
+    print(
+        f"1. enqueue {args.ids} ids over {args.accounts} accounts: `pixverse-tracker enqueue -` "
+        "fed on stdin"
+    )
+    seconds, peak_mib, output = enqueue_with_cli(env, args.ids, args.accounts)
     print(
         f"  {seconds:.1f}s wall = {args.ids / seconds:.0f} ids/s; CLI peak RSS {peak_mib:.1f} MiB"
     )
@@ -431,38 +695,60 @@ def _measure(
     print(f"  {dict(sorted(counts(engine).items()))}")
 
     print()
+    policy = rt.policy
     print(
         f"2. dispatch claim: store.claim_due in its own transaction, rolled back, {args.repeat}x "
-        "per row (every call sees all ids due and an idle limiter)"
+        "per row (every call sees all ids due and an idle limiter); with the runtime's policy "
+        f"(list endpoint {'on' if policy.list_interval is not None else 'off'}: one request per "
+        f"account's ids, up to {store.CLAIM_ROUNDS} rounds) and with the list off (one request "
+        "per id, one round); a round is two statements (locking SELECT, UPDATE)"
     )
     capture = Capture(rt.engine)
     print(f"  statistics as found: {stats_line(engine)}")
-    rows = time_claims(rt, args.repeat, "as found")
+    rows = time_claims(rt, capture, args.repeat, "as found")
     with engine.connect() as conn:
         conn.execute(text("ANALYZE videos"))
         conn.commit()
     print(f"  ANALYZE videos done: {stats_line(engine)}")
-    rows += time_claims(rt, args.repeat, "after ANALYZE")
-    common.print_table(["claim", "ids", "median ms", "p95 ms", "max ms"], rows)
+    rows += time_claims(rt, capture, args.repeat, "after ANALYZE")
+    common.print_table(
+        ["claim", "policy", "ids", "requests", "rounds", "median ms", "p95 ms", "max ms"], rows
+    )
 
-    if capture is not None:
-        print()
-        default_rate = rt.settings.rate_limit
-        claim_plan, owned_plan, batch = explain(rt, capture, default_rate)
-        claim_sql, claim_params = capture.find(*CLAIM)
-        owned_sql, owned_params = capture.find(*OWNED)
-        print("  claim statement (captured from claim_due):")
-        print(f"    {show_sql(claim_sql, claim_params)}")
-        print_plan(
-            f"EXPLAIN (ANALYZE, BUFFERS), rate {default_rate:g}/s (after ANALYZE):", claim_plan
-        )
-        big_claim, _, _ = explain(rt, capture, 500.0)
-        print_plan("EXPLAIN (ANALYZE, BUFFERS), rate 500/s (after ANALYZE):", big_claim)
-        print(f"  owned_rows statement for a {batch}-id batch (captured):")
-        print(f"    {show_sql(owned_sql, {k: v for k, v in list(owned_params.items())[:3]})} ...")
-        print_plan("EXPLAIN (ANALYZE, BUFFERS):", owned_plan)
-    else:
-        print("  could not find the runtime's engine: no EXPLAIN")
+    print()
+    default_rate = rt.settings.rate_limit
+    plans = explain(rt, capture, default_rate)
+    lock_sql, lock_params = capture.find(*LOCK)
+    update_sql, update_params = capture.find(*CLAIM_UPDATE)
+    owned_sql, owned_params = capture.find(*OWNED)
+    print(
+        f"  claim at rate {default_rate:g}/s with the runtime's policy: {plans.claimed} ids in "
+        f"{plans.requests} requests, {plans.rounds} rounds; the first round's statements "
+        "(captured from claim_due):"
+    )
+    print(f"    {show_sql(lock_sql, lock_params)}")
+    print(f"    {show_sql(update_sql, update_params)}")
+    print_plan(
+        f"EXPLAIN (ANALYZE, BUFFERS) of the locking SELECT, rate {default_rate:g}/s "
+        "(after ANALYZE):",
+        plans.lock,
+        "ix_videos_due",
+    )
+    print_plan("EXPLAIN (ANALYZE, BUFFERS) of the UPDATE:", plans.update, "pk_videos")
+    big = explain(rt, capture, 500.0)
+    print(
+        f"  claim at rate 500/s: {big.claimed} ids in {big.requests} requests, {big.rounds} "
+        "rounds; the first round:"
+    )
+    print_plan(
+        "EXPLAIN (ANALYZE, BUFFERS) of the locking SELECT, rate 500/s (after ANALYZE):",
+        big.lock,
+        "ix_videos_due",
+    )
+    print_plan("EXPLAIN (ANALYZE, BUFFERS) of the UPDATE:", big.update, "pk_videos")
+    print(f"  owned_rows statement for a {plans.batch}-id batch (captured):")
+    print(f"    {show_sql(owned_sql, {k: v for k, v in list(owned_params.items())[:3]})} ...")
+    print_plan("EXPLAIN (ANALYZE, BUFFERS):", plans.owned, "pk_videos")
 
     if not args.no_drain:
         drain(args, env, engine, sim)

@@ -608,6 +608,9 @@ class Simulator:
         self._list_failure: int | None = None
         self._lock = threading.Lock()
         self._seen: dict[str, _Seen] = {}
+        # The videos of each account (casefolded email), so a list answer reads only its own
+        # account's videos, not every video seen: 85 ms a list request at 100,000 videos.
+        self._by_account: dict[str, list[tuple[str, int]]] = {}
         self._scripts: dict[str, _Scenario] = {}
         self._in_flight: dict[str, int] = {}
         self._connections: set[socket.socket] = set()
@@ -769,6 +772,7 @@ class Simulator:
         """
         with self._lock:
             self._seen.clear()
+            self._by_account.clear()
             self._log.clear()
             self._overlaps = 0
             self._epoch += 1
@@ -889,6 +893,12 @@ class Simulator:
         seen = self._seen.get(video_id)
         if seen is None:
             seen = self._seen[video_id] = _Seen(now, _iso_utc(time.time()))
+            match = _ACCOUNT_RE.search(video_id)
+            if match is not None:
+                account = match.group("email").casefold()
+                self._by_account.setdefault(account, []).append(
+                    (video_id, int(match.group("number")))
+                )
         return seen
 
     def _list_answer_locked(self, query: dict[str, list[str]], now: float) -> _Answer:
@@ -913,12 +923,10 @@ class Simulator:
 
     def _account_entries_locked(self, email: str, now: float) -> list[dict[str, Any]]:
         """Every listed video of the account as it stands at ``now``, newest first."""
-        wanted = email.casefold()
         videos: list[tuple[float, int, str, _Seen]] = []
-        for video_id, seen in self._seen.items():
-            match = _ACCOUNT_RE.search(video_id)
-            if match is not None and match.group("email").casefold() == wanted:
-                videos.append((seen.first_seen, int(match.group("number")), video_id, seen))
+        for video_id, number in self._by_account.get(email.casefold(), []):
+            seen = self._seen[video_id]
+            videos.append((seen.first_seen, number, video_id, seen))
         videos.sort(key=lambda video: video[:2])
         entries: list[dict[str, Any]] = []
         queued = 0  # the account's videos still in line, created before the current one

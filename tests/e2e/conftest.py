@@ -29,7 +29,9 @@ FAST = {
     "TRACKER_POLL_INTERVAL_MIN": "0.7",
     "TRACKER_POLL_INTERVAL_MAX": "2",
     "TRACKER_LIST_INTERVAL": "0.5",
-    "TRACKER_GIVE_UP_AFTER": "35",
+    # Ids the simulator did not create are missed by their account's list first, then polled
+    # by id: a SIGKILL between the two costs a lease before a video's clock even starts.
+    "TRACKER_GIVE_UP_AFTER": "45",
     "TRACKER_RATE_LIMIT": "40",
     "TRACKER_HTTP_CONNECT_TIMEOUT": "1",
     "TRACKER_HTTP_TIMEOUT": "1.5",

@@ -809,7 +809,7 @@ def test_demo_finishes_every_scenario(demo_in_background: Background | None) -> 
     assert code == 0, result
     assert elapsed < 60, f"demo --speed 4 took {elapsed:.0f}s"
     assert "Traceback" not in result.both, result
-    assert "17/17 finished" in out, result
+    assert "22/22 finished" in out, result
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("VIDEO_ID"))
     assert table_rows(lines[header])[0] == [*VIDEO_HEADERS, "SCENARIO"]
@@ -818,9 +818,12 @@ def test_demo_finishes_every_scenario(demo_in_background: Background | None) -> 
         if not line.strip():
             break
         rows.append(line.split())
-    assert len(rows) == 17, result
+    assert len(rows) == 22, result
     assert all(row[1] in ("done", "abandoned") for row in rows), result
-    by_tag = {row[0].split("sim+")[1].split("@")[0]: row for row in rows}
+    # one account's five videos, read through its list: all COMPLETED
+    team = [row for row in rows if "sim+" not in row[0]]
+    assert len(team) == 5 and all(row[1:3] == ["done", "COMPLETED"] for row in team), result
+    by_tag = {row[0].split("sim+")[1].split("@")[0]: row for row in rows if "sim+" in row[0]}
     assert by_tag["rejected"][1] == "abandoned"
     assert "rejected:" in by_tag["rejected"]
     assert by_tag["never"][1] == "abandoned"
@@ -829,6 +832,7 @@ def test_demo_finishes_every_scenario(demo_in_background: Background | None) -> 
     assert len(completed) == 3
     assert all(row[1:3] == ["done", "COMPLETED"] for row in completed)
     assert "requests sent to the simulator:" in out
+    assert "for studio@example.com" in out
     assert (cwd / ".pixverse-tracker" / "demo" / "demo.db").is_file()
 
 

@@ -102,8 +102,9 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
     team = [f"user:1-pixverse:{TEAM_EMAIL}-video:{100 + n}" for n in range(len(TEAM))]
     for video_id, (tag, _) in zip(team, TEAM, strict=True):
         simulator.script(video_id, _scaled(tag, speed))
-    # The single-scenario ids are not "created": the list does not show them, so the tracker
-    # falls back to polling each by id, where their scripted answers play out.
+    # The single-scenario ids are kept off the lists: the tracker falls back to polling each by
+    # id, where their scripted answers play out. Every clock starts now, at creation.
+    simulator.create_many(video_ids, listed=False)
     simulator.create_many(team)
     video_ids += team
     api.enqueue(video_ids, rt=rt)

@@ -181,6 +181,7 @@ class _Seen:
     first_seen: float
     created_at: str
     count: int = 0
+    listed: bool = True  # False: never on its account's list (created with listed=False)
 
 
 @dataclass(frozen=True)
@@ -747,22 +748,27 @@ class Simulator:
         with self._lock:
             self._scripts[video_id] = parsed
 
-    def create(self, video_id: str) -> None:
+    def create(self, video_id: str, *, listed: bool = True) -> None:
         """Register a video as created now (POST /videos/create): its clock starts as a first
         request would start it, but nothing is logged and its request count stays 0.
 
-        Creating an id already seen or created changes nothing.
+        ``listed=False`` keeps it off its account's list for good, as a video beyond the pages
+        a tracker reads would be: it is then only seen by id. Creating an id already seen or
+        created changes nothing.
         """
-        self.create_many([video_id])
+        self.create_many([video_id], listed=listed)
 
-    def create_many(self, video_ids: Iterable[str]) -> None:
+    def create_many(self, video_ids: Iterable[str], *, listed: bool = True) -> None:
         """``create()`` each id, in the given order (which is also their creation order)."""
         if isinstance(video_ids, str):
             # A bare string is an iterable of one-letter ids: surely not what was meant.
             raise TypeError("create_many() takes an iterable of ids, not one id")
         with self._lock:
             for video_id in video_ids:
-                self._first_sight_locked(video_id, time.monotonic())
+                new = video_id not in self._seen
+                seen = self._first_sight_locked(video_id, time.monotonic())
+                if new:
+                    seen.listed = listed
 
     def reset(self) -> None:
         """Forget the request log, overlap count, per-id clocks and created videos; scripts and
@@ -926,7 +932,8 @@ class Simulator:
         videos: list[tuple[float, int, str, _Seen]] = []
         for video_id, number in self._by_account.get(email.casefold(), []):
             seen = self._seen[video_id]
-            videos.append((seen.first_seen, number, video_id, seen))
+            if seen.listed:
+                videos.append((seen.first_seen, number, video_id, seen))
         videos.sort(key=lambda video: video[:2])
         entries: list[dict[str, Any]] = []
         queued = 0  # the account's videos still in line, created before the current one

@@ -1030,3 +1030,14 @@ def test_fail_lists_answers_every_list_request_with_that_status_until_lifted(
     assert get(sim, list_path("sim+completed_0@example.com")).status == 200
     with pytest.raises(ValueError):
         sim.fail_lists(200)
+
+
+def test_a_video_created_unlisted_is_seen_by_id_but_never_on_its_list(sim: Simulator) -> None:
+    hidden = account_id("team@example.com", 1)
+    shown = account_id("team@example.com", 2)
+    sim.create(hidden, listed=False)
+    sim.create(shown)
+    assert ids_of(listed(sim, "team@example.com")) == [shown]
+    get(sim, video_path(hidden))  # a request by id does not put it on the list either
+    assert ids_of(listed(sim, "team@example.com")) == [shown]
+    assert sim.completed_at(hidden) is not None  # its clock started at creation

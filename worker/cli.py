@@ -258,7 +258,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     metrics.serve(settings.metrics_port, runtime.get())  # one process: all metrics here
     # Beat in a thread of this process: with the in-process broker it is the only way the
     # dispatch ticks reach the worker, and on one machine it saves a process.
-    clock = beat.EmbeddedService(app, thread=True)
+    clock = beat.EmbeddedService(app, thread=True, scheduler_cls=app.conf.beat_scheduler)
     clock.start()
     try:
         app.worker_main(_worker_argv(settings, args.celery_args))

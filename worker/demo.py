@@ -114,7 +114,7 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
         f"account ({TEAM_EMAIL})\n\n"
     )
 
-    clock = beat.EmbeddedService(app, thread=True)
+    clock = beat.EmbeddedService(app, thread=True, scheduler_cls=app.conf.beat_scheduler)
     worker = app.WorkController(
         pool_cls="threads",
         concurrency=rt.settings.worker_concurrency,

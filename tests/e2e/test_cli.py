@@ -834,6 +834,8 @@ def test_demo_finishes_every_scenario(demo_in_background: Background | None) -> 
     assert "requests sent to the simulator:" in out
     assert "for studio@example.com" in out
     assert (cwd / ".pixverse-tracker" / "demo" / "demo.db").is_file()
+    # the embedded beat keeps no schedule file: nothing is left in the user's folder
+    assert not list(cwd.glob("celerybeat-schedule*"))
 
 
 # --- bugs found while writing these tests --------------------------------------------------------

@@ -304,20 +304,23 @@ def next_poll(
     """The next poll time, never past the deadline, so the last poll lands at the deadline.
 
     With ``progress`` and ``knowledge`` (and the adaptive schedule) the gap comes from
-    ``schedule.adaptive_gap``; otherwise, or while the table knows too little, from backoff.
+    ``schedule.adaptive_gap``; otherwise (errors, ``TRACKER_SCHEDULE=backoff``) from backoff.
     On a ``grid`` (ids read through the list) the time snaps to the account's nearest instant,
     so siblings come due together; elsewhere it is jittered, so ids enqueued together drift
     apart. A poll sent before the deadline (even if answered after it) is not the last one:
     the next is placed at the deadline, which may already be due.
     """
     age = (now - row.enqueued_at).total_seconds()
-    gap: float | None = None
     if policy.schedule == "adaptive" and progress is not None and knowledge is not None:
         floor = grid.period if grid is not None else policy.poll_interval_min
-        gap = schedule.adaptive_gap(progress, knowledge, floor, cap_for(age, policy))
-        if gap is not None and grid is None and policy.jitter > 0:
-            gap = rng.uniform(max(floor, gap * (1.0 - policy.jitter)), gap)
-    if gap is None:
+        cap = cap_for(age, policy)
+        gap = schedule.adaptive_gap(progress, knowledge, floor, cap)
+        if grid is None and policy.jitter > 0:
+            # Around the gap, not below it: ids enqueued together drift apart without the
+            # gaps shrinking on average (which would cost calls, as backoff's jitter does).
+            spread = policy.jitter / 2
+            gap = min(cap, max(floor, gap * rng.uniform(1.0 - spread, 1.0 + spread)))
+    else:
         gap = backoff_delay(attempt, policy, rng, age)
     due = now + timedelta(seconds=gap)
     if grid is not None:
@@ -342,7 +345,7 @@ def first_poll_at(
     delay = policy.first_poll_delay
     if policy.schedule == "adaptive" and knowledge is not None:
         cap = max(delay, policy.poll_interval_max)
-        delay = schedule.adaptive_gap(schedule.Progress(0.0), knowledge, delay, cap) or delay
+        delay = schedule.adaptive_gap(schedule.Progress(0.0), knowledge, delay, cap)
     due = now + timedelta(seconds=delay)
     if grid is not None:
         snapped = grid.snap(due)

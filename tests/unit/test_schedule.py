@@ -52,10 +52,18 @@ def test_the_quantile_is_the_smallest_observation_reaching_the_share() -> None:
         Durations().quantile(0.5)
 
 
-def test_with_too_few_finished_videos_there_is_no_adaptive_gap() -> None:
+def test_with_too_few_finished_videos_the_documented_prior_stands_in() -> None:
     few = Knowledge(completion=Durations.of(range(1, schedule.MIN_SAMPLES)))
-    assert adaptive_gap(Progress(age=10), few, 15, 60) is None
-    assert adaptive_gap(Progress(age=10), Knowledge(), 15, 60) is None
+    prior = Knowledge(completion=schedule.PRIOR_COMPLETION)
+    for progress in (Progress(age=0), Progress(age=50), Progress(age=200)):
+        assert adaptive_gap(progress, few, 15, 60) == adaptive_gap(progress, prior, 15, 60)
+        assert adaptive_gap(progress, Knowledge(), 15, 60) == adaptive_gap(progress, prior, 15, 60)
+
+
+def test_the_prior_says_one_to_a_few_minutes() -> None:
+    prior = schedule.PRIOR_COMPLETION
+    assert 85 < prior.quantile(0.5) < 95
+    assert prior.quantile(0.05) > 30 and prior.quantile(0.95) < 300
 
 
 def test_where_videos_often_finish_the_gap_is_the_floor() -> None:
@@ -65,7 +73,7 @@ def test_where_videos_often_finish_the_gap_is_the_floor() -> None:
 
 def test_before_videos_usually_finish_the_first_look_waits() -> None:
     gap = adaptive_gap(Progress(age=0), TYPICAL, 15, 60)
-    assert gap is not None and 40 < gap <= 60
+    assert 40 < gap <= 60
     # ... as long as the chance of having finished stays under the target
     assert TYPICAL.completion.cdf(gap - 1) < schedule.CHECK_PROBABILITY
 
@@ -78,13 +86,12 @@ def test_a_generating_video_is_timed_by_how_long_it_has_been_generating() -> Non
     just_started = Progress(age=200, stage=Stage.GENERATING, generating_for=1)
     nearly_done = Progress(age=200, stage=Stage.GENERATING, generating_for=60)
     early = adaptive_gap(just_started, TYPICAL, 10, 60)
-    assert early is not None and early > 40  # generation takes ~60 s: nothing before ~45 s
+    assert early > 40  # generation takes ~60 s: nothing before ~45 s
     assert adaptive_gap(nearly_done, TYPICAL, 10, 60) == 10
 
 
 def test_a_queued_video_waits_at_least_for_a_generation() -> None:
     queued = adaptive_gap(Progress(age=100, stage=Stage.QUEUED), TYPICAL, 10, 300)
-    assert queued is not None
     assert queued >= TYPICAL.generation.quantile(schedule.CHECK_PROBABILITY)
 
 
@@ -93,7 +100,6 @@ def test_a_queue_estimate_only_ever_lengthens_the_wait() -> None:
     estimated = adaptive_gap(
         Progress(age=100, stage=Stage.QUEUED, queue_time=200), TYPICAL, 10, 300
     )
-    assert plain is not None and estimated is not None
     assert estimated == pytest.approx(plain + 100)
 
 
@@ -128,7 +134,7 @@ def test_the_gap_always_lies_between_the_floor_and_the_cap(
 ) -> None:
     cap = floor + extra
     gap = adaptive_gap(Progress(age, stage, generating_for, queue_time), TYPICAL, floor, cap)
-    assert gap is not None and floor <= gap <= cap
+    assert floor <= gap <= cap
 
 
 def test_stages_come_from_the_status_code() -> None:

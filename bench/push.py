@@ -303,8 +303,9 @@ class Figures:
 def _figures(result: Run) -> Figures:
     o, speed = result.observed, result.speed
     latencies: list[float] = []
-    calls_finished: list[int] = []
-    calls_all: list[int] = []
+    # requests that served each video, list pages charged in shares (bench.latency's Observed)
+    calls_finished: list[float] = []
+    calls_all: list[float] = []
     problems: list[str] = []
     figures = Figures([], 0.0, 0.0, 0, problems)
     for video in result.videos:
@@ -313,7 +314,7 @@ def _figures(result: Run) -> Figures:
         if row is None:
             problems.append(f"{video.video_id}: never enqueued")
             continue
-        calls_all.append(len(calls))
+        calls_all.append(sum(share for _, share in calls))
         if video.kind == "never":
             continue
         expected = "COMPLETED" if video.kind == "completed" else "FAILED"
@@ -324,7 +325,7 @@ def _figures(result: Run) -> Figures:
             continue
         done = float(row["done"])
         latencies.append((done - o.completion[video.video_id]) * speed)
-        calls_finished.append(len(calls))
+        calls_finished.append(sum(share for _, share in calls))
         if result.pushes is not None:
             pushed = result.push_sent_epoch.get(video.video_id)
             if pushed is None:
@@ -332,7 +333,7 @@ def _figures(result: Run) -> Figures:
             elif done < pushed:
                 figures.done_before_push += 1
             else:
-                figures.after_push_calls.append(sum(t >= pushed for t in calls))
+                figures.after_push_calls.append(sum(1 for t, _ in calls if t >= pushed))
                 figures.push_to_done.append((done - pushed) * speed)
     figures.latencies = latencies
     figures.finished = len(latencies)

@@ -154,7 +154,7 @@ _INSERT_NEW_PG = text(
     WITH added AS (
         INSERT INTO videos (video_id, state, enqueued_at, updated_at, next_poll_at,
                             poll_count, error_count, callback_url)
-        SELECT v, 'pending', :now, :now, coalesce(f, :first), 0, 0, :callback_url
+        SELECT v, 'pending', :now, :now, coalesce(to_timestamp(f), :first), 0, 0, :callback_url
         FROM unnest(:ids, :firsts) AS t(v, f)
         ON CONFLICT (video_id) DO NOTHING
         RETURNING video_id
@@ -166,7 +166,8 @@ _INSERT_NEW_PG = text(
     """
 ).bindparams(
     bindparam("ids", type_=postgresql.ARRAY(Text)),
-    bindparam("firsts", type_=postgresql.ARRAY(postgresql.TIMESTAMP(timezone=True))),
+    # epoch seconds: a million datetimes take psycopg2 many times longer to adapt than floats
+    bindparam("firsts", type_=postgresql.ARRAY(postgresql.DOUBLE_PRECISION)),
 )
 
 
@@ -181,12 +182,16 @@ def _insert_new_pg(
     params = {
         "ids": list(video_ids),
         # NULL where an id has no grid of its own: it takes :first
-        "firsts": [firsts.get(v) for v in video_ids] if firsts else [None] * len(video_ids),
+        "firsts": [_epoch(firsts.get(v)) for v in video_ids] if firsts else [None] * len(video_ids),
         "now": now,
         "first": first,
         "callback_url": callback_url,
     }
     return list(session.execute(_INSERT_NEW_PG, params).scalars())
+
+
+def _epoch(when: datetime | None) -> float | None:
+    return when.timestamp() if when is not None else None
 
 
 def _insert_new_portable(
@@ -342,6 +347,11 @@ def claim_due(
     dispatchers (two beats are safe); ``SKIP LOCKED`` keeps a dispatcher from waiting on rows
     a worker is writing.
     """
+    if is_postgres(session):
+        # The claim is index lookups by nature (the due index, then primary keys); right after a
+        # bulk enqueue the table has no statistics yet and Postgres would read it whole instead,
+        # seconds at a million rows with the control row locked (docs/performance.md).
+        session.execute(text("SET LOCAL enable_seqscan = off"))
     control, now = _lock_control(session)
     plan: SlotPlan = tracking.plan_slots(
         _limiter_view(control), now, rate_limit, horizon, policy, max_count

@@ -343,7 +343,10 @@ def first_poll_at(
     the list request of the ids already tracked there.
     """
     delay = policy.first_poll_delay
-    if policy.schedule == "adaptive" and knowledge is not None:
+    # Only what was observed may delay the first look: the prior (schedule.PRIOR_COMPLETION)
+    # is a guess, and TRACKER_FIRST_POLL_DELAY is what the operator asked for.
+    observed = knowledge is not None and len(knowledge.completion) >= schedule.MIN_SAMPLES
+    if policy.schedule == "adaptive" and knowledge is not None and observed:
         cap = max(delay, policy.poll_interval_max)
         delay = schedule.adaptive_gap(schedule.Progress(0.0), knowledge, delay, cap)
     due = now + timedelta(seconds=delay)

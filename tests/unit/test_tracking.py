@@ -1129,3 +1129,9 @@ def test_extra_slots_follow_the_next_free_slot_and_none_while_paused_or_probing(
     ):
         none = plan_extra_slots(blocked, NOW, 5.0, 2, POLICY)
         assert none.count == 0 and none.reason
+
+
+def test_before_anything_finished_the_first_poll_keeps_the_configured_delay() -> None:
+    empty = Knowledge()
+    assert first_poll_at(NOW, POLICY, empty) == NOW + timedelta(seconds=POLICY.first_poll_delay)
+    assert first_poll_at(NOW, Policy(first_poll_delay=0.0), empty) == NOW

@@ -335,16 +335,10 @@ class _BatchRun:
             for v, e in entries.items()
             if v not in mine and listing.read_entry(e) is not listing.Finding.IN_PROGRESS
         ]
-        if finished:
-            with self.rt.sessions.begin() as session:
-                adopted = store.adopt(session, self.batch.token, finished, s.lease)
-            with self.lock:
-                self.rows.update(adopted)
-                self.unanswered.update(adopted)
-                self.report.adopted += len(adopted)
-            for video_id in sorted(adopted):
-                self._read_entry(video_id, entries[video_id], page, answers, follow)
-        self._log_list(job, page, found=len(job.ids) - len(missing), adopted=len(finished))
+        adopted = self._adopt(finished) if finished else {}
+        for video_id in sorted(adopted):
+            self._read_entry(video_id, entries[video_id], page, answers, follow)
+        self._log_list(job, page, found=len(job.ids) - len(missing), adopted=len(adopted))
         if answers:
             self._apply(answers, sent_at)
         if missing:
@@ -353,6 +347,22 @@ class _BatchRun:
             else:
                 follow.extend(_Fetch(v, list_seen=False) for v in missing)
         self._follow(follow)
+
+    def _adopt(self, video_ids: list[str]) -> dict[str, tracking.RowView]:
+        try:
+            with self.rt.sessions.begin() as session:
+                adopted = store.adopt(session, self.batch.token, video_ids, self.rt.settings.lease)
+        except SQLAlchemyError as exc:
+            # Only a head start is lost: those videos are found at their own next poll.
+            event(
+                log, logging.WARNING, "adopt_failed", ids=len(video_ids), error=describe_error(exc)
+            )
+            return {}
+        with self.lock:
+            self.rows.update(adopted)
+            self.unanswered.update(adopted)
+            self.report.adopted += len(adopted)
+        return adopted
 
     @staticmethod
     def _read_entry(

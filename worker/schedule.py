@@ -87,6 +87,10 @@ class Durations:
 # its median at 90 s and 90% between 33 s and 4 min. Used only until our own table has
 # MIN_SAMPLES finished videos; then what was observed replaces it.
 PRIOR_COMPLETION = Durations(_lognormal_quantiles(90.0, 0.6, 200))
+# Past every video finished so far, but younger than this (the prior's 99th percentile, about
+# six minutes), a video is timed by the prior: right after a cold start or a burst, the table
+# holds only the quickest finishers, and being older than those says nothing yet about a stall.
+PRIOR_LAST = PRIOR_COMPLETION.quantile(0.99)
 
 
 @dataclass(frozen=True)
@@ -138,10 +142,15 @@ def adaptive_gap(progress: Progress, knowledge: Knowledge, floor: float, cap: fl
         progress.stage is Stage.GENERATING
         and progress.generating_for is not None
         and len(generation) >= MIN_SAMPLES
+        # Generating longer than any video seen: the generation times say nothing more, so
+        # its age decides (below) rather than the cap.
+        and generation.cdf(progress.generating_for) < 1.0
     ):
         return _gap(generation, progress.generating_for, floor, cap)
     completion = knowledge.completion
-    if len(completion) < MIN_SAMPLES:
+    if len(completion) < MIN_SAMPLES or (
+        completion.cdf(progress.age) >= 1.0 and progress.age < PRIOR_LAST
+    ):
         completion = PRIOR_COMPLETION
     by_age = _gap(completion, progress.age, floor, cap)
     if progress.stage is Stage.QUEUED and len(generation) >= MIN_SAMPLES:

@@ -82,6 +82,26 @@ def test_older_than_every_video_seen_finishing_is_looked_at_only_at_the_cap() ->
     assert adaptive_gap(Progress(age=5000), TYPICAL, 15, 300) == 300
 
 
+def test_past_the_quickest_finishers_seen_the_prior_times_a_young_video() -> None:
+    # after a burst, the table holds only the first, quickest finishers (30-40 s)
+    quick = Knowledge(completion=Durations.of(30 + i / 3 for i in range(schedule.MIN_SAMPLES)))
+    young = Progress(age=60)
+    assert adaptive_gap(young, quick, 10, 300) == adaptive_gap(
+        young, Knowledge(completion=schedule.PRIOR_COMPLETION), 10, 300
+    )
+    assert adaptive_gap(young, quick, 10, 300) < 300
+    # ... but older than the prior's last minutes, a video is stalled: the cap
+    assert adaptive_gap(Progress(age=schedule.PRIOR_LAST + 1), quick, 10, 300) == 300
+
+
+def test_generating_longer_than_any_video_seen_is_timed_by_age() -> None:
+    long_run = Progress(age=90, stage=Stage.GENERATING, generating_for=500)
+    assert adaptive_gap(long_run, TYPICAL, 15, 300) == adaptive_gap(
+        Progress(age=90), TYPICAL, 15, 300
+    )
+    assert adaptive_gap(long_run, TYPICAL, 15, 300) == 15
+
+
 def test_a_generating_video_is_timed_by_how_long_it_has_been_generating() -> None:
     just_started = Progress(age=200, stage=Stage.GENERATING, generating_for=1)
     nearly_done = Progress(age=200, stage=Stage.GENERATING, generating_for=60)

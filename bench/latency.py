@@ -75,6 +75,8 @@ TIMING_SETTINGS = {
     "slow_interval": "TRACKER_SLOW_INTERVAL",
     "list_interval": "TRACKER_LIST_INTERVAL",
     "list_retry": "TRACKER_LIST_RETRY",
+    # the prior is a duration too: uncompressed, a cold start would wait 20x too long
+    "typical_duration": "TRACKER_TYPICAL_DURATION",
 }
 # Latency bands for the breakdown, in real seconds of completion time after enqueue.
 BANDS = ((0, 60), (60, 120), (120, 300), (300, 600), (600, math.inf))

@@ -186,7 +186,8 @@ class KnowledgeCache:
             return cached[1]
         try:
             with rt.sessions() as session:
-                known = store.knowledge(session)
+                prior = schedule.prior_for(rt.policy.typical_duration)
+                known = store.knowledge(session, prior=prior)
         except SQLAlchemyError as exc:
             event(log, logging.WARNING, "knowledge_not_read", error=describe_error(exc))
             return cached[1] if cached is not None else None
@@ -340,7 +341,10 @@ class _BatchRun:
             self._read_entry(video_id, entries[video_id], page, answers, follow)
         self._log_list(job, page, found=len(job.ids) - len(missing), adopted=len(adopted))
         if answers:
-            self._apply(answers, sent_at)
+            # The ids this request showed in progress will be looked at again together, by one
+            # request: the schedule weighs that request's chance of finding one finished.
+            share = sum(isinstance(outcome, Listed) for _, outcome, _ in answers)
+            self._apply(answers, sent_at, share=share)
         if missing:
             if page.next_offset is not None and job.page < s.list_max_pages:
                 follow.append(_List(job.account, tuple(missing), page.next_offset, job.page + 1))
@@ -431,7 +435,10 @@ class _BatchRun:
         return listing.grid_for(row.video_id, missed, self.db_now(), self.rt.policy)
 
     def _apply(
-        self, answers: Sequence[tuple[str, Outcome, bool | None]], sent_at: datetime
+        self,
+        answers: Sequence[tuple[str, Outcome, bool | None]],
+        sent_at: datetime,
+        share: int = 1,
     ) -> None:
         """Write the answers, in one transaction (one list page answers for many ids)."""
         decisions = []
@@ -447,6 +454,7 @@ class _BatchRun:
                 knowledge=self.knowledge,
                 grid=self._grid(row, list_seen),
                 list_seen=list_seen,
+                share=share,
             )
             decisions.append((video_id, decision, row.callback_url or self.rt.settings.webhook_url))
         with self.rt.sessions.begin() as session:

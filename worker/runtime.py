@@ -80,6 +80,7 @@ class Runtime:
             schedule=s.schedule,
             list_interval=s.list_interval if s.list_enabled else None,
             list_retry=s.list_retry,
+            typical_duration=s.typical_duration,
         )
 
     def close(self) -> None:

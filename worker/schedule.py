@@ -11,12 +11,16 @@ from the upstream's documentation stands in for the completion times.
 
 Ids read through the list endpoint share one request per account, so their checks are put on
 a per-account grid: every id of an account comes due at the same instants, and one list call
-answers for all of them.
+answers for all of them. The rule then applies to the request, not to each id: when a page
+shows ``n`` of the account's videos in progress, each is looked at again when *its* chance
+reaches ``share_probability(n)``, so that the chance of the request finding one of them
+finished reaches ``CHECK_PROBABILITY`` (see docs/architecture.md, "The adaptive schedule").
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import statistics
 import zlib
@@ -83,14 +87,22 @@ class Durations:
         return self.values[index]
 
 
-# "Typical PixVerse generations take one to a few minutes" (upstream.md): a log-normal with
-# its median at 90 s and 90% between 33 s and 4 min. Used only until our own table has
-# MIN_SAMPLES finished videos; then what was observed replaces it.
-PRIOR_COMPLETION = Durations(_lognormal_quantiles(90.0, 0.6, 200))
-# Past every video finished so far, but younger than this (the prior's 99th percentile, about
-# six minutes), a video is timed by the prior: right after a cold start or a burst, the table
-# holds only the quickest finishers, and being older than those says nothing yet about a stall.
-PRIOR_LAST = PRIOR_COMPLETION.quantile(0.99)
+@functools.lru_cache(maxsize=8)
+def prior_for(median: float) -> Durations:
+    """What a video is assumed to take before our table knows: a log-normal around ``median``
+    (``TRACKER_TYPICAL_DURATION``) with 90% between 0.37x and 2.7x of it."""
+    return Durations(_lognormal_quantiles(median, 0.6, 200))
+
+
+# "Typical PixVerse generations take one to a few minutes" (upstream.md): a median of 90 s,
+# 90% between 33 s and 4 min. Used only until our own table has MIN_SAMPLES finished videos;
+# then what was observed replaces it.
+PRIOR_COMPLETION = prior_for(90.0)
+# Past every video finished so far, but younger than the prior's 99th percentile (about six
+# minutes for the default), a video is timed by the prior: right after a cold start or a burst,
+# the table holds only the quickest finishers, and being older than those says nothing yet
+# about a stall.
+PRIOR_LAST_SHARE = 0.99
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,7 @@ class Knowledge:
 
     completion: Durations = field(default_factory=Durations)  # done_at - enqueued_at
     generation: Durations = field(default_factory=Durations)  # done_at - started_at
+    prior: Durations = PRIOR_COMPLETION  # stands in for ``completion`` until it is observed
 
 
 @dataclass(frozen=True)
@@ -135,8 +148,24 @@ def queue_time_of(record: dict[str, object]) -> float | None:
     return seconds if math.isfinite(seconds) and 0 < seconds <= MAX_QUEUE_TIME else None
 
 
-def adaptive_gap(progress: Progress, knowledge: Knowledge, floor: float, cap: float) -> float:
-    """Seconds until the next check."""
+def share_probability(share: int) -> float:
+    """The chance per video at which ``share`` videos answered by one request together reach
+    ``CHECK_PROBABILITY`` of one of them having finished (as if they were alike and independent:
+    1 - (1 - p) ** share = CHECK_PROBABILITY)."""
+    if share <= 1:
+        return CHECK_PROBABILITY
+    return 1.0 - (1.0 - CHECK_PROBABILITY) ** (1.0 / share)
+
+
+def adaptive_gap(
+    progress: Progress,
+    knowledge: Knowledge,
+    floor: float,
+    cap: float,
+    probability: float = CHECK_PROBABILITY,
+) -> float:
+    """Seconds until the chance of the video having finished since now reaches ``probability``
+    (``CHECK_PROBABILITY`` for a request of its own, ``share_probability`` for a shared one)."""
     generation = knowledge.generation
     if (
         progress.stage is Stage.GENERATING
@@ -146,30 +175,33 @@ def adaptive_gap(progress: Progress, knowledge: Knowledge, floor: float, cap: fl
         # its age decides (below) rather than the cap.
         and generation.cdf(progress.generating_for) < 1.0
     ):
-        return _gap(generation, progress.generating_for, floor, cap)
+        return _gap(generation, progress.generating_for, floor, cap, probability)
     completion = knowledge.completion
+    prior = knowledge.prior
     if len(completion) < MIN_SAMPLES or (
-        completion.cdf(progress.age) >= 1.0 and progress.age < PRIOR_LAST
+        completion.cdf(progress.age) >= 1.0 and progress.age < prior.quantile(PRIOR_LAST_SHARE)
     ):
-        completion = PRIOR_COMPLETION
-    by_age = _gap(completion, progress.age, floor, cap)
+        completion = prior
+    by_age = _gap(completion, progress.age, floor, cap, probability)
     if progress.stage is Stage.QUEUED and len(generation) >= MIN_SAMPLES:
         # Not started yet: it cannot finish before a whole generation (plus whatever of the
         # queue is left; half the upstream's estimate, as that estimate's meaning is a guess).
         # Both that and its age must allow it to finish, so the later of the two is the one.
         lead = 0.5 * progress.queue_time if progress.queue_time is not None else 0.0
-        return max(_clamp(lead + generation.quantile(CHECK_PROBABILITY), floor, cap), by_age)
+        return max(_clamp(lead + generation.quantile(probability), floor, cap), by_age)
     return by_age
 
 
-def _gap(durations: Durations, elapsed: float, floor: float, cap: float) -> float:
+def _gap(
+    durations: Durations, elapsed: float, floor: float, cap: float, probability: float
+) -> float:
     """The time until the chance of having finished since ``elapsed`` reaches the target."""
     done = durations.cdf(elapsed)
     if done >= 1.0:
         # Older than every video we have seen finish: a stalled queue or a video that never
         # ends. Nothing to go by, so look rarely.
         return cap
-    target = done + CHECK_PROBABILITY * (1.0 - done)
+    target = done + probability * (1.0 - done)
     return _clamp(durations.quantile(target) - elapsed, floor, cap)
 
 

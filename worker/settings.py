@@ -95,6 +95,7 @@ class Settings:
     list_page_size: int
     list_max_pages: int
     list_retry: float
+    typical_duration: float
 
     def __repr__(self) -> str:
         # The token is a Secret already; URLs may carry passwords, so mask those too.
@@ -316,6 +317,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         list_page_size=whole("TRACKER_LIST_PAGE_SIZE", 40, 1, 100),
         list_max_pages=whole("TRACKER_LIST_MAX_PAGES", 3, 1, 50),
         list_retry=seconds("TRACKER_LIST_RETRY", 3600.0, 0, 30 * 86400.0),
+        typical_duration=seconds("TRACKER_TYPICAL_DURATION", 90.0, 1, 86400),
     )
     settings = Settings(**values)
     _check_consistency(settings)

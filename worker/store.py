@@ -6,6 +6,8 @@ Times come from the database's clock (``db_now``), never from the worker's.
 
 from __future__ import annotations
 
+import math
+
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -324,9 +326,12 @@ class Claim:
         return [(video_id, r.slot) for r in self.requests for video_id in r.ids]
 
 
-# Claim rounds when ids share list requests: each round claims as many more due rows as there
-# are slots left, until the slots are used or nothing more is due.
-CLAIM_ROUNDS = 4
+# Claim rounds when ids share list requests: each round claims more due rows for the slots left,
+# until the slots are used or nothing more is due. The first round claims one row per slot; each
+# later one as many rows per slot as the requests so far carried ids, so a burst of one
+# account's ids (a hundred due at once) is claimed in a few rounds, not over many dispatches,
+# while ids of as many accounts as slots still claim one row per slot.
+CLAIM_ROUNDS = 6
 
 
 def claim_due(
@@ -366,7 +371,9 @@ def claim_due(
     singles: list[tuple[str, datetime]] = []
     total = 0
     for _ in range(CLAIM_ROUNDS if grouping else 1):
-        wanted = min(plan.count - len(groups) - len(singles), max_count - total)
+        requests = len(groups) + len(singles)
+        per_slot = math.ceil(total / requests) if requests else 1
+        wanted = min((plan.count - requests) * per_slot, max_count - total)
         if wanted <= 0:
             break
         rows = _claim_rows(session, now + timedelta(seconds=horizon), wanted, token, until)
@@ -543,7 +550,11 @@ def reserve_slots(
     return now, [plan.slot(i) for i in range(plan.count)]
 
 
-def knowledge(session: Session, limit: int = schedule.SAMPLE_ROWS) -> schedule.Knowledge:
+def knowledge(
+    session: Session,
+    limit: int = schedule.SAMPLE_ROWS,
+    prior: schedule.Durations = schedule.PRIOR_COMPLETION,
+) -> schedule.Knowledge:
     """How long the newest finished videos took, for the adaptive schedule.
 
     Read backwards along the (done_at, video_id) index: a bounded read whatever the table's
@@ -561,6 +572,7 @@ def knowledge(session: Session, limit: int = schedule.SAMPLE_ROWS) -> schedule.K
         generation=schedule.Durations.of(
             (d - s).total_seconds() for d, _, s in finished if s is not None
         ),
+        prior=prior,
     )
 
 

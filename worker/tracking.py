@@ -70,6 +70,8 @@ class Policy:
     list_interval: float | None = None
     # How long an id the list did not show is fetched by id before the list is tried again.
     list_retry: float = 3600.0
+    # The median completion time assumed until the table has observed enough (schedule.prior_for)
+    typical_duration: float = 90.0
 
 
 @dataclass(frozen=True)
@@ -300,6 +302,7 @@ def next_poll(
     progress: schedule.Progress | None = None,
     knowledge: schedule.Knowledge | None = None,
     grid: schedule.Grid | None = None,
+    share: int = 1,
 ) -> datetime:
     """The next poll time, never past the deadline, so the last poll lands at the deadline.
 
@@ -314,7 +317,8 @@ def next_poll(
     if policy.schedule == "adaptive" and progress is not None and knowledge is not None:
         floor = grid.period if grid is not None else policy.poll_interval_min
         cap = cap_for(age, policy)
-        gap = schedule.adaptive_gap(progress, knowledge, floor, cap)
+        probability = schedule.share_probability(share if grid is not None else 1)
+        gap = schedule.adaptive_gap(progress, knowledge, floor, cap, probability)
         if grid is None and policy.jitter > 0:
             # Around the gap, not below it: ids enqueued together drift apart without the
             # gaps shrinking on average (which would cost calls, as backoff's jitter does).
@@ -343,7 +347,7 @@ def first_poll_at(
     the list request of the ids already tracked there.
     """
     delay = policy.first_poll_delay
-    # Only what was observed may delay the first look: the prior (schedule.PRIOR_COMPLETION)
+    # Only what was observed may delay the first look: the prior (Knowledge.prior)
     # is a guess, and TRACKER_FIRST_POLL_DELAY is what the operator asked for.
     observed = knowledge is not None and len(knowledge.completion) >= schedule.MIN_SAMPLES
     if policy.schedule == "adaptive" and knowledge is not None and observed:
@@ -409,13 +413,14 @@ def decide(
     knowledge: schedule.Knowledge | None = None,
     grid: schedule.Grid | None = None,
     list_seen: bool | None = None,
+    share: int = 1,
 ) -> Decision:
     """Turn one upstream answer into the row's next state.
 
     ``now`` is the database's clock when the answer arrived; ``sent_at`` when the request went
     out (default: ``now``). Give-up is judged by ``sent_at``: only a poll *sent* at or past
     the deadline may expire a row. ``knowledge`` and ``grid`` feed the next poll time (see
-    ``next_poll``); ``list_seen`` says whether a list read showed the id (True), missed it
+    ``next_poll``, as does ``share``); ``list_seen`` says whether a list read showed the id (True), missed it
     (False: it is fetched by id for a while) or was not involved (None).
     """
     sent = sent_at or now
@@ -555,6 +560,7 @@ def decide(
         progress=progress_of(row, now, status_code, entry),
         knowledge=knowledge,
         grid=grid,
+        share=share,
     )
     return Decision(State.PENDING, polled, tuple(events), anomaly=anomaly)
 

@@ -439,5 +439,15 @@ def test_slots_a_shared_request_leaves_over_claim_more_rows(pg: sessionmaker[Ses
     listing = Policy(first_poll_delay=0.0, list_interval=1.0)
     got = claim(pg, rate=5.0, horizon=1.0, policy=listing)  # 5 slots, one account
     assert len(got.requests) == 1
-    # four rounds: 5, then 4 more, 4, 4 (each round asks for the slots still free)
-    assert len(got.slots) == 17
+    # rounds of 5, then 4 slots x 5 ids per request so far = 20, then the 15 left: all 40
+    # of a burst at once, not 5 + 4 + 4 ... over many dispatches
+    assert sorted(ids_of(got)) == sorted(vid(n) for n in range(40))
+
+
+def test_ids_of_as_many_accounts_as_slots_claim_one_row_per_slot(
+    pg: sessionmaker[Session],
+) -> None:
+    enqueue(pg, [f"user:1-pixverse:a{n}@example.com-video:1" for n in range(20)])
+    listing = Policy(first_poll_delay=0.0, list_interval=1.0)
+    got = claim(pg, rate=5.0, horizon=1.0, policy=listing)  # 5 slots
+    assert len(got.requests) == 5 and len(got.slots) == 5

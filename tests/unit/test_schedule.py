@@ -60,6 +60,16 @@ def test_with_too_few_finished_videos_the_documented_prior_stands_in() -> None:
         assert adaptive_gap(progress, Knowledge(), 15, 60) == adaptive_gap(progress, prior, 15, 60)
 
 
+def test_a_typical_duration_moves_the_prior_a_new_installation_times_videos_by() -> None:
+    slow = schedule.prior_for(900.0)
+    assert 850 < slow.quantile(0.5) < 950
+    # videos said to take fifteen minutes: a fresh table does not look at a young one soon
+    young = Progress(age=60)
+    assert adaptive_gap(young, Knowledge(prior=slow), 15, 600) > adaptive_gap(
+        young, Knowledge(), 15, 600
+    )
+
+
 def test_the_prior_says_one_to_a_few_minutes() -> None:
     prior = schedule.PRIOR_COMPLETION
     assert 85 < prior.quantile(0.5) < 95
@@ -91,7 +101,7 @@ def test_past_the_quickest_finishers_seen_the_prior_times_a_young_video() -> Non
     )
     assert adaptive_gap(young, quick, 10, 300) < 300
     # ... but older than the prior's last minutes, a video is stalled: the cap
-    assert adaptive_gap(Progress(age=schedule.PRIOR_LAST + 1), quick, 10, 300) == 300
+    assert adaptive_gap(Progress(age=schedule.PRIOR_COMPLETION.quantile(schedule.PRIOR_LAST_SHARE) + 1), quick, 10, 300) == 300
 
 
 def test_generating_longer_than_any_video_seen_is_timed_by_age() -> None:
@@ -100,6 +110,18 @@ def test_generating_longer_than_any_video_seen_is_timed_by_age() -> None:
         Progress(age=90), TYPICAL, 15, 300
     )
     assert adaptive_gap(long_run, TYPICAL, 15, 300) == 15
+
+
+def test_ids_sharing_a_request_reach_its_chance_together() -> None:
+    assert schedule.share_probability(1) == schedule.CHECK_PROBABILITY
+    for share in (2, 10, 40):
+        p = schedule.share_probability(share)
+        assert 1 - (1 - p) ** share == pytest.approx(schedule.CHECK_PROBABILITY)
+    # forty videos of one account, all young: one list request is worth it much sooner
+    young = Progress(age=20)
+    alone = adaptive_gap(young, TYPICAL, 10, 300)
+    shared = adaptive_gap(young, TYPICAL, 10, 300, schedule.share_probability(40))
+    assert shared < alone
 
 
 def test_a_generating_video_is_timed_by_how_long_it_has_been_generating() -> None:

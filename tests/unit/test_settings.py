@@ -148,6 +148,7 @@ NUMBERS = [
     ("TRACKER_LIST_PAGE_SIZE", "0", "101", "20", "list_page_size", 20),
     ("TRACKER_LIST_MAX_PAGES", "0", "51", "5", "list_max_pages", 5),
     ("TRACKER_LIST_RETRY", "-1", "2592001", "600", "list_retry", 600.0),
+    ("TRACKER_TYPICAL_DURATION", "0.5", "86401", "180", "typical_duration", 180.0),
 ]
 NAMES = [n[0] for n in NUMBERS]
 WHOLE = {

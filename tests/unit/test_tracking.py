@@ -1105,6 +1105,22 @@ def test_on_a_grid_the_next_poll_lands_on_an_instant_of_the_account() -> None:
         assert grid.snap(due) == due and due > now
 
 
+def test_ids_one_list_request_showed_in_progress_are_looked_at_again_sooner_together() -> None:
+    young = row(enqueued_at=NOW - timedelta(seconds=5))
+    grid = Grid.for_account("a+b@x.com", 10)
+
+    def due(share: int) -> datetime:
+        return decide(
+            young, Listed(generating()), NOW, POLICY, random.Random(1),
+            knowledge=TYPICAL, grid=grid, share=share,
+        ).changes["next_poll_at"]
+
+    # alone, the young video waits for the cap; forty of them together make the next list
+    # request likely to find one finished much sooner (and it still lands on the grid)
+    assert due(40) < due(1)
+    assert grid.snap(due(40)) == due(40)
+
+
 def test_the_first_poll_waits_for_what_the_table_says_and_joins_the_account_grid() -> None:
     assert first_poll_at(NOW, POLICY) == NOW + timedelta(seconds=15)
     adaptive = first_poll_at(NOW, POLICY, TYPICAL)

@@ -303,12 +303,15 @@ def explain(rt: Runtime, capture: Capture, rate: float) -> Plans:
         )
         batch = [video_id for video_id, _ in claim.slots][:25]
         assert claim.token is not None
+        # owned_rows runs in a transaction of its own in a worker, without the claim's settings
+        session.execute(text("RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_sort"))
         store.owned_rows(session, claim.token, batch, 1.0)
         capture.active = False
         owned_plan = _explain(session, *capture.find(*OWNED))
         session.rollback()
     rounds = len(capture.find_all(*LOCK))
     with rt.sessions() as session, session.begin():
+        store.steer_claim_plan(session)  # as claim_due plans its statements
         lock_plan = _explain(session, *capture.find(*LOCK))
         update_plan = _explain(session, *capture.find(*CLAIM_UPDATE))
         session.rollback()
@@ -706,10 +709,18 @@ def _measure(
     capture = Capture(rt.engine)
     print(f"  statistics as found: {stats_line(engine)}")
     rows = time_claims(rt, capture, args.repeat, "as found")
+    # the plan of the largest first round, before the table has statistics (the risky case)
+    found = explain(rt, capture, 500.0)
     with engine.connect() as conn:
         conn.execute(text("ANALYZE videos"))
         conn.commit()
     print(f"  ANALYZE videos done: {stats_line(engine)}")
+    print_plan(
+        "EXPLAIN (ANALYZE, BUFFERS) of the locking SELECT, rate 500/s, as found (before ANALYZE):",
+        found.lock,
+        "ix_videos_due",
+    )
+    print_plan("EXPLAIN (ANALYZE, BUFFERS) of the UPDATE, as found:", found.update, "pk_videos")
     rows += time_claims(rt, capture, args.repeat, "after ANALYZE")
     common.print_table(
         ["claim", "policy", "ids", "requests", "rounds", "median ms", "p95 ms", "max ms"], rows

@@ -352,11 +352,7 @@ def claim_due(
     dispatchers (two beats are safe); ``SKIP LOCKED`` keeps a dispatcher from waiting on rows
     a worker is writing.
     """
-    if is_postgres(session):
-        # The claim is index lookups by nature (the due index, then primary keys); right after a
-        # bulk enqueue the table has no statistics yet and Postgres would read it whole instead,
-        # seconds at a million rows with the control row locked (docs/performance.md).
-        session.execute(text("SET LOCAL enable_seqscan = off"))
+    steer_claim_plan(session)
     control, now = _lock_control(session)
     plan: SlotPlan = tracking.plan_slots(
         _limiter_view(control), now, rate_limit, horizon, policy, max_count
@@ -398,6 +394,23 @@ def claim_due(
         # clears or renews the pause) or its lease runs out.
         control.auth_paused_until = until
     return Claim(token, now, requests, spacing=plan.spacing)
+
+
+# The claim is index lookups by nature: the due index in order, stopping after the rows it
+# takes, then primary keys. Right after a bulk enqueue the table has no statistics yet, and
+# Postgres would read every due row instead (the whole table, or a bitmap of the due index
+# and a sort): a second at a million rows, with the control row locked (docs/performance.md,
+# benchmark 3). Only for the claim's transaction (SET LOCAL).
+_CLAIM_PLAN = (
+    "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; "
+    "SET LOCAL enable_sort = off"
+)
+
+
+def steer_claim_plan(session: Session) -> None:
+    """Keep the claim's statements on their index paths, whatever the statistics say."""
+    if is_postgres(session):
+        session.execute(text(_CLAIM_PLAN))
 
 
 def _claim_rows(

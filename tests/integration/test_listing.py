@@ -174,6 +174,48 @@ def test_a_finished_video_on_a_page_is_answered_even_if_not_due(
     assert kinds(pg, later).count("done") == 1
 
 
+def test_a_failed_adoption_costs_only_the_head_start(
+    pg: sessionmaker[Session], pg_database: str, sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    soon, later = created(sim, "completed_0.2", [vid(1), vid(2)])
+    sim.script(soon, "never")  # stays in progress: the list reads keep coming for it
+    # A real database error, for the adoption only: a trigger refuses to claim ``later``,
+    # which nothing else claims while its own next poll is a minute away.
+    sql(
+        pg,
+        "CREATE FUNCTION refuse_later() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'adoption refused for the test'; END $$",
+    )
+    sql(
+        pg,
+        "CREATE TRIGGER refuse_later BEFORE UPDATE OF claim_token ON videos FOR EACH ROW "
+        "WHEN (NEW.video_id = '" + later + "' AND NEW.claim_token IS NOT NULL) "
+        "EXECUTE FUNCTION refuse_later()",
+    )
+    try:
+        with tracker(pg_database, sim) as rt:
+            enqueue(rt, [soon, later])
+            sql(
+                pg,
+                "UPDATE videos SET next_poll_at = now() + interval '60 seconds' "
+                "WHERE video_id = :v",
+                v=later,
+            )
+            time.sleep(0.3)  # ``later`` has finished upstream: every page now shows it so
+            drive(rt, pg, timeout=4, until=lambda: len(sim.list_requests()) >= 3)
+    finally:
+        sql(pg, "DROP TRIGGER IF EXISTS refuse_later ON videos")
+        sql(pg, "DROP FUNCTION IF EXISTS refuse_later()")
+
+    assert "adopt_failed" in caplog.text  # the fault did happen
+    got = rows(pg)
+    # the page's claimed id was answered every time, not left claimed until its lease ran out
+    assert got[soon]["poll_count"] >= 2 and got[soon]["claim_token"] is None
+    # the adoption changed nothing: ``later`` waits, unharmed, for its own poll
+    assert got[later]["state"] == "pending" and got[later]["claim_token"] is None
+    assert got[later]["error_count"] == 0 and video_requests(sim, later) == 0
+
+
 def test_a_list_that_fails_for_an_account_falls_back_to_fetches_by_id(
     pg: sessionmaker[Session], pg_database: str, sim: Simulator
 ) -> None:

@@ -154,7 +154,7 @@ def share_probability(share: int) -> float:
     1 - (1 - p) ** share = CHECK_PROBABILITY)."""
     if share <= 1:
         return CHECK_PROBABILITY
-    return 1.0 - (1.0 - CHECK_PROBABILITY) ** (1.0 / share)
+    return 1.0 - math.pow(1.0 - CHECK_PROBABILITY, 1.0 / share)
 
 
 def adaptive_gap(

@@ -7,7 +7,6 @@ Times come from the database's clock (``db_now``), never from the worker's.
 from __future__ import annotations
 
 import math
-
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -367,9 +366,9 @@ def claim_due(
     singles: list[tuple[str, datetime]] = []
     total = 0
     for _ in range(CLAIM_ROUNDS if grouping else 1):
-        requests = len(groups) + len(singles)
-        per_slot = math.ceil(total / requests) if requests else 1
-        wanted = min((plan.count - requests) * per_slot, max_count - total)
+        taken = len(groups) + len(singles)  # requests so far
+        per_slot = math.ceil(total / taken) if taken else 1
+        wanted = min((plan.count - taken) * per_slot, max_count - total)
         if wanted <= 0:
             break
         rows = _claim_rows(session, now + timedelta(seconds=horizon), wanted, token, until)
@@ -402,8 +401,7 @@ def claim_due(
 # and a sort): a second at a million rows, with the control row locked (docs/performance.md,
 # benchmark 3). Only for the claim's transaction (SET LOCAL).
 _CLAIM_PLAN = (
-    "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; "
-    "SET LOCAL enable_sort = off"
+    "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
 )
 
 

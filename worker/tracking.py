@@ -419,9 +419,9 @@ def decide(
 
     ``now`` is the database's clock when the answer arrived; ``sent_at`` when the request went
     out (default: ``now``). Give-up is judged by ``sent_at``: only a poll *sent* at or past
-    the deadline may expire a row. ``knowledge`` and ``grid`` feed the next poll time (see
-    ``next_poll``, as does ``share``); ``list_seen`` says whether a list read showed the id (True), missed it
-    (False: it is fetched by id for a while) or was not involved (None).
+    the deadline may expire a row. ``knowledge``, ``grid`` and ``share`` feed the next poll
+    time (see ``next_poll``); ``list_seen`` says whether a list read showed the id (True),
+    missed it (False: it is fetched by id for a while) or was not involved (None).
     """
     sent = sent_at or now
     base: dict[str, Any] = {"updated_at": now, "claimed_until": None, "claim_token": None}

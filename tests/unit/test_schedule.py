@@ -101,7 +101,15 @@ def test_past_the_quickest_finishers_seen_the_prior_times_a_young_video() -> Non
     )
     assert adaptive_gap(young, quick, 10, 300) < 300
     # ... but older than the prior's last minutes, a video is stalled: the cap
-    assert adaptive_gap(Progress(age=schedule.PRIOR_COMPLETION.quantile(schedule.PRIOR_LAST_SHARE) + 1), quick, 10, 300) == 300
+    assert (
+        adaptive_gap(
+            Progress(age=schedule.PRIOR_COMPLETION.quantile(schedule.PRIOR_LAST_SHARE) + 1),
+            quick,
+            10,
+            300,
+        )
+        == 300
+    )
 
 
 def test_generating_longer_than_any_video_seen_is_timed_by_age() -> None:

@@ -1111,8 +1111,14 @@ def test_ids_one_list_request_showed_in_progress_are_looked_at_again_sooner_toge
 
     def due(share: int) -> datetime:
         return decide(
-            young, Listed(generating()), NOW, POLICY, random.Random(1),
-            knowledge=TYPICAL, grid=grid, share=share,
+            young,
+            Listed(generating()),
+            NOW,
+            POLICY,
+            random.Random(1),
+            knowledge=TYPICAL,
+            grid=grid,
+            share=share,
         ).changes["next_poll_at"]
 
     # alone, the young video waits for the cap; forty of them together make the next list

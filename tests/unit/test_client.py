@@ -297,13 +297,15 @@ def test_request_passes_explicit_connect_and_read_timeouts_and_streams() -> None
     assert adapter.sent[0].stream is True
 
 
-def test_tls_verification_stays_on_even_if_the_injected_session_turns_it_off(
+def test_tls_verification_stays_ours_whatever_the_injected_session_sets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     session = requests.Session()
-    session.verify = False
+    # a session set up elsewhere to trust another CA bundle: its setting must not reach our
+    # requests, which always verify against the default trust store
+    session.verify = "/etc/ssl/not-the-upstreams-ca.pem"
     client, adapter = client_with(make_response(404), session=session)
     client.fetch(VID)
     assert adapter.sent[0].verify is True

@@ -249,13 +249,15 @@ def test_list_request_sends_the_same_auth_headers_and_timeouts_as_fetch() -> Non
     assert sent.stream is True
 
 
-def test_list_request_keeps_tls_verification_on_even_if_the_session_turns_it_off(
+def test_list_request_keeps_tls_verification_ours_whatever_the_session_sets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     session = requests.Session()
-    session.verify = False
+    # a session set up elsewhere to trust another CA bundle: its setting must not reach our
+    # requests, which always verify against the default trust store
+    session.verify = "/etc/ssl/not-the-upstreams-ca.pem"
     client, adapter = client_with(make_response(200, {"data": []}), session=session)
     client.list_videos(EMAIL)
     assert adapter.sent[0].verify is True

@@ -304,7 +304,7 @@ def explain(rt: Runtime, capture: Capture, rate: float) -> Plans:
         batch = [video_id for video_id, _ in claim.slots][:25]
         assert claim.token is not None
         # owned_rows runs in a transaction of its own in a worker, without the claim's settings
-        session.execute(text("RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_sort"))
+        session.execute(text("; ".join(f"RESET {name}" for name in store.CLAIM_PLAN_SETTINGS)))
         store.owned_rows(session, claim.token, batch, 1.0)
         capture.active = False
         owned_plan = _explain(session, *capture.find(*OWNED))

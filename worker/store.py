@@ -400,9 +400,8 @@ def claim_due(
 # Postgres would read every due row instead (the whole table, or a bitmap of the due index
 # and a sort): a second at a million rows, with the control row locked (docs/performance.md,
 # benchmark 3). Only for the claim's transaction (SET LOCAL).
-_CLAIM_PLAN = (
-    "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
-)
+CLAIM_PLAN_SETTINGS = ("enable_seqscan", "enable_bitmapscan", "enable_sort")
+_CLAIM_PLAN = "; ".join(f"SET LOCAL {name} = off" for name in CLAIM_PLAN_SETTINGS)
 
 
 def steer_claim_plan(session: Session) -> None:

@@ -1,4 +1,4 @@
-"""Client for useapi.net's PixVerse v2 video and list endpoints, turning answers into outcomes."""
+"""Client for useapi.net's PixVerse v2 endpoints (video, list, scheduler), answers as outcomes."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from requests.auth import AuthBase
 
 from worker.outcomes import (
     Deleted,
+    Executing,
     ListOutcome,
     NotYet,
     Outcome,
@@ -32,6 +33,7 @@ from worker.outcomes import (
     RateLimited,
     Record,
     Rejected,
+    SchedulerOutcome,
     Transient,
     Unauthorized,
 )
@@ -41,14 +43,17 @@ __all__ = [
     "MAX_LIST_LIMIT",
     "MAX_MESSAGE_CHARS",
     "MAX_RETRY_AFTER",
+    "SCHEDULER_PATH",
     "VIDEOS_PATH",
     "UseapiClient",
     "list_url",
     "parse_retry_after",
+    "scheduler_url",
     "video_url",
 ]
 
 VIDEOS_PATH: Final = "/v2/pixverse/videos/"
+SCHEDULER_PATH: Final = "/v2/pixverse/scheduler/"
 # Upstream text ends up in logs and rows; a bound keeps a chatty error page from flooding them.
 MAX_MESSAGE_CHARS: Final = 500
 # A Retry-After beyond an hour is more likely a bug than advice; the poller's deadline rules.
@@ -65,6 +70,8 @@ _DELETED_MARKER: Final = "has been deleted"
 _DELTA_SECONDS: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _WHITESPACE_RUN: Final = re.compile(r"\s+")
 _ERROR_ONLY_KEYS: Final = frozenset({"error", "code"})
+# Where a scheduler item keeps its id: the current form first, then the earlier ones.
+_SCHEDULER_ID_FIELDS: Final = ("id", "videoId", "video_id")
 
 _TRANSIENT_LABELS: Final[dict[int, str]] = {
     408: "request timeout",
@@ -133,6 +140,11 @@ def list_url(base_url: str, email: str, limit: int, offset: int) -> str:
     except UnicodeEncodeError as exc:
         raise ValueError(f"invalid email: {email!r}") from exc
     return base_url.rstrip("/") + VIDEOS_PATH + "?" + query
+
+
+def scheduler_url(base_url: str) -> str:
+    """The URL of the token-wide scheduler: every job started through the API still executing."""
+    return base_url.rstrip("/") + SCHEDULER_PATH
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -478,6 +490,76 @@ def _classify_page(
     )
 
 
+def _classify_scheduler(
+    status: int,
+    body: _Body,
+    retry_after: str | None,
+    latency: float,
+    secrets: tuple[str, ...],
+) -> SchedulerOutcome:
+    """Map one answer of the scheduler to its outcome."""
+    if status == 200:
+        return _classify_executing(body, latency, secrets)
+    if status == 404:
+        # No scheduler here (route gone, another API version): it says nothing about any
+        # video, so the caller falls back to the other endpoints.
+        return Rejected(message=_message(body, secrets), http_status=404, latency=latency)
+    return _classify_status(status, body, retry_after, latency, secrets)
+
+
+def _classify_executing(
+    body: _Body, latency: float, secrets: tuple[str, ...]
+) -> Executing | Transient:
+    if body.failure is not None:
+        return Transient(body.failure, 200, latency, dict(body.detail))
+    ok, value = _parse_json(body.data)
+    if not ok:
+        snippet = _clean_text(body.data.decode("utf-8", errors="replace"), secrets)
+        return Transient("scheduler answer is not valid JSON", 200, latency, {"body": snippet})
+    if isinstance(value, dict):
+        if "error" in value and set(value) <= _ERROR_ONLY_KEYS:
+            message = _clean_value(value.get("error"), secrets)
+            return Transient(
+                "scheduler answer holds an error, not a list", 200, latency, {"message": message}
+            )
+        # GET /scheduler/available wraps the same items as {"executing": [...], "available": ...}.
+        executing = value.get("executing")
+        if not isinstance(executing, list):
+            detail = {
+                "executing": "missing" if "executing" not in value else type(executing).__name__
+            }
+            return Transient("scheduler answer has no executing list", 200, latency, detail)
+        value = executing
+    if not isinstance(value, list):
+        return Transient(
+            "scheduler answer is not a list", 200, latency, {"type": type(value).__name__}
+        )
+    ids: dict[str, None] = {}  # an ordered set
+    dropped = 0
+    for item in value:
+        job_id = _scheduler_id(item)
+        # An "id" carrying the token is an echo, not a job of ours, and must not reach the logs.
+        if job_id is None or any(secret in job_id for secret in secrets):
+            dropped += 1
+        else:
+            ids[job_id] = None
+    return Executing(ids=tuple(ids), dropped=dropped, latency=latency)
+
+
+def _scheduler_id(item: Any) -> str | None:
+    """The job id of one scheduler item, kept exactly as sent; None when it has no usable one."""
+    if isinstance(item, str):
+        return item or None
+    if not isinstance(item, dict):
+        return None
+    for name in _SCHEDULER_ID_FIELDS:
+        found = item.get(name)
+        if isinstance(found, str):
+            # The first string the item offers decides: an empty one is not an invitation to guess.
+            return found or None
+    return None
+
+
 def _next_offset(fields: dict[str, Any], count: int, offset: int, limit: int) -> int | None:
     """Where the page after this one starts, or None when this is the last one."""
     has_more = fields.get("has_more")
@@ -568,7 +650,7 @@ class _BearerAuth(AuthBase):
 
 
 class UseapiClient:
-    """Fetches single video records and pages of an account's video list from useapi.net.
+    """Fetches video records, pages of an account's video list and the scheduler from useapi.net.
 
     One instance (and one session) serves every poll thread of a process: we only send GETs
     with no cookies, and urllib3's connection pool is thread-safe; size the session's pool
@@ -678,6 +760,19 @@ class UseapiClient:
             self._auth.secrets,
             offset,
             limit,
+        )
+
+    def scheduler(self) -> SchedulerOutcome:
+        """Ask the upstream which jobs started through the API with this token still execute.
+
+        One read answers for every account of the token. Never raises for anything the network
+        or the upstream can do.
+        """
+        answer = self._get(scheduler_url(self._base_url))
+        if isinstance(answer, Transient):
+            return answer
+        return _classify_scheduler(
+            answer.status, answer.body, answer.retry_after, answer.latency, self._auth.secrets
         )
 
     def _get(self, url: str) -> _Answer | Transient:

@@ -2,7 +2,8 @@
 
 Every expected answer of ``GET /v2/pixverse/videos/{video_id}`` maps to exactly one of these,
 and every answer of the list endpoint ``GET /v2/pixverse/videos/?email=`` to one of
-``ListOutcome``. They are plain values so the rules can be tested without any HTTP.
+``ListOutcome``, and every answer of the token-wide scheduler ``GET /v2/pixverse/scheduler/``
+to one of ``SchedulerOutcome``. They are plain values so the rules can be tested without any HTTP.
 """
 
 from __future__ import annotations
@@ -106,10 +107,28 @@ class Page:
     latency: float = 0.0
 
 
+@dataclass(frozen=True)
+class Executing:
+    """200 from the scheduler: the ids of the jobs still executing, for every account of the token.
+
+    Only jobs started through the API with this token are listed, never videos made on the
+    website: an id missing here says nothing on its own. ``ids`` keep the order received,
+    without repeats; ``dropped`` counts the items that carried no usable id.
+    """
+
+    ids: tuple[str, ...]
+    dropped: int = 0
+    http_status: int = 200
+    latency: float = 0.0
+
+
 Outcome = Record | NotYet | Deleted | Rejected | Unauthorized | RateLimited | Transient | Listed
 # What one list request can answer: a 400 or 404 there says the list is unusable for that
 # account (the ids fall back to single-video polls), never that a video is gone.
 ListOutcome = Page | Rejected | Unauthorized | RateLimited | Transient
+# What one scheduler read can answer: a 400 or 404 there says the endpoint does not work here
+# (the tracker falls back to the other endpoints), never anything about one video.
+SchedulerOutcome = Executing | Rejected | Unauthorized | RateLimited | Transient
 
 # Stable names, used in logs, events, metrics and the poll counters.
 KIND: dict[type[Any], str] = {
@@ -122,9 +141,10 @@ KIND: dict[type[Any], str] = {
     Transient: "transient",
     Listed: "listed",
     Page: "page",
+    Executing: "scheduler",
 }
 
 
-def kind_of(outcome: Outcome | ListOutcome) -> str:
+def kind_of(outcome: Outcome | ListOutcome | SchedulerOutcome) -> str:
     """The stable machine name of an outcome's kind."""
     return KIND[type(outcome)]

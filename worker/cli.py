@@ -486,6 +486,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             args.default_delay,
             list_shape=args.list_shape,
             list_paging=args.list_paging,
+            scheduler_shape=args.scheduler_shape,
         )
     except OSError as exc:
         raise CommandError(
@@ -637,6 +638,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("plain", "paged"),
         default="plain",
         help="list pages are {data} (plain, as documented) or add has_more/next_offset (paged)",
+    )
+    p.add_argument(
+        "--scheduler-shape",
+        choices=("id", "videoId", "video_id"),
+        default="id",
+        help="the key scheduler items keep their id under: id (as documented), videoId (earlier)"
+        " or video_id (as in /scheduler/available)",
     )
 
     p = add("demo", cmd_demo, "simulator + embedded tracker + live progress, on this machine")

@@ -1,4 +1,4 @@
-"""A loopback fake of useapi.net's PixVerse video endpoints (one video, and the account list)."""
+"""A loopback fake of useapi.net's PixVerse endpoints: one video, account lists, the scheduler."""
 
 from __future__ import annotations
 
@@ -25,10 +25,16 @@ CLIENT_CLOSED = 499  # logged for a request whose client hung up before the answ
 DELETED_MESSAGE = "The original video has been deleted"
 
 _ENDPOINT_PREFIX = ["", "v2", "pixverse", "videos"]
+_SCHEDULER_PREFIX = ["", "v2", "pixverse", "scheduler"]
 _JSON = "application/json; charset=utf-8"
 _HTML = "text/html; charset=utf-8"
 _LIST_SHAPES = ("full", "brief")
 _LIST_PAGINGS = ("plain", "paged")
+# The key a scheduler item keeps its id under: the current docs, an earlier page, /available.
+_SCHEDULER_SHAPES = ("id", "videoId", "video_id")
+_SCHEDULER_FAULTS = ("garbage", "object")
+# Jobs an account may run at once, as GET /scheduler/available reports it.
+_MAX_JOBS = 10
 _DEFAULT_LIMIT, _MAX_LIMIT = 40, 100
 # What a "brief" list entry keeps: the status fields a poller needs, nothing else.
 _BRIEF_FIELDS = frozenset(
@@ -127,6 +133,7 @@ _TAG_RE = re.compile(r"\+([^+@]*)@")
 _NUMBER_RE = re.compile(r":(\d+)$")
 # The account a video belongs to is the email inside its id; only such ids are ever listed.
 _ACCOUNT_RE = re.compile(r"-pixverse:(?P<email>.+?)-(?:video|image):(?P<number>\d+)$")
+_IMAGE_RE = re.compile(r"-image:[^:]*$")
 _INTEGER_RE = re.compile(r"-?[0-9]+")
 
 
@@ -144,8 +151,19 @@ class LoggedRequest:
     started: float
     finished: float
     authorized: bool
-    kind: str = "video"  # "video" (one video), "list" (an account's videos) or "other"
+    # "video" (one video), "list" (an account's videos), "scheduler" (either scheduler read)
+    # or "other"
+    kind: str = "video"
     email: str | None = None  # the decoded email parameter of a list request
+
+
+@dataclass(frozen=True)
+class SchedulerRead:
+    """One scheduler request the simulator answered, and the ids its answer listed."""
+
+    at: float  # time.time() when answered
+    status: int
+    ids: tuple[str, ...]  # ids listed in that answer; () for anything but a 200 listing
 
 
 @dataclass(frozen=True)
@@ -180,8 +198,10 @@ class _Moment:
 class _Seen:
     first_seen: float
     created_at: str
+    started_wall: float  # time.time() at first_seen, for the scheduler's "started"
     count: int = 0
     listed: bool = True  # False: never on its account's list (created with listed=False)
+    scheduled: bool = True  # False: made on the website, never on the scheduler
 
 
 @dataclass(frozen=True)
@@ -191,6 +211,7 @@ class _Route:
     kind: str
     video_id: str | None = None
     query: dict[str, list[str]] = field(default_factory=dict)  # the list's parameters
+    available: bool = False  # the scheduler's /available form
 
 
 @dataclass(frozen=True)
@@ -204,6 +225,7 @@ class _Call:
     authorized: bool
     answer: _Answer
     delay: float
+    listed_ids: tuple[str, ...] = ()  # what a scheduler answer lists
 
 
 def make_id(scenario: str, n: int, user: int = 1, kind: str = "video") -> str:
@@ -261,6 +283,16 @@ def _number_of(video_id: str) -> str:
 
 def _iso_utc(wall: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
+
+
+def _iso_utc_millis(wall: float) -> str:
+    millis = int(wall * 1000) % 1000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + f".{millis:03d}Z"
+
+
+def _minutes_seconds(seconds: float) -> str:
+    whole = max(int(seconds), 0)
+    return f"{whole // 60:02d}:{whole % 60:02d}"
 
 
 def _json_answer(status: int, payload: object) -> _Answer:
@@ -522,6 +554,13 @@ def _route(raw_path: str) -> _Route:
     query = parse_qs(rest.split("#", 1)[0], keep_blank_values=True)
     # Split before decoding so an encoded "/" (%2F) never creates or removes a segment.
     segments = [unquote(segment) for segment in path.split("/")]
+    if segments[:4] == _SCHEDULER_PREFIX:
+        tail = segments[4:]
+        if tail in ([], [""]):
+            return _Route("scheduler")
+        if tail in (["available"], ["available", ""]):
+            return _Route("scheduler", available=True)
+        return _Route("other")
     if segments[:4] != _ENDPOINT_PREFIX or len(segments) > 5:
         return _Route("other")
     if len(segments) == 4 or not segments[4]:
@@ -579,6 +618,13 @@ class Simulator:
     list request arrives; ``list_shape`` and ``list_paging`` pick a reading of the upstream's
     documentation. Listing never starts a clock nor counts toward any id's N.
 
+    ``GET /v2/pixverse/scheduler/`` lists, token-wide, every id started "through the API" whose
+    clock runs and whose by-id record is not final yet (a ``never`` id forever, a ``rejected``
+    one never), oldest first; ``scheduler_shape`` names the key its items keep the id under.
+    ``GET /v2/pixverse/scheduler/available`` wraps the same items (keyed ``video_id``) with each
+    account's capacity. Ids created with ``scheduled=False`` (made on the website) never show,
+    nor, when ``scheduled_when_requested`` is False, ids first seen by a by-id request.
+
     The scenario comes from the id itself (``...pixverse:sim+generating_2_6@example.com...``), so
     separate processes can script ids without talking to the simulator; ``script()`` overrides it.
     An id's clock starts at ``create()`` or at the FIRST authorized endpoint request the simulator
@@ -598,6 +644,8 @@ class Simulator:
         default_delay: float = 5.0,
         list_shape: str = "full",
         list_paging: str = "plain",
+        scheduler_shape: str = "id",
+        scheduled_when_requested: bool = True,
     ) -> None:
         self._host = host
         self._port = port
@@ -607,6 +655,9 @@ class Simulator:
         self._list_shape = _one_of("list_shape", list_shape, _LIST_SHAPES)
         self._list_paging = _one_of("list_paging", list_paging, _LIST_PAGINGS)
         self._list_failure: int | None = None
+        self._scheduler_shape = _one_of("scheduler_shape", scheduler_shape, _SCHEDULER_SHAPES)
+        self._scheduled_when_requested = bool(scheduled_when_requested)
+        self._scheduler_failure: int | str | None = None
         self._lock = threading.Lock()
         self._seen: dict[str, _Seen] = {}
         # The videos of each account (casefolded email), so a list answer reads only its own
@@ -617,6 +668,10 @@ class Simulator:
         self._connections: set[socket.socket] = set()
         self._overlaps = 0
         self._log: dict[int, LoggedRequest] = {}
+        self._scheduler_log: dict[int, SchedulerRead] = {}
+        # Scheduled ids that may still be executing, in clock-start order; finished ones are
+        # pruned by the next scheduler read, so a read costs what is running, not all ever seen.
+        self._executing: dict[str, None] = {}
         self._next_seq = 0
         self._epoch = 0
         self._revoked_until = float("-inf")
@@ -725,6 +780,47 @@ class Simulator:
         with self._lock:
             self._list_paging = paging
 
+    @property
+    def scheduler_shape(self) -> str:
+        """The key scheduler items keep their id under: ``"id"`` (the current docs),
+        ``"videoId"`` (an earlier page) or ``"video_id"`` (as in /available)."""
+        with self._lock:
+            return self._scheduler_shape
+
+    @scheduler_shape.setter
+    def scheduler_shape(self, value: str) -> None:
+        shape = _one_of("scheduler_shape", value, _SCHEDULER_SHAPES)
+        with self._lock:
+            self._scheduler_shape = shape
+
+    @property
+    def scheduled_when_requested(self) -> bool:
+        """Whether an id first seen by a by-id request (not ``create()``d) counts as started
+        through the API, and so shows on the scheduler; applies to ids first seen from then on."""
+        with self._lock:
+            return self._scheduled_when_requested
+
+    @scheduled_when_requested.setter
+    def scheduled_when_requested(self, value: bool) -> None:
+        with self._lock:
+            self._scheduled_when_requested = bool(value)
+
+    def fail_scheduler(self, fault: int | str | None) -> None:
+        """Answer every (authorized) scheduler read with ``fault``: an HTTP error status and an
+        error body, ``"garbage"`` (a 200 that is not JSON) or ``"object"`` (a 200 holding
+        ``{"unexpected": true}``); None answers truly again."""
+        if isinstance(fault, bool) or not (
+            fault is None
+            or (isinstance(fault, int) and 400 <= fault <= 599)
+            or fault in _SCHEDULER_FAULTS
+        ):
+            raise ValueError(
+                f"fault must be an HTTP error status, {' or '.join(_SCHEDULER_FAULTS)}"
+                f" or None, got {fault!r}"
+            )
+        with self._lock:
+            self._scheduler_failure = fault
+
     def fail_lists(self, status: int | None) -> None:
         """Answer every (authorized) list request with ``status`` and an error body, e.g. 400
         for an account the list does not work for or 503 for an outage; None lists again."""
@@ -747,28 +843,34 @@ class Simulator:
         parsed = _parse_scenario(scenario, self._default_delay)
         with self._lock:
             self._scripts[video_id] = parsed
+            seen = self._seen.get(video_id)
+            if seen is not None and seen.scheduled:
+                # A new scenario may run longer than the old one: back on the scheduler.
+                self._executing[video_id] = None
 
-    def create(self, video_id: str, *, listed: bool = True) -> None:
+    def create(self, video_id: str, *, listed: bool = True, scheduled: bool = True) -> None:
         """Register a video as created now (POST /videos/create): its clock starts as a first
         request would start it, but nothing is logged and its request count stays 0.
 
         ``listed=False`` keeps it off its account's list for good, as a video beyond the pages
-        a tracker reads would be: it is then only seen by id. Creating an id already seen or
-        created changes nothing.
+        a tracker reads would be: it is then only seen by id. ``scheduled=False`` makes it a
+        video started on the website: the scheduler never lists it. Creating an id already seen
+        or created changes nothing.
         """
-        self.create_many([video_id], listed=listed)
+        self.create_many([video_id], listed=listed, scheduled=scheduled)
 
-    def create_many(self, video_ids: Iterable[str], *, listed: bool = True) -> None:
+    def create_many(
+        self, video_ids: Iterable[str], *, listed: bool = True, scheduled: bool = True
+    ) -> None:
         """``create()`` each id, in the given order (which is also their creation order)."""
         if isinstance(video_ids, str):
             # A bare string is an iterable of one-letter ids: surely not what was meant.
             raise TypeError("create_many() takes an iterable of ids, not one id")
         with self._lock:
             for video_id in video_ids:
-                new = video_id not in self._seen
-                seen = self._first_sight_locked(video_id, time.monotonic())
-                if new:
-                    seen.listed = listed
+                if video_id not in self._seen:
+                    self._first_sight_locked(video_id, time.monotonic(), scheduled=scheduled)
+                    self._seen[video_id].listed = listed
 
     def reset(self) -> None:
         """Forget the request log, overlap count, per-id clocks and created videos; scripts and
@@ -780,6 +882,8 @@ class Simulator:
             self._seen.clear()
             self._by_account.clear()
             self._log.clear()
+            self._scheduler_log.clear()
+            self._executing.clear()
             self._overlaps = 0
             self._epoch += 1
 
@@ -803,6 +907,11 @@ class Simulator:
             if entry.kind == "list"
             and (wanted is None or (entry.email is not None and entry.email.casefold() == wanted))
         ]
+
+    def scheduler_requests(self) -> list[SchedulerRead]:
+        """Scheduler reads (either form) in arrival order, with what each answer listed."""
+        with self._lock:
+            return [self._scheduler_log[seq] for seq in sorted(self._scheduler_log)]
 
     def overlapping_requests(self) -> int:
         """How often a request arrived while another for the same id was still in flight."""
@@ -828,7 +937,7 @@ class Simulator:
             authorized = self._authorized_locked(authorization, started)
             if route.video_id is not None:
                 self._enter_locked(route.video_id)
-            answer = self._answer_locked(route, authorized, started)
+            answer, listed_ids = self._answer_locked(route, authorized, started)
             seq, self._next_seq = self._next_seq, self._next_seq + 1
             return _Call(
                 seq=seq,
@@ -840,6 +949,7 @@ class Simulator:
                 authorized=authorized,
                 answer=answer,
                 delay=self._latency + answer.extra_delay,
+                listed_ids=listed_ids,
             )
 
     def _depart(self, call: _Call, logged: bool, status: int | None = None) -> None:
@@ -851,10 +961,15 @@ class Simulator:
                 if not self._in_flight[video_id]:
                     del self._in_flight[video_id]
             if logged and call.epoch == self._epoch:
+                answered = call.answer.status if status is None else status
+                if call.route.kind == "scheduler":
+                    # A client that hung up (499) was listed nothing: it never read the answer.
+                    ids = call.listed_ids if answered == 200 else ()
+                    self._scheduler_log[call.seq] = SchedulerRead(time.time(), answered, ids)
                 self._log[call.seq] = LoggedRequest(
                     video_id=video_id,
                     path=call.path,
-                    status=call.answer.status if status is None else status,
+                    status=answered,
                     started=call.started,
                     finished=finished,
                     authorized=call.authorized,
@@ -875,15 +990,23 @@ class Simulator:
             self._overlaps += 1
         self._in_flight[video_id] = self._in_flight.get(video_id, 0) + 1
 
-    def _answer_locked(self, route: _Route, authorized: bool, now: float) -> _Answer:
+    def _answer_locked(
+        self, route: _Route, authorized: bool, now: float
+    ) -> tuple[_Answer, tuple[str, ...]]:
+        """The answer, and the ids it lists when it is a scheduler listing."""
         if not authorized:
-            return _UNAUTHORIZED
+            return _UNAUTHORIZED, ()
+        if route.kind == "scheduler":
+            return self._scheduler_answer_locked(route.available, now)
+        return self._by_path_answer_locked(route, now), ()
+
+    def _by_path_answer_locked(self, route: _Route, now: float) -> _Answer:
         if route.kind == "list":
             return self._list_answer_locked(route.query, now)
         if route.video_id is None:
             return _NOT_FOUND
         video_id = route.video_id
-        seen = self._first_sight_locked(video_id, now)
+        seen = self._first_sight_locked(video_id, now, scheduled=self._scheduled_when_requested)
         seen.count += 1
         scenario = self._scenario_locked(video_id)
         moment = _Moment(
@@ -895,10 +1018,13 @@ class Simulator:
         )
         return _RESPONDERS[scenario.name](moment)
 
-    def _first_sight_locked(self, video_id: str, now: float) -> _Seen:
+    def _first_sight_locked(self, video_id: str, now: float, *, scheduled: bool) -> _Seen:
         seen = self._seen.get(video_id)
         if seen is None:
-            seen = self._seen[video_id] = _Seen(now, _iso_utc(time.time()))
+            wall = time.time()
+            seen = self._seen[video_id] = _Seen(now, _iso_utc(wall), wall, scheduled=scheduled)
+            if scheduled:
+                self._executing[video_id] = None
             match = _ACCOUNT_RE.search(video_id)
             if match is not None:
                 account = match.group("email").casefold()
@@ -906,6 +1032,74 @@ class Simulator:
                     (video_id, int(match.group("number")))
                 )
         return seen
+
+    def _scheduler_answer_locked(
+        self, available: bool, now: float
+    ) -> tuple[_Answer, tuple[str, ...]]:
+        failure = self._scheduler_failure
+        if failure == "garbage":
+            return _Answer(200, b"<html>scheduler hiccup</html>", _HTML), ()
+        if failure == "object":
+            return _json_answer(200, {"unexpected": True}), ()
+        if isinstance(failure, int):
+            body = {"error": f"scheduler failed ({failure})", "code": failure}
+            return _json_answer(failure, body), ()
+        running = self._running_locked(now)
+        key = "video_id" if available else self._scheduler_shape
+        items = [self._scheduler_item(video_id, seen, key, now) for video_id, seen in running]
+        ids = tuple(video_id for video_id, _ in running)
+        if not available:
+            return _json_answer(200, items), ids
+        counts: dict[str, int] = {}
+        for video_id, _ in running:
+            match = _ACCOUNT_RE.search(video_id)
+            if match is not None:
+                account = match.group("email").casefold()
+                counts[account] = counts.get(account, 0) + 1
+        capacity = []
+        for account, videos in self._by_account.items():
+            match = _ACCOUNT_RE.search(videos[0][0])
+            email = match.group("email") if match is not None else account
+            busy = counts.get(account, 0)
+            capacity.append(
+                {
+                    "email": email,
+                    "maxJobs": _MAX_JOBS,
+                    "executing": busy,
+                    "available": max(_MAX_JOBS - busy, 0),
+                }
+            )
+        return _json_answer(200, {"executing": items, "available": capacity}), ids
+
+    def _running_locked(self, now: float) -> list[tuple[str, _Seen]]:
+        """The scheduled ids still executing at ``now``, oldest clock first; prunes the rest."""
+        running: list[tuple[str, _Seen]] = []
+        finished: list[str] = []
+        for video_id in self._executing:
+            seen = self._seen[video_id]
+            scenario = self._scenario_locked(video_id)
+            if scenario.name == "rejected":
+                finished.append(video_id)
+                continue
+            after = _final_after(scenario)
+            if after is not None and now - seen.first_seen >= after:
+                finished.append(video_id)
+                continue
+            running.append((video_id, seen))
+        for video_id in finished:
+            del self._executing[video_id]
+        # script() may put an id back out of order; clocks, not insertion, decide.
+        running.sort(key=lambda job: job[1].first_seen)
+        return running
+
+    @staticmethod
+    def _scheduler_item(video_id: str, seen: _Seen, key: str, now: float) -> dict[str, Any]:
+        return {
+            key: video_id,
+            "type": "image" if _IMAGE_RE.search(video_id) else "video",
+            "started": _iso_utc_millis(seen.started_wall),
+            "elapsed": _minutes_seconds(now - seen.first_seen),
+        }
 
     def _list_answer_locked(self, query: dict[str, list[str]], now: float) -> _Answer:
         if self._list_failure is not None:
@@ -1095,6 +1289,7 @@ def serve(
     *,
     list_shape: str = "full",
     list_paging: str = "plain",
+    scheduler_shape: str = "id",
 ) -> None:
     """Run a simulator in the foreground until Ctrl-C; prints its base URL once listening."""
     simulator = Simulator(
@@ -1105,6 +1300,7 @@ def serve(
         default_delay,
         list_shape=list_shape,
         list_paging=list_paging,
+        scheduler_shape=scheduler_shape,
     ).start()
     try:
         print(simulator.base_url, flush=True)

@@ -33,6 +33,13 @@ class TrackerControl(Base):
     auth_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     auth_error: Mapped[str | None] = mapped_column(Text)
     last_dispatch_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The token-wide scheduler read: when the last one started and answered, how many failed
+    # in a row since (reads back off), and why the last one failed.
+    scheduler_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    scheduler_ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    scheduler_failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    scheduler_error: Mapped[str | None] = mapped_column(Text)
+    scheduler_executing: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (CheckConstraint(f"id = {CONTROL_ROW_ID}", name="single_row"),)
 

@@ -71,6 +71,9 @@ class Video(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When a read of the account's list last failed to show it: polled by id for a while.
     list_missed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the upstream's scheduler (GET /v2/pixverse/scheduler/) last listed it as executing.
+    # Set: a later read without it means it has just finished (worker/scheduler_read.py).
+    scheduler_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     poll_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     error_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
@@ -91,6 +94,14 @@ class Video(Base):
             "next_poll_at",
             postgresql_where=text("state = 'pending'"),
             sqlite_where=text("state = 'pending'"),
+        ),
+        # The rows a scheduler read must find when their id has left the scheduler: few
+        # (the jobs executing now), whatever the size of the table.
+        Index(
+            "ix_videos_scheduled",
+            "video_id",
+            postgresql_where=text("state = 'pending' AND scheduler_seen_at IS NOT NULL"),
+            sqlite_where=text("state = 'pending' AND scheduler_seen_at IS NOT NULL"),
         ),
         # Finished rows only: an update of a pending row then writes no entry here
         # (migrations/versions/0007_cheap_row_updates.py).

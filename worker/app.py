@@ -6,6 +6,7 @@ The configuration is read when Celery first needs it, not at import time.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, signals
@@ -50,6 +51,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             "tracker.dispatch": {"queue": dispatch_queue},
             "tracker.prune": {"queue": dispatch_queue},
+            "tracker.scheduler": {"queue": dispatch_queue},
             "tracker.poll": {"queue": poll_queue},
             "tracker.deliver": {"queue": poll_queue},
         },
@@ -72,6 +74,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
+    if settings.scheduler_enabled:
+        # The token-wide read of the jobs still executing (worker/scheduler_read.py).
+        config["beat_schedule"]["scheduler"] = {
+            "task": "tracker.scheduler",
+            "schedule": settings.scheduler_interval,
+        }
     if settings.prune_interval > 0:
         # Off (0) when the worker's database role may not DELETE: prune from cron instead.
         config["beat_schedule"]["prune"] = {
@@ -98,6 +106,10 @@ def _setup_logging(**_: Any) -> None:
         secrets=[settings.useapi_token.reveal()],
         log_format=settings.log_format,
     )
+    for notice in settings.notices:
+        logs.event(
+            logging.getLogger("tracker.settings"), logging.WARNING, "setting_ignored", detail=notice
+        )
 
 
 @signals.worker_init.connect

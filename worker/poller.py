@@ -212,6 +212,9 @@ class _BatchRun:
         self.report = BatchReport()
         self.auth_failing = False
         self.rows: dict[str, tracking.RowView] = {}
+        # Each held id's lease end (database time): a request may start only while the
+        # leases of all its ids still cover it (``covered``); follow-ups renew them.
+        self.leases: dict[str, datetime] = {}
         # Claimed (or adopted) ids whose answer is not applied yet: released at the end.
         self.unanswered: set[str] = set()
         # Ids the list did not show: if they are released unanswered (a 429 stopped the
@@ -238,8 +241,8 @@ class _BatchRun:
             heapq.heappush(self.jobs, (at, next(self.order), job))
             self.wake.notify_all()
 
-    def next_job(self, deadline: float) -> tuple[float, _Job] | None:
-        """The next job once its time has come; None when all is done, stopped or too late."""
+    def next_job(self) -> tuple[float, _Job] | None:
+        """The next job once its time has come; None when all is done or stopped."""
         with self.wake:
             while not self.stop.is_set():
                 if not self.jobs:
@@ -248,8 +251,6 @@ class _BatchRun:
                     self.wake.wait(0.5)  # a running job may still add follow-ups
                     continue
                 at = self.jobs[0][0]
-                if at > deadline:
-                    return None  # the lease could not cover it: released with the rest
                 wait = at - time.monotonic()
                 if wait > 0:
                     self.wake.wait(min(wait, 0.5))  # an earlier job may arrive meanwhile
@@ -268,6 +269,19 @@ class _BatchRun:
         self.stop.set()
         with self.wake:
             self.wake.notify_all()
+
+    def covered(self, job: _Job) -> bool:
+        """Whether the leases of the job's ids still cover one whole request started now.
+
+        One that is not is left alone: its ids are released (due again at once) and the next
+        dispatch claims them, rather than answering them after another claim may have.
+        """
+        ids = _ids_of(job)
+        with self.lock:
+            leases = [self.leases[v] for v in ids if v in self.leases]
+        if not leases:
+            return False
+        return self.db_now() + timedelta(seconds=self.rt.settings.request_budget) <= min(leases)
 
     # -- running one job -----------------------------------------------------------------------
 
@@ -364,6 +378,9 @@ class _BatchRun:
             return {}
         with self.lock:
             self.rows.update(adopted)
+            self.leases.update(
+                (v, row.claimed_until) for v, row in adopted.items() if row.claimed_until
+            )
             self.unanswered.update(adopted)
             self.report.adopted += len(adopted)
         return adopted
@@ -393,12 +410,19 @@ class _BatchRun:
             self.missed.update(
                 j.video_id for j in jobs if isinstance(j, _Fetch) and j.list_seen is False
             )
+        lease = timedelta(seconds=s.lease)
         try:
             with self.rt.sessions.begin() as session:
                 _, slots = store.reserve_slots(session, len(jobs), s.rate_limit, self.rt.policy)
+                # The batch goes on past the slots it was claimed for: its leases follow.
+                renewed = [(_ids_of(j), slot + lease) for j, slot in zip(jobs, slots, strict=False)]
+                store.set_leases(session, self.batch.token, renewed)
         except SQLAlchemyError as exc:
             event(log, logging.WARNING, "slots_not_reserved", error=describe_error(exc))
             return  # their ids stay unanswered and are released
+        with self.lock:
+            for ids_, until in renewed:
+                self.leases.update((v, until) for v in ids_ if v in self.leases)
         for job, slot in zip(jobs, slots, strict=False):
             self.push(self.mono_at(slot), job)
 
@@ -542,15 +566,14 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
     """
     s = rt.settings
     run = _BatchRun(rt, batch)
-    # Every request must be able to finish before the lease ends: connect, first byte, body.
-    margin = s.http_connect_timeout + 2 * s.http_timeout + 1.0
     ids = batch.ids
     # Anchor the monotonic clock *before* the query that reads the database time: measured
     # after it (and its commit), a slow machine would date every answer too early.
     before = time.monotonic()
     with rt.sessions.begin() as session:
-        now, run.rows, run.auth_failing = store.owned_rows(session, batch.token, ids, margin)
+        now, run.rows, run.auth_failing = store.owned_rows(session, batch.token, ids, 0.0)
     run.db_start, run.mono_start = now, before
+    run.leases = {v: row.claimed_until for v, row in run.rows.items() if row.claimed_until}
     run.report.stale = len(ids) - len(run.rows)
     if not run.rows:
         event(log, logging.INFO, "stale_batch_skipped", ids=len(ids))
@@ -558,9 +581,6 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
     run.unanswered = set(run.rows)
     run.knowledge = KNOWLEDGE.get(rt)
 
-    # Stop starting requests once what is left of the lease could not cover one more.
-    lease_left = s.lease - (now - batch.start).total_seconds()
-    stop_starting_at = run.mono_start + max(0.0, lease_left - margin)
     late = (now - batch.start).total_seconds()
     for video_id, offset in batch.items:
         if video_id in run.rows:
@@ -576,21 +596,22 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
     # rate instead of firing their overdue slots together in a burst.
     free = threading.BoundedSemaphore(s.poll_concurrency)
     with ThreadPoolExecutor(s.poll_concurrency, thread_name_prefix="poll") as pool:
-        while (next_job := run.next_job(stop_starting_at)) is not None:
+        while (next_job := run.next_job()) is not None:
             slot_at, job = next_job
             while not (acquired := free.acquire(timeout=0.5)):
                 if run.stop.is_set():
                     break
             start_at = PACER.reserve(slot_at, spacing) if acquired else 0.0
-            if (
-                not acquired
-                or run.stop.wait(max(0.0, start_at - time.monotonic()))
-                or time.monotonic() > stop_starting_at
-            ):
+            if not acquired or run.stop.wait(max(0.0, start_at - time.monotonic())):
                 if acquired:
                     free.release()
                 run.finished()
                 break
+            if not run.covered(job):
+                # Too late for its lease (a busy worker, a slow upstream): released below.
+                free.release()
+                run.finished()
+                continue
             pool.submit(_guarded, run, job, free)
     with run.lock:
         unsent = sorted(run.unanswered)
@@ -618,6 +639,10 @@ class Pacer:
 
 
 PACER = Pacer()  # one per process: every batch a worker runs shares it
+
+
+def _ids_of(job: _Job) -> tuple[str, ...]:
+    return (job.video_id,) if isinstance(job, _Fetch) else job.ids
 
 
 def _guarded(run: _BatchRun, job: _Job, free: threading.BoundedSemaphore) -> None:

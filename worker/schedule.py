@@ -165,7 +165,16 @@ def adaptive_gap(
     probability: float = CHECK_PROBABILITY,
 ) -> float:
     """Seconds until the chance of the video having finished since now reaches ``probability``
-    (``CHECK_PROBABILITY`` for a request of its own, ``share_probability`` for a shared one)."""
+    (``CHECK_PROBABILITY`` for a request of its own, ``share_probability`` for a shared one),
+    within ``cap``: the latency contract. Only while our own table rules a finish out
+    (``cannot_finish_for``) may the wait be longer."""
+    gap = _chance_gap(progress, knowledge, floor, cap, probability)
+    return max(gap, cannot_finish_for(progress, knowledge))
+
+
+def _chance_gap(
+    progress: Progress, knowledge: Knowledge, floor: float, cap: float, probability: float
+) -> float:
     generation = knowledge.generation
     if (
         progress.stage is Stage.GENERATING
@@ -188,8 +197,27 @@ def adaptive_gap(
         # queue is left; half the upstream's estimate, as that estimate's meaning is a guess).
         # Both that and its age must allow it to finish, so the later of the two is the one.
         lead = 0.5 * progress.queue_time if progress.queue_time is not None else 0.0
-        return max(_clamp(lead + generation.quantile(probability), floor, cap), by_age)
+        by_age = max(_clamp(lead + generation.quantile(probability), floor, cap), by_age)
     return by_age
+
+
+def cannot_finish_for(progress: Progress, knowledge: Knowledge) -> float:
+    """Seconds during which the video cannot plausibly finish, by the quickest videos our own
+    table has seen (never by the prior): younger than the quickest completion, generating for
+    less than the quickest generation, or still queued (a generation has yet to run whole).
+
+    0 when nothing rules a finish out: then the next look comes within the cap.
+    """
+    wait = 0.0
+    completion, generation = knowledge.completion, knowledge.generation
+    if len(completion) >= MIN_SAMPLES:
+        wait = max(wait, completion.values[0] - progress.age)
+    if len(generation) >= MIN_SAMPLES:
+        if progress.stage is Stage.QUEUED:
+            wait = max(wait, generation.values[0])
+        elif progress.stage is Stage.GENERATING and progress.generating_for is not None:
+            wait = max(wait, generation.values[0] - progress.generating_for)
+    return wait
 
 
 def _gap(
@@ -236,4 +264,10 @@ class Grid:
         """The grid instant nearest to ``when``."""
         offset = (when - _EPOCH).total_seconds() - self.phase
         steps = math.floor(offset / self.period + 0.5)
+        return _EPOCH + timedelta(seconds=steps * self.period + self.phase)
+
+    def at_or_before(self, when: datetime) -> datetime:
+        """The latest grid instant not after ``when``: snapping there never lengthens a gap."""
+        offset = (when - _EPOCH).total_seconds() - self.phase
+        steps = math.floor(offset / self.period + 1e-9)
         return _EPOCH + timedelta(seconds=steps * self.period + self.phase)

@@ -71,7 +71,6 @@ class Settings:
     http_connect_timeout: float
     http_timeout: float
     max_body_bytes: int
-    lease: float
     batch_size: int
     poll_concurrency: int
     worker_concurrency: int
@@ -96,6 +95,10 @@ class Settings:
     list_max_pages: int
     list_retry: float
     typical_duration: float
+    scheduler_enabled: bool
+    scheduler_interval: float
+    # Lines for the operator about settings that are accepted but no longer do anything.
+    notices: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         # The token is a Secret already; URLs may carry passwords, so mask those too.
@@ -117,9 +120,27 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
     @property
+    def request_budget(self) -> float:
+        """The longest one upstream request can take: the client ends every request, body
+        included, within the connect plus the read timeout."""
+        return self.http_connect_timeout + self.http_timeout
+
+    @property
+    def lease(self) -> float:
+        """How long a claim on an id lasts past its request's slot: the request itself, plus
+        one dispatch interval for the poll message to reach a worker that is busy.
+
+        A worker that dies holding an id therefore delays it by this much at most: the lease
+        runs out, the id is due again, and the next dispatch claims it (docs/architecture.md).
+        """
+        return self.dispatch_interval + self.request_budget
+
+    @property
     def task_time_limit(self) -> float:
-        """Hard limit for one poll task: it must end before its lease does (see docs)."""
-        return max(1.0, self.lease - 2.0)
+        """Hard limit for one poll task: its slots (one dispatch interval), then a chain of
+        requests each learned from the one before (list pages, then a fetch by id). Leases are
+        renewed along the chain, so this only stops a task that is stuck."""
+        return self.dispatch_interval + (self.list_max_pages + 2) * self.request_budget + 5.0
 
     def require_token(self) -> str:
         """The token, or a clear error naming the variable when it is missing."""
@@ -258,6 +279,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     def seconds(name: str, default: float, low: float = 0.0, high: float = 30 * 86400.0) -> float:
         return _number(name, get(name, repr(default)), float, low, high)
 
+    def given(name: str) -> bool:
+        return get(name, "") != ""
+
     def whole(name: str, default: int, low: int, high: int) -> int:
         return _number(name, get(name, str(default)), int, low, high)
 
@@ -269,6 +293,15 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     )
     broker_url = raw_broker or EMBEDDED_BROKER_URL
     insecure = _bool("TRACKER_ALLOW_INSECURE_UPSTREAM", get("TRACKER_ALLOW_INSECURE_UPSTREAM", ""))
+    # The latency contract: the longest gap between two looks at a pending id. The defaults
+    # that depend on it follow it, so setting it alone is always accepted.
+    cap = seconds("TRACKER_POLL_INTERVAL_MAX", 15.0, 0.1, 86400)
+    notices = []
+    if given("TRACKER_LEASE"):
+        notices.append(
+            "TRACKER_LEASE is no longer used and is ignored: a claim now lasts each request's "
+            "own slot plus TRACKER_DISPATCH_INTERVAL and the HTTP timeouts"
+        )
 
     values: dict[str, Any] = dict(
         useapi_token=Secret(env.get("USEAPI_TOKEN", "").strip()),
@@ -279,21 +312,20 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         dispatch_interval=seconds("TRACKER_DISPATCH_INTERVAL", 5.0, 0.1, 3600),
         first_poll_delay=seconds("TRACKER_FIRST_POLL_DELAY", 15.0, 0, 86400),
-        poll_interval_min=seconds("TRACKER_POLL_INTERVAL_MIN", 15.0, 0.1, 86400),
-        poll_interval_max=seconds("TRACKER_POLL_INTERVAL_MAX", 60.0, 0.1, 86400),
+        poll_interval_min=seconds("TRACKER_POLL_INTERVAL_MIN", min(15.0, cap), 0.1, 86400),
+        poll_interval_max=cap,
         poll_jitter=_number(
             "TRACKER_POLL_JITTER", get("TRACKER_POLL_JITTER", "0.2"), float, 0, 0.9
         ),
         give_up_after=seconds("TRACKER_GIVE_UP_AFTER", 6 * 3600.0, 1, 365 * 86400.0),
         slow_after=seconds("TRACKER_SLOW_AFTER", 1800.0, 0, 365 * 86400.0),
-        slow_interval=seconds("TRACKER_SLOW_INTERVAL", 300.0, 0.1, 86400),
+        slow_interval=seconds("TRACKER_SLOW_INTERVAL", max(300.0, cap), 0.1, 86400),
         rate_limit=_number(
             "TRACKER_RATE_LIMIT", get("TRACKER_RATE_LIMIT", "5"), float, 0.01, 10000
         ),
         http_connect_timeout=seconds("TRACKER_HTTP_CONNECT_TIMEOUT", 5.0, 0.05, 300),
         http_timeout=seconds("TRACKER_HTTP_TIMEOUT", 20.0, 0.05, 600),
         max_body_bytes=whole("TRACKER_MAX_BODY_BYTES", 1_048_576, 1024, 512 * 1_048_576),
-        lease=seconds("TRACKER_LEASE", 90.0, 2, 86400),
         batch_size=whole("TRACKER_BATCH_SIZE", 25, 1, 10000),
         poll_concurrency=whole("TRACKER_POLL_CONCURRENCY", 8, 1, 256),
         worker_concurrency=whole("TRACKER_WORKER_CONCURRENCY", 4, 1, 256),
@@ -313,11 +345,14 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         webhook_timeout=seconds("TRACKER_WEBHOOK_TIMEOUT", 10.0, 0.1, 300),
         schedule=_choice("TRACKER_SCHEDULE", get("TRACKER_SCHEDULE", "adaptive"), SCHEDULES),
         list_enabled=_bool("TRACKER_LIST", get("TRACKER_LIST", "true")),
-        list_interval=seconds("TRACKER_LIST_INTERVAL", 10.0, 0.1, 3600),
+        list_interval=seconds("TRACKER_LIST_INTERVAL", min(10.0, cap), 0.1, 3600),
         list_page_size=whole("TRACKER_LIST_PAGE_SIZE", 40, 1, 100),
         list_max_pages=whole("TRACKER_LIST_MAX_PAGES", 3, 1, 50),
         list_retry=seconds("TRACKER_LIST_RETRY", 3600.0, 0, 30 * 86400.0),
         typical_duration=seconds("TRACKER_TYPICAL_DURATION", 90.0, 1, 86400),
+        scheduler_enabled=_bool("TRACKER_SCHEDULER", get("TRACKER_SCHEDULER", "true")),
+        scheduler_interval=seconds("TRACKER_SCHEDULER_INTERVAL", 3.0, 0.5, 3600),
+        notices=tuple(notices),
     )
     settings = Settings(**values)
     _check_consistency(settings)
@@ -342,14 +377,6 @@ def _check_consistency(s: Settings) -> None:
             f"TRACKER_POLL_INTERVAL_MAX ({s.poll_interval_max:g}): ids read through the list "
             "would be looked at less often than the backoff cap allows; lower it, or set "
             "TRACKER_LIST=false"
-        )
-    # A poll task waits for its rate slots (up to one dispatch interval), then for the slowest
-    # request; all of that must fit inside the lease, or a live worker would lose its rows.
-    needed = s.dispatch_interval + s.http_connect_timeout + 2 * s.http_timeout + 3
-    if s.lease < needed:
-        raise SettingsError(
-            f"TRACKER_LEASE ({s.lease:g}s) is too short: it must cover one dispatch interval plus "
-            f"the HTTP timeouts with margin (at least {needed:g}s with the current settings)"
         )
     if s.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise SettingsError(f"TRACKER_LOG_LEVEL={s.log_level!r} is not a log level")

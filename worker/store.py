@@ -17,6 +17,7 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
+    and_,
     any_,
     bindparam,
     case,
@@ -346,6 +347,9 @@ def claim_due(
 
     A slot is one request, fired no sooner than the row's due time: rows due later in the
     coming interval are claimed now and fetched at their time, so dispatch ticks add no delay.
+    Each claimed id's lease ends ``lease`` seconds after its own request's slot (the request
+    plus a dispatch interval, ``Settings.lease``), and the id is due again then: a worker that
+    dies holding it costs that much, not a flat lease for the whole batch.
     With the list endpoint on (``policy.list_interval``) the ids of one account share one
     list request, and the slots left over claim more rows. The control row's lock serializes
     dispatchers (two beats are safe); ``SKIP LOCKED`` keeps a dispatcher from waiting on rows
@@ -360,7 +364,6 @@ def claim_due(
     if plan.count == 0:
         return Claim(None, now, [], plan.reason)
     token = uuid.uuid4().hex
-    until = now + timedelta(seconds=lease)
     grouping = policy.list_interval is not None
     groups: dict[str | None, list[tuple[str, datetime]]] = {}
     singles: list[tuple[str, datetime]] = []
@@ -371,7 +374,7 @@ def claim_due(
         wanted = min((plan.count - taken) * per_slot, max_count - total)
         if wanted <= 0:
             break
-        rows = _claim_rows(session, now + timedelta(seconds=horizon), wanted, token, until)
+        rows = _claim_rows(session, now + timedelta(seconds=horizon), wanted, token)
         total += len(rows)
         for video_id, due, missed in rows:
             key = listing.group_key(video_id, missed, now, policy.list_retry) if grouping else None
@@ -383,6 +386,7 @@ def claim_due(
     if not unplaced:
         return Claim(token, now, [], spacing=plan.spacing)
     requests = _place(sorted(unplaced, key=lambda r: (r[2], r[0])), plan)
+    set_leases(session, token, [(r.ids, r.slot + timedelta(seconds=lease)) for r in requests])
     # The capacity taken is counted from the first free slot, not from the latest request: a
     # request due late in the interval is fired at its time, and a request learned meanwhile
     # (a next page, a record to fetch) must not wait behind it. Two requests may then meet,
@@ -391,7 +395,7 @@ def claim_due(
     if control.auth_failing:
         # One probe in flight at a time: no further probe until this one answers (which
         # clears or renews the pause) or its lease runs out.
-        control.auth_paused_until = until
+        control.auth_paused_until = requests[-1].slot + timedelta(seconds=lease)
     return Claim(token, now, requests, spacing=plan.spacing)
 
 
@@ -411,9 +415,10 @@ def steer_claim_plan(session: Session) -> None:
 
 
 def _claim_rows(
-    session: Session, horizon_end: datetime, limit: int, token: str, until: datetime
+    session: Session, horizon_end: datetime, limit: int, token: str
 ) -> list[tuple[str, datetime, datetime | None]]:
-    """Lock and claim up to ``limit`` rows due by ``horizon_end``, soonest first."""
+    """Lock and claim up to ``limit`` rows due by ``horizon_end``, soonest first (their leases
+    are set once their requests have slots: ``set_leases``)."""
     rows = session.execute(
         select(Video.video_id, Video.next_poll_at, Video.list_missed_at)
         .where(
@@ -430,11 +435,44 @@ def _claim_rows(
         session.execute(
             update(Video)
             .where(_id_in(session, [r[0] for r in rows]))
-            .values(claimed_until=until, next_poll_at=until, claim_token=token)
+            .values(claim_token=token)
             .execution_options(synchronize_session=False)
         )
     # pending rows always have a due time (the WHERE above compared it)
     return [(r[0], cast(datetime, r[1]), r[2]) for r in rows]
+
+
+_SET_LEASES_PG = text(
+    """
+    UPDATE videos AS v SET claimed_until = l.until, next_poll_at = l.until
+    FROM unnest(CAST(:ids AS text[]), CAST(:untils AS timestamptz[])) AS l(video_id, until)
+    WHERE v.video_id = l.video_id AND v.claim_token = :token AND v.state = 'pending'
+    """
+)
+_SET_LEASE_PORTABLE = text(
+    "UPDATE videos SET claimed_until = :until, next_poll_at = :until "
+    "WHERE video_id = :video_id AND claim_token = :token AND state = 'pending'"
+).bindparams(bindparam("until", type_=UTCDateTime()))
+
+
+def set_leases(
+    session: Session, token: str, leases: Sequence[tuple[Sequence[str], datetime]]
+) -> None:
+    """Give each group of ids held by ``token`` its lease end, which is also when it is due
+    again should nobody answer for it (one statement on Postgres)."""
+    pairs = [(video_id, until) for ids_, until in leases for video_id in ids_]
+    if not pairs:
+        return
+    if is_postgres(session):
+        session.execute(
+            _SET_LEASES_PG,
+            {"ids": [v for v, _ in pairs], "untils": [u for _, u in pairs], "token": token},
+        )
+    else:
+        session.execute(
+            _SET_LEASE_PORTABLE,
+            [{"video_id": v, "until": u, "token": token} for v, u in pairs],
+        )
 
 
 def _id_in(session: Session, video_ids: Sequence[str]) -> Any:
@@ -473,11 +511,12 @@ _VIEW_COLUMNS = (
     Video.started_at,
     Video.list_missed_at,
     Video.last_polled_at,
+    Video.claimed_until,
 )
 
 
 def _row_view(r: Sequence[Any]) -> RowView:
-    return RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10])
+    return RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10], r[11])
 
 
 def owned_rows(
@@ -726,6 +765,144 @@ def delivery_result(
         .where(outbox.c.id == delivery_id, outbox.c.claim_token == token)
         .values(**values)
     )
+
+
+# --- the scheduler read ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SchedulerStart:
+    """Whether a scheduler read may go out now, and at which slot of the global limiter."""
+
+    now: datetime
+    slot: datetime | None  # None: no read this time, for ``reason``
+    reason: str | None = None
+
+
+# After this many failed reads in a row the reads are this far apart at most: the endpoint
+# is worth trying again now and then, but not every few seconds while it is broken.
+SCHEDULER_MAX_BACKOFF = 300.0
+
+
+def begin_scheduler_read(
+    session: Session, *, rate_limit: float, interval: float, policy: Policy
+) -> SchedulerStart:
+    """Book the next scheduler read, if one is due: at most one per ``interval`` across every
+    beat and worker (the control row's lock), only while some id is pending, later after
+    failures, and on a slot of the same global limiter as every other request."""
+    control, now = _lock_control(session)
+    last = control.scheduler_read_at
+    wait = interval * 2.0 ** min(control.scheduler_failures, 16)
+    if last is not None and now < last + timedelta(seconds=min(wait, SCHEDULER_MAX_BACKOFF)) - (
+        timedelta(seconds=0.25 * interval)  # a beat tick that comes a little early still reads
+    ):
+        return SchedulerStart(now, None, "not due" if not control.scheduler_failures else "backoff")
+    pending = session.execute(
+        select(Video.video_id)
+        .where(Video.state == State.PENDING.value, Video.next_poll_at.is_not(None))
+        .order_by(Video.next_poll_at)
+        .limit(1)
+    ).first()
+    if pending is None:
+        return SchedulerStart(now, None, "nothing pending")
+    plan = tracking.plan_extra_slots(_limiter_view(control), now, rate_limit, 1, policy)
+    if plan.count == 0:
+        return SchedulerStart(now, None, plan.reason)
+    control.next_slot_at = plan.slot(1)
+    control.scheduler_read_at = now
+    return SchedulerStart(now, plan.first)
+
+
+@dataclass(frozen=True)
+class SchedulerResult:
+    """What one scheduler answer changed: tracked ids it listed, and ids that have left it."""
+
+    now: datetime
+    listed: int
+    gone: list[str]
+
+
+def scheduler_answered(
+    session: Session, video_ids: Sequence[str], *, complete: bool, defer: float
+) -> SchedulerResult:
+    """Apply one scheduler answer to the pending rows.
+
+    - A pending id it lists is still executing: the read was a look at it, so its next look
+      is moved to ``defer`` (the poll cap) after this read. Rows are rewritten only when first
+      listed or when that look is less than half of ``defer`` away, not on every read.
+    - A pending id an earlier read listed and this one does not has just finished or failed:
+      due at once (``hinted_at`` too, so that a poll of it already in flight, which may have
+      been sent before it finished, is followed by another at once).
+    - ``complete`` is False when the answer had items without a usable id: one of those may be
+      ours, so nothing is taken as gone from that answer.
+    """
+    # The control row first, as every other writer takes it before rows (no deadlock).
+    control, now = _lock_control(session)
+    listed = sorted(set(video_ids))
+    soon = now + timedelta(seconds=defer / 2)
+    later = now + timedelta(seconds=defer)
+    free = or_(Video.claim_token.is_(None), Video.claimed_until <= now)
+    tracked = 0
+    for chunk in _chunks(listed):
+        tracked += int(
+            session.execute(
+                select(func.count())
+                .select_from(Video)
+                .where(_id_in(session, chunk), Video.state == State.PENDING.value)
+            ).scalar_one()
+        )
+        session.execute(
+            update(Video)
+            .where(
+                _id_in(session, chunk),
+                Video.state == State.PENDING.value,
+                or_(Video.scheduler_seen_at.is_(None), and_(free, Video.next_poll_at < soon)),
+            )
+            .values(
+                scheduler_seen_at=func.coalesce(Video.scheduler_seen_at, now),
+                next_poll_at=case(
+                    (and_(free, Video.next_poll_at < later), later),
+                    else_=Video.next_poll_at,
+                ),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    gone: list[str] = []
+    if complete:
+        seen = session.execute(
+            select(Video.video_id).where(
+                Video.state == State.PENDING.value, Video.scheduler_seen_at.is_not(None)
+            )
+        ).scalars()
+        present = set(listed)
+        gone = sorted(v for v in seen if v not in present)
+    for chunk in _chunks(gone):
+        session.execute(
+            update(Video)
+            .where(_id_in(session, chunk), Video.state == State.PENDING.value)
+            .values(
+                scheduler_seen_at=None,
+                hinted_at=now,
+                next_poll_at=case((free, now), else_=Video.next_poll_at),
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    left = EventSpec("unscheduled", "left the upstream's scheduler: finished or failed")
+    _add_events(session, now, [(v, left) for v in gone])
+    control.scheduler_ok_at = now
+    control.scheduler_failures = 0
+    control.scheduler_error = None
+    control.scheduler_executing = tracked
+    return SchedulerResult(now, tracked, gone)
+
+
+def scheduler_failed(session: Session, reason: str) -> int:
+    """Note a failed scheduler read (reads back off); returns the failures in a row."""
+    control, _ = _lock_control(session)
+    control.scheduler_failures += 1
+    control.scheduler_error = reason[:500]
+    return control.scheduler_failures
 
 
 def mark_due(session: Session, video_id: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from worker import maintenance, poller, runtime, sender
+from worker import maintenance, poller, runtime, scheduler_read, sender
 from worker.app import app
 from worker.logs import event
 
@@ -22,6 +22,15 @@ def dispatch() -> int:
         # (owned_rows), which a worker with a wrong clock cannot misjudge.
         poll.apply_async(args=[batch.to_message()])
     return sum(len(b.items) for b in batches)
+
+
+@app.task(name="tracker.scheduler", ignore_result=True)
+def scheduler() -> int:
+    """Read which jobs are still executing, token-wide; dispatch at once when some finished."""
+    batches = scheduler_read.read(runtime.get())
+    for batch in batches:
+        poll.apply_async(args=[batch.to_message()])
+    return sum(len(b.items) + len(b.lists) for b in batches)
 
 
 @app.task(name="tracker.prune", ignore_result=True)

@@ -27,6 +27,7 @@ from worker.outcomes import (
     RateLimited,
     Record,
     Rejected,
+    SchedulerOutcome,
     Transient,
     Unauthorized,
     kind_of,
@@ -56,7 +57,7 @@ class Policy:
 
     first_poll_delay: float = 15.0
     poll_interval_min: float = 15.0
-    poll_interval_max: float = 60.0
+    poll_interval_max: float = 15.0
     jitter: float = 0.2
     give_up_after: float = 6 * 3600.0
     auth_pause: float = 60.0
@@ -89,6 +90,7 @@ class RowView:
     started_at: datetime | None = None
     list_missed_at: datetime | None = None
     last_polled_at: datetime | None = None
+    claimed_until: datetime | None = None  # the claim's lease on it, while claimed
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,8 @@ def next_poll(
         cap = cap_for(age, policy)
         probability = schedule.share_probability(share if grid is not None else 1)
         gap = schedule.adaptive_gap(progress, knowledge, floor, cap, probability)
-        if grid is None and policy.jitter > 0:
+        # Past the cap only while a finish is ruled out: that wait is kept exact.
+        if grid is None and policy.jitter > 0 and gap <= cap:
             # Around the gap, not below it: ids enqueued together drift apart without the
             # gaps shrinking on average (which would cost calls, as backoff's jitter does).
             spread = policy.jitter / 2
@@ -328,7 +331,9 @@ def next_poll(
         gap = backoff_delay(attempt, policy, rng, age)
     due = now + timedelta(seconds=gap)
     if grid is not None:
-        snapped = grid.snap(due)
+        # The instant at or before the due time: a grid never stretches a gap past the cap.
+        # Only a gap shorter than the period (an error's backoff) moves on to the next one.
+        snapped = grid.at_or_before(due)
         due = snapped if snapped > now else snapped + timedelta(seconds=grid.period)
     deadline = deadline_of(row, policy)
     return min(due, deadline) if (sent_at or now) < deadline else due
@@ -691,7 +696,7 @@ class PollCounts:
     unauthorized: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
-    def add(self, outcome: Outcome | ListOutcome) -> None:
+    def add(self, outcome: Outcome | ListOutcome | SchedulerOutcome) -> None:
         kind = kind_of(outcome)
         self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
         self.polls += 1

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from tests.e2e import scenarios
 from tests.e2e.conftest import TOKEN, Processes, pending_count, wait_until
+from worker.settings import load
 from worker.simulator import Simulator, make_id
 
 pytestmark = pytest.mark.e2e
@@ -91,7 +92,7 @@ def test_several_sigkills_in_one_run_lose_nothing(
 def test_sigterm_finishes_or_hands_back_its_work_and_exits_within_a_lease(
     processes: Processes, tracker_env: dict[str, str], pg_engine: Engine, simulator: Simulator
 ) -> None:
-    lease = float(tracker_env["TRACKER_LEASE"])
+    lease = load(tracker_env).lease
     population = scenarios.population(["completed_{d}", "errors_3_{d}"], delays=(3, 5, 7, 9, 12))
     assert scenarios.enqueue(tracker_env, population).returncode == 0
     processes.start("beat")

@@ -44,7 +44,6 @@ BASE_ENV = {
     "TRACKER_LIST": "false",
     "TRACKER_HTTP_TIMEOUT": "0.5",
     "TRACKER_HTTP_CONNECT_TIMEOUT": "0.5",
-    "TRACKER_LEASE": "5",
     "TRACKER_RATE_LIMIT": "50",
     "TRACKER_AUTH_PAUSE": "1",
     "TRACKER_RATE_LIMIT_PAUSE": "0.5",
@@ -343,7 +342,6 @@ def test_expiry_needs_a_poll_sent_at_or_after_the_deadline_even_when_the_upstrea
         TRACKER_GIVE_UP_AFTER="1",
         TRACKER_FIRST_POLL_DELAY="0.7",
         TRACKER_HTTP_TIMEOUT="1.5",
-        TRACKER_LEASE="10",
     ) as rt:
         enqueue(rt, [video_id])
         ref_db, ref_mono = clock_pair(pg)
@@ -475,9 +473,7 @@ def test_a_429_stops_the_batch_halves_the_rate_pauses_and_penalises_nobody(
 ) -> None:
     head = make_id(scenario, 1, user=0)  # sorts first: the first slot of the batch
     others = [make_id("completed_0.3", n) for n in range(2, 7)]
-    with tracker(
-        pg_database, sim, TRACKER_RATE_LIMIT="10", TRACKER_DISPATCH_INTERVAL="1", TRACKER_LEASE="6"
-    ) as rt:
+    with tracker(pg_database, sim, TRACKER_RATE_LIMIT="10", TRACKER_DISPATCH_INTERVAL="1") as rt:
         enqueue(rt, [head])
         enqueue(rt, others)
 
@@ -665,7 +661,7 @@ def test_a_late_answer_from_a_superseded_claim_is_dropped(
 ) -> None:
     video_id = make_id("completed_0", 1)
     sim.latency = 0.6
-    with tracker(pg_database, sim, TRACKER_HTTP_TIMEOUT="1.5", TRACKER_LEASE="8") as rt:
+    with tracker(pg_database, sim, TRACKER_HTTP_TIMEOUT="1.5") as rt:
         enqueue(rt, [video_id])
         (old,) = poller.dispatch(rt)
         result: list[BatchReport] = []
@@ -715,7 +711,10 @@ def test_an_answer_that_cannot_be_stored_keeps_the_id_claimed_until_its_lease_en
         assert row["state"] == "pending" and row["claim_token"] == batch.token
         assert row["poll_count"] == 0 and row["record"] is None
         lease_end = row["claimed_until"]
-        assert lease_end > db_now(pg) + timedelta(seconds=3)
+        # held until its slot plus the lease (a dispatch interval and one request's timeouts)
+        slot = batch.start + timedelta(seconds=batch.items[0][1])
+        assert lease_end == slot + timedelta(seconds=rt.settings.lease)
+        assert lease_end > db_now(pg)
         assert row["next_poll_at"] == lease_end
 
         # not claimed again while the lease holds
@@ -729,7 +728,9 @@ def test_an_answer_that_cannot_be_stored_keeps_the_id_claimed_until_its_lease_en
     assert row["state"] == "done" and row["status_name"] == "COMPLETED"
     assert row["poll_count"] == 1 and row["error_count"] == 0
     assert row["done_at"] >= lease_end
-    assert len(sim.requests) == 2 and sim.requests[1].started > sim.requests[0].started + 3
+    lease = rt.settings.lease
+    assert len(sim.requests) == 2
+    assert sim.requests[1].started > sim.requests[0].started + lease - 0.5
     assert kinds(pg, video_id).count("done") == 1
 
 

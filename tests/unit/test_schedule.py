@@ -174,7 +174,7 @@ def test_without_generation_times_a_generating_video_falls_back_to_its_age() -> 
     floor=st.floats(0.1, 100),
     extra=st.floats(0, 1000),
 )
-def test_the_gap_always_lies_between_the_floor_and_the_cap(
+def test_the_gap_lies_between_the_floor_and_the_cap_unless_a_finish_is_ruled_out(
     age: float,
     stage: Stage,
     generating_for: float | None,
@@ -183,8 +183,10 @@ def test_the_gap_always_lies_between_the_floor_and_the_cap(
     extra: float,
 ) -> None:
     cap = floor + extra
-    gap = adaptive_gap(Progress(age, stage, generating_for, queue_time), TYPICAL, floor, cap)
-    assert floor <= gap <= cap
+    progress = Progress(age, stage, generating_for, queue_time)
+    gap = adaptive_gap(progress, TYPICAL, floor, cap)
+    # Past the cap only while the video cannot have finished yet by what was observed.
+    assert floor <= gap <= max(cap, schedule.cannot_finish_for(progress, TYPICAL))
 
 
 def test_stages_come_from_the_status_code() -> None:
@@ -236,3 +238,13 @@ def test_accounts_are_spread_over_the_period() -> None:
     phases = {round(Grid.for_account(f"user{n}@example.com", 10).phase, 3) for n in range(50)}
     assert len(phases) > 40
     assert all(0 <= p < 10 for p in phases)
+
+
+def test_snapping_at_or_before_never_moves_a_time_later() -> None:
+    grid = Grid.for_account("a@example.com", 10)
+    for step in range(60):
+        when = NOW + timedelta(seconds=step * 0.37)
+        snapped = grid.at_or_before(when)
+        assert when - timedelta(seconds=10) < snapped <= when
+        assert grid.at_or_before(snapped) == snapped
+        assert grid.snap(snapped) == snapped  # the same instants as snap()

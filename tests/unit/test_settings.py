@@ -45,13 +45,15 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
     assert s.embedded is True
     assert s.is_sqlite is True
     assert (s.dispatch_interval, s.first_poll_delay) == (5.0, 15.0)
-    assert (s.poll_interval_min, s.poll_interval_max, s.poll_jitter) == (15.0, 60.0, 0.2)
+    assert (s.poll_interval_min, s.poll_interval_max, s.poll_jitter) == (15.0, 15.0, 0.2)
+    assert (s.scheduler_enabled, s.scheduler_interval) == (True, 3.0)
     assert s.give_up_after == 21600.0
     assert s.rate_limit == 5.0
     assert (s.http_connect_timeout, s.http_timeout) == (5.0, 20.0)
     assert s.max_body_bytes == 1_048_576
-    assert s.lease == 90.0
-    assert s.task_time_limit == 88.0
+    # a claim lasts its slot + one dispatch interval + connect + read timeout: 5 + 5 + 20
+    assert s.lease == 30.0
+    assert s.task_time_limit == 5 + (3 + 2) * 25 + 5
     assert (s.batch_size, s.poll_concurrency, s.worker_concurrency) == (25, 8, 4)
     assert (s.auth_pause, s.rate_limit_pause, s.rate_recovery) == (60.0, 15.0, 60.0)
     assert s.log_level == "INFO"
@@ -137,7 +139,6 @@ NUMBERS = [
     ("TRACKER_HTTP_CONNECT_TIMEOUT", "0.01", "301", "3", "http_connect_timeout", 3.0),
     ("TRACKER_HTTP_TIMEOUT", "0.01", "601", "10", "http_timeout", 10.0),
     ("TRACKER_MAX_BODY_BYTES", "1023", "536870913", "2048", "max_body_bytes", 2048),
-    ("TRACKER_LEASE", "1", "86401", "300", "lease", 300.0),
     ("TRACKER_BATCH_SIZE", "0", "10001", "50", "batch_size", 50),
     ("TRACKER_POLL_CONCURRENCY", "0", "257", "16", "poll_concurrency", 16),
     ("TRACKER_WORKER_CONCURRENCY", "0", "257", "2", "worker_concurrency", 2),
@@ -149,6 +150,7 @@ NUMBERS = [
     ("TRACKER_LIST_MAX_PAGES", "0", "51", "5", "list_max_pages", 5),
     ("TRACKER_LIST_RETRY", "-1", "2592001", "600", "list_retry", 600.0),
     ("TRACKER_TYPICAL_DURATION", "0.5", "86401", "180", "typical_duration", 180.0),
+    ("TRACKER_SCHEDULER_INTERVAL", "0.4", "3601", "2", "scheduler_interval", 2.0),
 ]
 NAMES = [n[0] for n in NUMBERS]
 WHOLE = {
@@ -214,21 +216,39 @@ def test_equal_minimum_and_maximum_intervals_are_fine() -> None:
     assert (s.poll_interval_min, s.poll_interval_max) == (30.0, 30.0)
 
 
-def test_a_lease_shorter_than_a_poll_task_is_refused() -> None:
-    # 5 (dispatch) + 5 (connect) + 2 * 20 (read) + 3 = 53 seconds with the defaults
-    message = error_for(TRACKER_LEASE="52")
-    assert message.startswith("TRACKER_LEASE (52s) is too short")
-    assert "at least 53s" in message
+def test_the_old_lease_setting_is_ignored_with_a_notice() -> None:
+    s = load_with(TRACKER_LEASE="8")
+    assert s.lease == load({}).lease
+    assert len(s.notices) == 1 and s.notices[0].startswith("TRACKER_LEASE is no longer used")
+    assert load({}).notices == ()
 
 
-def test_a_lease_exactly_long_enough_is_accepted() -> None:
-    assert load_with(TRACKER_LEASE="53").lease == 53.0
+def test_the_lease_follows_the_dispatch_interval_and_the_timeouts() -> None:
+    s = load_with(
+        TRACKER_DISPATCH_INTERVAL="2", TRACKER_HTTP_CONNECT_TIMEOUT="3", TRACKER_HTTP_TIMEOUT="10"
+    )
+    assert s.request_budget == 13.0
+    assert s.lease == 15.0
 
 
-def test_the_lease_check_follows_the_timeouts() -> None:
-    message = error_for(TRACKER_HTTP_TIMEOUT="60")  # needs 5 + 5 + 120 + 3 = 133 > 90
-    assert message.startswith("TRACKER_LEASE (90s) is too short")
-    assert "at least 133s" in message
+@pytest.mark.parametrize("cap", ["3", "600"])
+def test_the_cap_alone_is_accepted_and_the_defaults_that_depend_on_it_follow(cap: str) -> None:
+    s = load_with(TRACKER_POLL_INTERVAL_MAX=cap)
+    assert s.poll_interval_max == float(cap)
+    assert s.poll_interval_min == min(15.0, float(cap))
+    assert s.list_interval == min(10.0, float(cap))
+    assert s.slow_interval == max(300.0, float(cap))
+
+
+def test_a_set_minimum_above_a_set_maximum_is_still_refused() -> None:
+    assert error_for(TRACKER_POLL_INTERVAL_MIN="20", TRACKER_POLL_INTERVAL_MAX="3").startswith(
+        "TRACKER_POLL_INTERVAL_MIN (20) is larger than TRACKER_POLL_INTERVAL_MAX (3)"
+    )
+
+
+def test_the_scheduler_read_can_be_turned_off() -> None:
+    assert load_with(TRACKER_SCHEDULER="false").scheduler_enabled is False
+    assert error_for(TRACKER_SCHEDULER="often").startswith("TRACKER_SCHEDULER='often'")
 
 
 def test_an_unknown_log_level_is_refused_naming_the_variable() -> None:

@@ -1,0 +1,124 @@
+"""The token-wide scheduler read: one request that says which jobs are still executing, for
+every account of the token at once (``GET /v2/pixverse/scheduler/``).
+
+Beat asks for it every ``TRACKER_SCHEDULER_INTERVAL`` seconds; ``store.begin_scheduler_read``
+lets at most one read go out per interval across all beats and workers, on a slot of the
+global limiter. What an answer means (upstream.md):
+
+- a pending id it lists is still executing: the read is a look at it, and no other request
+  needs to ask about it until the cap has passed (``store.scheduler_answered`` moves its next
+  look there, and every later read moves it again);
+- a pending id an earlier read listed and this one does not has just finished or failed: it is
+  due at once, and this module dispatches at once so it is fetched within a slot or two;
+- an id never listed (made on the website, or finished before the first read) is tracked by
+  the list and by-id schedule alone, under the same cap.
+
+Any failure (401, 429, 5xx, a timeout, a garbage answer, an endpoint that does not exist)
+leaves the rows alone: the moves already made expire within the cap, and the ids fall back to
+the list and by-id schedule. 401 and 429 pause or slow everything, as from any endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from worker import metrics, poller, store
+from worker.db import describe_error
+from worker.logs import event
+from worker.outcomes import (
+    Executing,
+    RateLimited,
+    Rejected,
+    SchedulerOutcome,
+    Transient,
+    Unauthorized,
+    kind_of,
+)
+from worker.runtime import Runtime
+from worker.tracking import PollCounts
+
+log = logging.getLogger("tracker.scheduler")
+
+
+def read(rt: Runtime) -> list[poller.Batch]:
+    """Read the scheduler if a read is due, apply the answer, and return the poll batches of a
+    dispatch when ids have left it (the caller sends them, as after ``poller.dispatch``)."""
+    s = rt.settings
+    if not s.scheduler_enabled:
+        return []
+    with rt.sessions.begin() as session:
+        start = store.begin_scheduler_read(
+            session, rate_limit=s.rate_limit, interval=s.scheduler_interval, policy=rt.policy
+        )
+    if start.slot is None:
+        if start.reason not in (None, "not due", "nothing pending"):
+            event(log, logging.DEBUG, "scheduler_skipped", reason=start.reason)
+        return []
+    # The slot is in database time; our monotonic clock measures the wait (skew-proof).
+    wait = (start.slot - start.now).total_seconds()
+    spacing = 1.0 / s.rate_limit
+    at = poller.PACER.reserve(time.monotonic() + max(0.0, wait), spacing)
+    time.sleep(max(0.0, at - time.monotonic()))
+
+    outcome = rt.client.scheduler()
+    metrics.record_poll(kind_of(outcome), outcome.latency)
+    counts = PollCounts()
+    counts.add(outcome)
+    try:
+        with rt.sessions.begin() as session:
+            store.add_poll_counts(session, counts)
+            if isinstance(outcome, Executing):
+                result = store.scheduler_answered(
+                    session,
+                    outcome.ids,
+                    complete=outcome.dropped == 0,
+                    defer=rt.policy.poll_interval_max,
+                )
+            else:
+                failures = store.scheduler_failed(session, _reason(outcome))
+                if isinstance(outcome, Unauthorized):
+                    store.note_unauthorized(session, outcome.message, rt.policy)
+                elif isinstance(outcome, RateLimited):
+                    store.note_rate_limited(session, outcome.retry_after, rt.policy)
+    except SQLAlchemyError as exc:
+        event(log, logging.WARNING, "scheduler_not_stored", error=describe_error(exc))
+        return []
+
+    if not isinstance(outcome, Executing):
+        event(
+            log,
+            logging.WARNING,
+            "scheduler_failed",
+            outcome=kind_of(outcome),
+            http_status=outcome.http_status,
+            reason=_reason(outcome),
+            failures=failures,
+            latency=outcome.latency,
+        )
+        return []
+    event(
+        log,
+        logging.INFO,
+        "scheduler",
+        executing=len(outcome.ids),
+        tracked=result.listed,
+        finished=len(result.gone),
+        dropped=outcome.dropped,
+        latency=outcome.latency,
+    )
+    # Ids that just finished are due now: claim and send them at once rather than at the
+    # next dispatch tick.
+    return poller.dispatch(rt) if result.gone else []
+
+
+def _reason(outcome: SchedulerOutcome) -> str:
+    if isinstance(outcome, Rejected | Unauthorized):
+        return outcome.message or kind_of(outcome)
+    if isinstance(outcome, RateLimited):
+        return "rate limited"
+    if isinstance(outcome, Transient):
+        return outcome.reason or kind_of(outcome)
+    return "unexpected answer"

@@ -586,6 +586,21 @@ def _declared_length(value: str | None) -> int | None:
     return int(text) if len(text) <= 18 else 10**18
 
 
+def _shorten_socket_timeout(raw: Any, left: float) -> None:
+    """Let the next socket read wait no longer than what is left of the deadline (a slow-drip
+    body would otherwise get a whole read timeout per byte). Best effort: a transport without
+    a reachable socket keeps its own timeout."""
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is None or not hasattr(sock, "gettimeout"):
+        return
+    try:
+        current = sock.gettimeout()
+        if current is None or current > left:
+            sock.settimeout(max(0.01, left))
+    except OSError:
+        pass
+
+
 def _read_some(raw: Any, amount: int) -> bytes:
     """At most ``amount`` decoded body bytes, from a single socket read when urllib3 allows it."""
     if isinstance(raw, urllib3.response.HTTPResponse):
@@ -798,26 +813,34 @@ class UseapiClient:
             )
         try:
             status = response.status_code
-            body = _Body() if _is_redirect(status) else self._read_body(response)
+            body = _Body() if _is_redirect(status) else self._read_body(response, started)
             retry_after = response.headers.get("Retry-After")
         finally:
             _close_quietly(response)
         return _Answer(status, body, retry_after, time.monotonic() - started)
 
-    def _read_body(self, response: requests.Response) -> _Body:
-        """The body, read in chunks under the size cap and the deadline (at most cap + 1 bytes)."""
+    def _read_body(self, response: requests.Response, started: float) -> _Body:
+        """The body, read in chunks under the size cap and the deadline (at most cap + 1 bytes).
+
+        The deadline counts from the request's start, so a whole request (connect, headers,
+        body) ends within the connect plus the read timeout: the lease of a claimed id relies
+        on that (``Settings.request_budget``).
+        """
         cap = self._max_body_bytes
         declared = _declared_length(response.headers.get("Content-Length"))
         if declared is not None and declared > cap:
             return _Body(failure=f"body too large (declared {declared} bytes, cap {cap})")
-        deadline = time.monotonic() + self._body_deadline
+        deadline = started + self._body_deadline
         buffer = bytearray()
         try:
             while True:
-                if time.monotonic() > deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     return _Body(
-                        failure=f"body read exceeded its {self._body_deadline:g}s deadline"
+                        failure=f"request exceeded its {self._body_deadline:g}s deadline "
+                        "while reading the body"
                     )
+                _shorten_socket_timeout(response.raw, left)
                 chunk = _read_some(response.raw, min(_CHUNK_BYTES, cap + 1 - len(buffer)))
                 if not chunk:
                     break
@@ -826,6 +849,11 @@ class UseapiClient:
                     # The caller closes the response, dropping the connection with the rest unread.
                     return _Body(failure=f"body too large (over {cap} bytes)")
         except _TRANSPORT_ERRORS as exc:
+            if time.monotonic() >= deadline - 0.01:  # the shortened socket timeout fired
+                return _Body(
+                    failure=f"request exceeded its {self._body_deadline:g}s deadline "
+                    "while reading the body"
+                )
             return _Body(
                 failure=f"{_describe_error(exc)} while reading the body",
                 detail=_error_detail(exc, self._auth.secrets),

@@ -127,6 +127,23 @@ class Handler(BaseHTTPRequestHandler):
         message = "The video was deleted, not found, or is still processing."
         self._send(404, json.dumps({"error": message, "code": 404}).encode())
 
+    def _late_drip(self, name: str) -> None:
+        # Headers late, then a byte just inside every read timeout: only an overall deadline
+        # that counts from the request's start ends this on time.
+        time.sleep(0.9)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.flush()
+            for _ in range(20):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.9)
+        except OSError:
+            self.close_connection = True
+
     def _slow(self, name: str) -> None:
         time.sleep(2.0)
         try:
@@ -301,6 +318,21 @@ def test_a_slow_drip_body_is_cut_off_at_the_deadline(
     # The deadline is connect + read timeout (0.8 s), plus at most one more read.
     assert elapsed < 2.0
     assert server.state.wait_for_sent("drip") < 100_000
+
+
+def test_a_whole_request_ends_within_connect_plus_read_timeout_from_its_start(
+    server: QuietServer,
+) -> None:
+    # A claimed id's lease covers one request of this length (Settings.request_budget).
+    host, port = server.server_address[:2]
+    with UseapiClient(
+        f"http://{host}:{port}", TOKEN, connect_timeout=0.5, read_timeout=1.0
+    ) as slow_reader:
+        outcome, elapsed = timed(lambda: slow_reader.fetch("late-drip"))
+    assert isinstance(outcome, Transient)
+    assert "deadline" in outcome.reason
+    # 1.5 s from the start; counted from the headers (0.9 s in) plus one more read it was ~3 s
+    assert elapsed < 2.2
 
 
 def test_a_redirect_is_neither_followed_nor_read(client: UseapiClient, server: QuietServer) -> None:

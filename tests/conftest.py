@@ -65,14 +65,9 @@ def pg_engine(pg_database: str) -> Iterator[Engine]:
 def reset_tables(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE callback_outbox, video_events, videos, poll_minutes"))
-        conn.execute(
-            text(
-                "UPDATE tracker_control SET next_slot_at = NULL, rate_factor = 1, "
-                "rate_factor_at = NULL, throttled_until = NULL, auth_paused_until = NULL, "
-                "auth_failing = false, auth_failed_at = NULL, auth_error = NULL, "
-                "last_dispatch_at = NULL"
-            )
-        )
+        # A fresh control row with every column at its default, whatever columns it gains.
+        conn.execute(text("DELETE FROM tracker_control"))
+        conn.execute(text("INSERT INTO tracker_control (id) VALUES (1)"))
 
 
 @pytest.fixture

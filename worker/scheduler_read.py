@@ -76,6 +76,8 @@ def read(rt: Runtime) -> list[poller.Batch]:
                     outcome.ids,
                     complete=outcome.dropped == 0,
                     defer=rt.policy.poll_interval_max,
+                    # a listed id must never come due for a dispatch between two reads
+                    refresh=s.dispatch_interval + 2 * s.scheduler_interval,
                 )
             else:
                 failures = store.scheduler_failed(session, _reason(outcome))

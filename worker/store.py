@@ -823,13 +823,20 @@ class SchedulerResult:
 
 
 def scheduler_answered(
-    session: Session, video_ids: Sequence[str], *, complete: bool, defer: float
+    session: Session,
+    video_ids: Sequence[str],
+    *,
+    complete: bool,
+    defer: float,
+    refresh: float | None = None,
 ) -> SchedulerResult:
     """Apply one scheduler answer to the pending rows.
 
     - A pending id it lists is still executing: the read was a look at it, so its next look
       is moved to ``defer`` (the poll cap) after this read. Rows are rewritten only when first
-      listed or when that look is less than half of ``defer`` away, not on every read.
+      listed or when that look is less than ``refresh`` away (default half of ``defer``), not
+      on every read: the caller picks ``refresh`` so that a dispatch never claims a listed id
+      between two reads (its horizon plus two read intervals).
     - A pending id an earlier read listed and this one does not has just finished or failed:
       due at once (``hinted_at`` too, so that a poll of it already in flight, which may have
       been sent before it finished, is followed by another at once).
@@ -839,7 +846,7 @@ def scheduler_answered(
     # The control row first, as every other writer takes it before rows (no deadlock).
     control, now = _lock_control(session)
     listed = sorted(set(video_ids))
-    soon = now + timedelta(seconds=defer / 2)
+    soon = now + timedelta(seconds=min(defer, refresh if refresh is not None else defer / 2))
     later = now + timedelta(seconds=defer)
     free = or_(Video.claim_token.is_(None), Video.claimed_until <= now)
     tracked = 0

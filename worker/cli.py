@@ -276,12 +276,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({k: getattr(s, k) for k in s.__dataclass_fields__}, sys.stdout)
         return EXIT_OK
-    for line in status_lines(s, rt.settings.rate_limit):
+    for line in status_lines(s, rt.settings.rate_limit, rt.settings):
         sys.stdout.write(line + "\n")
     return EXIT_OK
 
 
-def status_lines(s: store.Summary, rate_limit: float) -> list[str]:
+def status_lines(
+    s: store.Summary, rate_limit: float, settings: Settings | None = None
+) -> list[str]:
     counts = s.counts
     lines = [
         f"pending {counts['pending']}  done {counts['done']}  abandoned {counts['abandoned']}"
@@ -309,7 +311,52 @@ def status_lines(s: store.Summary, rate_limit: float) -> list[str]:
         f"rate: {rate_limit * s.rate_factor:g}/s of {rate_limit:g}/s; "
         f"last dispatch {_age(s.now, s.last_dispatch_at)} ago"
     )
+    if settings is not None:
+        lines.append(scheduler_line(s, settings))
+        lines.extend(contract_lines(s, settings))
     return lines
+
+
+def scheduler_line(s: store.Summary, settings: Settings) -> str:
+    """What the token-wide scheduler read is doing, in one line."""
+    if not settings.scheduler_enabled:
+        return "scheduler read: off (TRACKER_SCHEDULER=false): every id by the list and by id"
+    if s.scheduler_failures:
+        return (
+            f"scheduler read: FAILING ({s.scheduler_failures} in a row, last "
+            f"{_age(s.now, s.scheduler_read_at)} ago: {s.scheduler_error}); ids fall back to "
+            "the list and by-id schedule"
+        )
+    if s.scheduler_ok_at is None:
+        return "scheduler read: none yet (reads start while ids are pending)"
+    return (
+        f"scheduler read: {_age(s.now, s.scheduler_ok_at)} ago, "
+        f"{s.scheduler_executing or 0} pending ids executing (no other request needed for them)"
+    )
+
+
+def contract_lines(s: store.Summary, settings: Settings) -> list[str]:
+    """Whether the latency contract holds now, and what stretches it if not."""
+    cap = f"{settings.poll_interval_max:g}s"
+    paused = [
+        f"{what} until {_stamp(until)}"
+        for what, until in (
+            ("a 401 pause", s.auth_paused_until if s.auth_failing else None),
+            ("a 429 throttle", s.throttled_until),
+        )
+        if until is not None and until > s.now
+    ]
+    if paused:
+        return [
+            f"LATENCY BOUND STRETCHED by {' and '.join(paused)}: pending ids are looked at "
+            f"later than every {cap} until then"
+        ]
+    if s.overdue:
+        return [
+            f"LATENCY BOUND MISSED for {s.overdue} pending ids (due more than {cap} ago): the "
+            "rate limit or the workers cannot keep up, or no worker or beat is running"
+        ]
+    return [f"latency bound: every pending id looked at within {cap} once it may be done"]
 
 
 def _watch(rt: Runtime, interval: float) -> int:
@@ -325,14 +372,14 @@ def _watch(rt: Runtime, interval: float) -> int:
             while True:
                 with rt.sessions.begin() as session:
                     s = store.summary(session, rt.policy)
-                live.update(watch_view(s, rt.settings.rate_limit))
+                live.update(watch_view(s, rt.settings.rate_limit, rt.settings))
                 time.sleep(interval)
         except KeyboardInterrupt:
             pass
     return EXIT_OK
 
 
-def watch_view(s: store.Summary, rate_limit: float) -> Any:
+def watch_view(s: store.Summary, rate_limit: float, settings: Settings | None = None) -> Any:
     """The ``status --watch`` screen for one summary (a rich renderable; pure, testable)."""
     from rich.console import Group
     from rich.table import Table
@@ -358,6 +405,11 @@ def watch_view(s: store.Summary, rate_limit: float) -> Any:
         parts.append(Text(f"UPSTREAM REJECTS THE TOKEN: {s.auth_error}", style="bold red"))
     if s.throttled_until and s.throttled_until > s.now:
         parts.append(Text(f"throttled by 429 until {_stamp(s.throttled_until)}", style="yellow"))
+    if settings is not None:
+        parts.append(Text(scheduler_line(s, settings)))
+        for line in contract_lines(s, settings):
+            held = line.startswith("latency bound:")
+            parts.append(Text(line, style="" if held else "bold yellow"))
     parts.append(
         Text(f"rate {rate_limit * s.rate_factor:g}/s of {rate_limit:g}/s   Ctrl-C to quit")
     )

@@ -93,6 +93,9 @@ GAUGES = {
     "tracker_rate_limit": "Current global upstream request rate (requests/s) after 429s.",
     "tracker_auth_paused": "1 while the upstream rejects the token (polling paused).",
     "tracker_callbacks_owed": "Completion callbacks not yet delivered (nor given up).",
+    "tracker_overdue": "Pending ids due more than TRACKER_POLL_INTERVAL_MAX ago (bound missed).",
+    "tracker_scheduler_failures": "Scheduler reads failed in a row (0: the last one worked).",
+    "tracker_scheduler_executing": "Pending ids the last scheduler read listed as executing.",
 }
 
 
@@ -115,6 +118,9 @@ def table_reader(rt: Any) -> Any:
             "tracker_rate_limit": rt.settings.rate_limit * s.rate_factor,
             "tracker_auth_paused": 1.0 if s.auth_failing else 0.0,
             "tracker_callbacks_owed": owed,
+            "tracker_overdue": s.overdue,
+            "tracker_scheduler_failures": s.scheduler_failures,
+            "tracker_scheduler_executing": s.scheduler_executing or 0,
         }
 
     return read

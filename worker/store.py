@@ -1045,6 +1045,14 @@ class Summary:
     last_dispatch_at: datetime | None
     polls_last_5_minutes: int = 0
     errors_last_5_minutes: int = 0
+    # Pending ids whose look is later than the latency contract allows (the cap past their
+    # due time): the rate budget or the workers are short, or a 401/429 pause holds them.
+    overdue: int = 0
+    scheduler_read_at: datetime | None = None
+    scheduler_ok_at: datetime | None = None
+    scheduler_failures: int = 0
+    scheduler_error: str | None = None
+    scheduler_executing: int | None = None
 
 
 def summary(session: Session, policy: Policy) -> Summary:
@@ -1056,6 +1064,14 @@ def summary(session: Session, policy: Policy) -> Summary:
         select(func.count())
         .select_from(Video)
         .where(Video.state == State.PENDING.value, Video.next_poll_at <= now)
+    ).scalar_one()
+    overdue = session.execute(
+        select(func.count())
+        .select_from(Video)
+        .where(
+            Video.state == State.PENDING.value,
+            Video.next_poll_at < now - timedelta(seconds=policy.poll_interval_max),
+        )
     ).scalar_one()
     oldest = session.execute(
         select(Video.video_id, Video.enqueued_at)
@@ -1095,6 +1111,12 @@ def summary(session: Session, policy: Policy) -> Summary:
         last_dispatch_at=control.last_dispatch_at if control else None,
         polls_last_5_minutes=int(hour[4]),
         errors_last_5_minutes=int(hour[5]),
+        overdue=int(overdue),
+        scheduler_read_at=control.scheduler_read_at if control else None,
+        scheduler_ok_at=control.scheduler_ok_at if control else None,
+        scheduler_failures=control.scheduler_failures if control else 0,
+        scheduler_error=control.scheduler_error if control else None,
+        scheduler_executing=control.scheduler_executing if control else None,
     )
 
 

@@ -8,7 +8,8 @@ from prometheus_client import generate_latest
 from rich.console import Console
 
 from worker import metrics
-from worker.cli import watch_view
+from worker.cli import contract_lines, scheduler_line, status_lines, watch_view
+from worker.settings import load
 from worker.store import Summary
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -96,3 +97,52 @@ def test_table_gauges_are_cached_between_rapid_scrapes() -> None:
     list(collector.collect())
     list(collector.collect())
     assert calls["n"] == 1
+
+
+# --- the latency contract and the scheduler read, as status shows them -----------------------
+
+DEFAULTS = load({})  # the production defaults: a 15 s cap, the scheduler read on
+
+
+def test_status_says_the_latency_bound_holds_when_nothing_stretches_it() -> None:
+    lines = status_lines(_summary(), 5.0, DEFAULTS)
+    assert "latency bound: every pending id looked at within 15s once it may be done" in lines
+
+
+def test_status_says_loudly_while_a_401_or_429_pause_stretches_the_bound() -> None:
+    paused = _summary(auth_failing=True, auth_paused_until=NOW + timedelta(seconds=40))
+    (line,) = contract_lines(paused, DEFAULTS)
+    assert line.startswith("LATENCY BOUND STRETCHED by a 401 pause until")
+    throttled = _summary(throttled_until=NOW + timedelta(seconds=10))
+    (line,) = contract_lines(throttled, DEFAULTS)
+    assert line.startswith("LATENCY BOUND STRETCHED by a 429 throttle until")
+    # a pause that is over stretches nothing
+    over = _summary(throttled_until=NOW - timedelta(seconds=1))
+    assert contract_lines(over, DEFAULTS)[0].startswith("latency bound:")
+
+
+def test_status_says_when_ids_are_overdue_past_the_bound() -> None:
+    (line,) = contract_lines(_summary(overdue=12), DEFAULTS)
+    assert line.startswith("LATENCY BOUND MISSED for 12 pending ids (due more than 15s ago)")
+
+
+def test_status_shows_what_the_scheduler_read_is_doing() -> None:
+    assert scheduler_line(_summary(), DEFAULTS).startswith("scheduler read: none yet")
+    ok = _summary(scheduler_ok_at=NOW - timedelta(seconds=2), scheduler_executing=31)
+    assert scheduler_line(ok, DEFAULTS) == (
+        "scheduler read: 2s ago, 31 pending ids executing (no other request needed for them)"
+    )
+    failing = _summary(
+        scheduler_failures=3,
+        scheduler_read_at=NOW - timedelta(seconds=9),
+        scheduler_error="HTTP 503",
+    )
+    assert scheduler_line(failing, DEFAULTS).startswith("scheduler read: FAILING (3 in a row")
+    off = load({"TRACKER_SCHEDULER": "false"})
+    assert scheduler_line(ok, off).startswith("scheduler read: off")
+
+
+def test_the_watch_screen_shows_the_scheduler_and_the_bound() -> None:
+    text = _render(watch_view(_summary(overdue=2), 10, DEFAULTS))
+    assert "scheduler read: none yet" in text
+    assert "LATENCY BOUND MISSED for 2 pending ids" in text

@@ -134,6 +134,7 @@ class BatchReport:
     stale: int = 0
     released: int = 0
     adopted: int = 0  # finished ids a list page showed that another poll would have found
+    reslotted: int = 0  # requests that missed their slots and took new ones
     failed_to_store: int = 0
     counts: tracking.PollCounts = field(default_factory=tracking.PollCounts)
 
@@ -221,6 +222,7 @@ class _BatchRun:
         # batch), they are marked so that the next dispatch fetches them by id.
         self.missed: set[str] = set()
         self.jobs: list[tuple[float, int, _Job]] = []  # a heap, by monotonic start time
+        self.reslots: dict[tuple[str, ...], int] = {}  # late starts, by the job's ids
         self.order = itertools.count()
         self.running = 0
         self.knowledge: schedule.Knowledge | None = None
@@ -269,6 +271,35 @@ class _BatchRun:
         self.stop.set()
         with self.wake:
             self.wake.notify_all()
+
+    def take_late(self, job: _Job, tolerance: float) -> list[_Job]:
+        """``job`` and every queued job already more than ``tolerance`` past its slot."""
+        now = time.monotonic()
+        with self.wake:
+            late = [entry for entry in self.jobs if entry[0] + tolerance < now]
+            if late:
+                self.jobs = [entry for entry in self.jobs if entry[0] + tolerance >= now]
+                heapq.heapify(self.jobs)
+        return [job] + [j for _, _, j in late]
+
+    def reslot(self, jobs: Sequence[_Job]) -> None:
+        """Give requests that missed their slots new ones (and leases to match).
+
+        A request fired late would meet the next slot's request from another worker, two at
+        once where the limiter booked one; a request sent after its lease could answer an id
+        another claim holds. So a late one takes a fresh slot from the global limiter instead,
+        up to ``MAX_RESLOTS`` times; past that (a worker that cannot keep up) its ids stay
+        unanswered and are released at the end of the batch for any worker to claim.
+        """
+        again: list[_Job] = []
+        with self.lock:
+            for job in jobs:
+                key = _ids_of(job)
+                self.reslots[key] = self.reslots.get(key, 0) + 1
+                if self.reslots[key] <= MAX_RESLOTS:
+                    again.append(job)
+            self.report.reslotted += len(again)
+        self._follow(again)
 
     def covered(self, job: _Job) -> bool:
         """Whether the leases of the job's ids still cover one whole request started now.
@@ -590,10 +621,11 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
         if owned:
             run.push(run.mono_start + offset - late, _List(account, owned))
     spacing = batch.spacing or 1.0 / s.rate_limit
-    # A request starts only when a thread is free to send it at once, and never closer than
-    # one slot to any other request of this process (PACER is shared by every batch running
-    # here): batches that fell behind (slow upstream, busy machine) catch up at the allowed
-    # rate instead of firing their overdue slots together in a burst.
+    tolerance = late_tolerance(spacing)
+    # A request starts only when a thread is free to send it at once, within ``tolerance`` of
+    # its slot, and never closer than one slot to any other request of this process (PACER is
+    # shared by every batch running here). One that cannot (the message came late, the
+    # threads are busy, the machine is slow) takes a new slot rather than firing late.
     free = threading.BoundedSemaphore(s.poll_concurrency)
     with ThreadPoolExecutor(s.poll_concurrency, thread_name_prefix="poll") as pool:
         while (next_job := run.next_job()) is not None:
@@ -601,15 +633,17 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
             while not (acquired := free.acquire(timeout=0.5)):
                 if run.stop.is_set():
                     break
-            start_at = PACER.reserve(slot_at, spacing) if acquired else 0.0
-            if not acquired or run.stop.wait(max(0.0, start_at - time.monotonic())):
-                if acquired:
-                    free.release()
+            if not acquired:
                 run.finished()
                 break
-            if not run.covered(job):
-                # Too late for its lease (a busy worker, a slow upstream): released below.
+            start_at = PACER.reserve(slot_at, spacing, latest=slot_at + tolerance)
+            if start_at is not None and run.stop.wait(max(0.0, start_at - time.monotonic())):
                 free.release()
+                run.finished()
+                break
+            if start_at is None or time.monotonic() - slot_at > tolerance or not run.covered(job):
+                free.release()
+                run.reslot(run.take_late(job, tolerance))
                 run.finished()
                 continue
             pool.submit(_guarded, run, job, free)
@@ -624,6 +658,21 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
     return run.report
 
 
+# How many times one request may miss its slot and take a new one within a batch.
+MAX_RESLOTS = 3
+
+
+def late_tolerance(spacing: float) -> float:
+    """How late after its slot a request may still start (seconds).
+
+    Under one slot, a late request never puts more than rate + 1 requests in any second (the
+    slots are 1/rate apart); half a slot leaves room for the next one's own jitter. At high
+    rates half a slot is a few milliseconds, less than a busy machine's thread wake-up, so
+    25 ms is the least: a request then meets at most a few slots' worth of others.
+    """
+    return max(spacing / 2, 0.025)
+
+
 class Pacer:
     """Hands out request start times at least ``spacing`` apart, across threads (monotonic)."""
 
@@ -631,9 +680,13 @@ class Pacer:
         self._lock = threading.Lock()
         self._next_free = -math.inf
 
-    def reserve(self, not_before: float, spacing: float) -> float:
+    def reserve(self, not_before: float, spacing: float, latest: float = math.inf) -> float | None:
+        """The start time for a request due at ``not_before``, or None (nothing reserved)
+        when this process could not start it by ``latest``."""
         with self._lock:
             start = max(not_before, self._next_free)
+            if start > latest:
+                return None
             self._next_free = start + spacing
             return start
 

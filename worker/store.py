@@ -289,6 +289,12 @@ def _limiter_view(control: TrackerControl) -> LimiterView:
     )
 
 
+# From booking a slot to a worker ready to send on it: the booking's commit (with the leases of
+# its ids), the broker's hop and the batch's own read. A slot sooner than that would be missed
+# by construction, and a missed slot is booked again (poller.late_tolerance).
+SLOT_LEAD = 0.2
+
+
 def _lock_control(session: Session) -> tuple[TrackerControl, datetime]:
     control = session.execute(
         select(TrackerControl).where(TrackerControl.id == CONTROL_ROW_ID).with_for_update()
@@ -358,7 +364,7 @@ def claim_due(
     steer_claim_plan(session)
     control, now = _lock_control(session)
     plan: SlotPlan = tracking.plan_slots(
-        _limiter_view(control), now, rate_limit, horizon, policy, max_count
+        _limiter_view(control), now, rate_limit, horizon, policy, max_count, SLOT_LEAD
     )
     control.last_dispatch_at = now
     if plan.count == 0:
@@ -592,7 +598,9 @@ def reserve_slots(
     """``count`` more request slots from the global limiter (database time), or none while
     polling is paused or throttled. Returns (now, slots)."""
     control, now = _lock_control(session)
-    plan = tracking.plan_extra_slots(_limiter_view(control), now, rate_limit, count, policy)
+    plan = tracking.plan_extra_slots(
+        _limiter_view(control), now, rate_limit, count, policy, SLOT_LEAD
+    )
     if plan.count == 0:
         return now, []
     control.next_slot_at = plan.slot(plan.count)
@@ -805,7 +813,7 @@ def begin_scheduler_read(
     ).first()
     if pending is None:
         return SchedulerStart(now, None, "nothing pending")
-    plan = tracking.plan_extra_slots(_limiter_view(control), now, rate_limit, 1, policy)
+    plan = tracking.plan_extra_slots(_limiter_view(control), now, rate_limit, 1, policy, SLOT_LEAD)
     if plan.count == 0:
         return SchedulerStart(now, None, plan.reason)
     control.next_slot_at = plan.slot(1)

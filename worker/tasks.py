@@ -60,6 +60,7 @@ def poll(message: dict[str, Any]) -> dict[str, int]:
         adopted=report.adopted,
         stale=report.stale,
         released=report.released,
+        reslotted=report.reslotted,
         failed_to_store=report.failed_to_store,
     )
     return {"polled": report.polled, "applied": report.applied}

@@ -605,7 +605,12 @@ def _blocked(limiter: LimiterView, now: datetime) -> str | None:
 
 
 def plan_extra_slots(
-    limiter: LimiterView, now: datetime, rate_limit: float, count: int, policy: Policy
+    limiter: LimiterView,
+    now: datetime,
+    rate_limit: float,
+    count: int,
+    policy: Policy,
+    lead: float = 0.0,
 ) -> SlotPlan:
     """``count`` more slots for requests a batch learned it needs (a next page, a record to
     fetch), on the same global schedule as dispatch's: from the next free slot, 1/rate apart.
@@ -616,7 +621,8 @@ def plan_extra_slots(
     if blocked is not None:
         return SlotPlan(0, now, 0.0, blocked)
     spacing = 1.0 / (rate_limit * effective_rate_factor(limiter, now, policy))
-    first = now if limiter.next_slot_at is None else max(now, limiter.next_slot_at)
+    start = now + timedelta(seconds=lead)
+    first = start if limiter.next_slot_at is None else max(start, limiter.next_slot_at)
     return SlotPlan(max(0, count), first, spacing)
 
 
@@ -638,19 +644,22 @@ def plan_slots(
     horizon: float,
     policy: Policy,
     max_count: int = 10_000,
+    lead: float = 0.0,
 ) -> SlotPlan:
     """How many ids one dispatch may claim, and when each may be fetched.
 
     Slots are handed out at 1/rate spacing from a shared "next free slot" time, so however many
-    dispatchers run, the upstream never sees more than the rate, and never a burst.
+    dispatchers run, the upstream never sees more than the rate, and never a burst. None comes
+    sooner than ``lead`` seconds from now (the time it takes to hand a slot to a worker).
     """
     blocked = _blocked(limiter, now)
     if blocked is not None:
         return SlotPlan(0, now, 0.0, blocked)
     rate = rate_limit * effective_rate_factor(limiter, now, policy)
     spacing = 1.0 / rate
-    first = now if limiter.next_slot_at is None else max(now, limiter.next_slot_at)
-    window = (now - first).total_seconds() + horizon
+    start = now + timedelta(seconds=lead)
+    first = start if limiter.next_slot_at is None else max(start, limiter.next_slot_at)
+    window = (start - first).total_seconds() + horizon
     count = max(0, math.ceil(window / spacing - 1e-9))
     if limiter.auth_failing:
         count = min(count, 1)  # probe with one request until the token works again

@@ -604,6 +604,31 @@ def test_two_workers_share_one_global_rate(
     assert_paced([r.started for r in requests], rate=10)
 
 
+def test_a_batch_that_reaches_its_worker_late_takes_new_slots_instead_of_firing_late(
+    pg: sessionmaker[Session], pg_database: str, sim: Simulator
+) -> None:
+    """A poll message delayed past its slots (a busy broker, a worker that was full) must not
+    send its overdue requests on other requests' slots, nor drop them: they are booked again."""
+    ids = [make_id("completed_0", n) for n in range(5)]
+    # 5/s: slots 0.2 s apart, so a request sent on a missed slot is told apart from jitter
+    with tracker(pg_database, sim, TRACKER_RATE_LIMIT="5") as rt:
+        enqueue(rt, ids)
+        (batch,) = poller.dispatch(rt)
+        offsets = sorted(offset for _, offset in batch.items)
+        assert len(offsets) >= 2
+        assert offsets[0] >= store.SLOT_LEAD - 1e-3, "a slot no worker could have used"
+        time.sleep(offsets[-2] + 0.1)  # every slot but the last is missed, no lease has ended
+        report = poller.poll_batch(rt, batch)
+
+    n = len(offsets)
+    assert report.polled == n and report.applied == n and report.released == 0, report
+    assert report.reslotted == n - 1, report
+    starts = sorted(r.started for r in sim.requests)
+    assert len(starts) == n
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 0.2 - poller.late_tolerance(0.2), gaps
+
+
 # --- fencing -------------------------------------------------------------------------------------------
 
 

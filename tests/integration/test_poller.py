@@ -8,6 +8,7 @@ events, the control row, ``status`` (``store.summary``) and what the upstream wa
 
 from __future__ import annotations
 
+import itertools
 import select
 import threading
 import time
@@ -625,7 +626,7 @@ def test_a_batch_that_reaches_its_worker_late_takes_new_slots_instead_of_firing_
     assert report.reslotted == n - 1, report
     starts = sorted(r.started for r in sim.requests)
     assert len(starts) == n
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.2 - poller.late_tolerance(0.2), gaps
 
 

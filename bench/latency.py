@@ -77,7 +77,19 @@ TIMING_SETTINGS = {
     "list_retry": "TRACKER_LIST_RETRY",
     # the prior is a duration too: uncompressed, a cold start would wait 20x too long
     "typical_duration": "TRACKER_TYPICAL_DURATION",
+    "scheduler_interval": "TRACKER_SCHEDULER_INTERVAL",
 }
+
+# Issue 10's workloads, all in real time (no compression), on the reference finish times:
+# log-normal around 60 s, clipped to 15-240 s, 3 % failing (REFERENCE_*). Each is
+# (videos, accounts, submission spread in s, every n-th video unknown to the scheduler).
+WORKLOADS = {
+    "a": (300, 10, 60.0, 0),  # 10 accounts x 30 videos
+    "b": (300, 300, 60.0, 0),  # 300 accounts x 1 video: the case that hurt
+    "c": (1000, 1, 0.0, 0),  # a burst of 1,000 in one account
+    "d": (300, 10, 60.0, 3),  # as (a), a third made on the website (never in the scheduler)
+}
+REFERENCE_MEDIAN, REFERENCE_SIGMA, REFERENCE_RANGE = 60.0, 0.5, (15.0, 240.0)
 # Latency bands for the breakdown, in real seconds of completion time after enqueue.
 BANDS = ((0, 60), (60, 120), (120, 300), (300, 600), (600, math.inf))
 
@@ -162,7 +174,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the tracker processes' logs (path printed)"
     )
+    parser.add_argument(
+        "--workload",
+        choices=sorted(WORKLOADS),
+        default=None,
+        help="one of issue 10's workloads, in real time on the reference finish times (sets "
+        "--videos, --accounts, --spread and --speed 1): a 10x30, b 300x1, c a burst of 1,000 "
+        "in one account, d as a with a third never in the scheduler",
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=("on", "off"),
+        default=None,
+        help="TRACKER_SCHEDULER for this run (default: the tracker's default, on)",
+    )
     args = parser.parse_args(argv)
+    args.reference = False
+    args.unscheduled_every = 0
+    if args.workload is not None:
+        args.videos, args.accounts, args.spread, args.unscheduled_every = WORKLOADS[args.workload]
+        args.speed, args.reference = 1.0, True
+    if args.scheduler is not None:
+        args.set.append(f"TRACKER_SCHEDULER={'true' if args.scheduler == 'on' else 'false'}")
     if args.spread is None:
         args.spread = SPREAD_PER_VIDEO * args.videos
     if args.videos < 1 or args.speed <= 0 or args.spread < 0 or args.upstream_latency < 0:
@@ -188,14 +221,27 @@ class Video:
     arrival: float  # seconds after the run's start at which it is submitted and enqueued
     scenario: str = ""  # the simulator's script, in wall-clock seconds
     account: str = ""
+    scheduled: bool = True  # started through the API: listed by the scheduler while it runs
 
 
 def video_id_for(n: int, account: str) -> str:
     return f"user:1-pixverse:{account}-video:{n}"
 
 
-def workload(count: int, spread: float, speed: float, seed: int, accounts: int = 10) -> list[Video]:
-    """The same videos for the same seed, whatever the tracker does (so runs compare)."""
+def workload(
+    count: int,
+    spread: float,
+    speed: float,
+    seed: int,
+    accounts: int = 10,
+    reference: bool = False,
+    unscheduled_every: int = 0,
+) -> list[Video]:
+    """The same videos for the same seed, whatever the tracker does (so runs compare).
+
+    ``reference``: issue 10's finish times (log-normal around 60 s, 15-240 s, 3 % failing,
+    none never finishing) instead of benchmark 1's long-tailed mix.
+    """
     rng = random.Random(seed)
     # Its own generator, so adding it left the completion times and arrivals of every seed as
     # they were: figures before and after compare on the very same videos.
@@ -210,7 +256,11 @@ def workload(count: int, spread: float, speed: float, seed: int, accounts: int =
             if fate < FAILED_SHARE + NEVER_SHARE
             else "completed"
         )
-        if rng.random() < TAIL_SHARE:
+        if reference:
+            kind = "failed" if fate < FAILED_SHARE else "completed"
+            duration = rng.lognormvariate(math.log(REFERENCE_MEDIAN), REFERENCE_SIGMA)
+            duration = min(REFERENCE_RANGE[1], max(REFERENCE_RANGE[0], duration))
+        elif rng.random() < TAIL_SHARE:
             duration = math.exp(rng.uniform(math.log(TAIL_RANGE[0]), math.log(TAIL_RANGE[1])))
         else:
             duration = rng.lognormvariate(math.log(BODY_MEDIAN), BODY_SIGMA)
@@ -226,7 +276,10 @@ def workload(count: int, spread: float, speed: float, seed: int, accounts: int =
             queued = duration - generation
             scenario = f"queued_{queued / speed:.4f}_{duration / speed:.4f}"
         account = f"account{1 + n % accounts}@example.com"
-        videos.append(Video(video_id_for(n, account), kind, duration, arrival, scenario, account))
+        scheduled = not (unscheduled_every and n % unscheduled_every == 0)
+        videos.append(
+            Video(video_id_for(n, account), kind, duration, arrival, scenario, account, scheduled)
+        )
     return sorted(videos, key=lambda v: v.arrival)
 
 
@@ -285,7 +338,15 @@ def run(args: argparse.Namespace) -> int:
     if args.give_up is not None:
         overrides["give_up_after"] = args.give_up
     real = dataclasses.replace(defaults, **overrides)
-    videos = workload(args.videos, args.spread, args.speed, args.seed, args.accounts)
+    videos = workload(
+        args.videos,
+        args.spread,
+        args.speed,
+        args.seed,
+        args.accounts,
+        getattr(args, "reference", False),
+        getattr(args, "unscheduled_every", 0),
+    )
     settings_env = {**compressed_env(real, args.speed), **dict(s.split("=", 1) for s in args.set)}
 
     with (
@@ -302,7 +363,10 @@ def run(args: argparse.Namespace) -> int:
         rt = Runtime(load(env))  # validates the compressed settings before anything starts
         engine = db.make_engine(url, pool=False)
         try:
-            print("benchmark 1: detection latency and calls per video")
+            print(
+                "benchmark 1: detection latency and calls per video"
+                + (f", workload {args.workload} (real time)" if args.workload else "")
+            )
             print(f"  machine: {common.machine_summary(engine)}")
             print(f"  code: {common.git_revision()}")
             if args.simulator_as_is:
@@ -381,6 +445,7 @@ def _play(
         sim.script(video.video_id, video.scenario)
     observed = Observed(list_enabled=rt.settings.list_enabled)
     never = {v.video_id for v in videos if v.kind == "never"}
+    unscheduled = {v.video_id for v in videos if not v.scheduled}
     try:
         beat = processes.start("beat")
         worker = processes.start("worker")
@@ -409,8 +474,10 @@ def _play(
             # the last ones' submission before they are enqueued.
             for chunk in range(0, len(due), SUBMIT_CHUNK):
                 ids = due[chunk : chunk + SUBMIT_CHUNK]
-                # created upstream the moment it is submitted: its clock starts now
-                sim.create_many(ids)
+                # created upstream the moment it is submitted: its clock starts now; a video
+                # made on the website never shows in the scheduler
+                sim.create_many(i for i in ids if i not in unscheduled)
+                sim.create_many((i for i in ids if i in unscheduled), scheduled=False)
                 observed.submitted.update(dict.fromkeys(ids, time.monotonic()))
                 api.enqueue(ids, rt=rt)
                 if on_submitted is not None:
@@ -516,6 +583,12 @@ def _collect(observed: Observed, engine: Engine, sim: Simulator) -> None:
             for video_id in pending:
                 calls[video_id].append((at, 1.0 / len(pending)))
             observed.unattributed += not pending
+        elif entry.kind == "scheduler":
+            # token-wide: shared by every video pending at that moment, whatever its account
+            pending = [v for spans_ in spans.values() for v, st, end in spans_ if st <= at < end]
+            for video_id in pending:
+                calls[video_id].append((at, 1.0 / len(pending)))
+            observed.unattributed += not pending
         else:
             continue
         kinds[entry.kind] += 1
@@ -605,9 +678,9 @@ def _report(args: argparse.Namespace, real: Settings, videos: list[Video], o: Ob
         _rate_report(all_calls, baseline_times, real.rate_limit, speed)
         print(
             f"  of which single-video requests {o.by_kind.get('video', 0)}, list pages "
-            f"{o.by_kind.get('list', 0)}"
+            f"{o.by_kind.get('list', 0)}, scheduler reads {o.by_kind.get('scheduler', 0)}"
             + (
-                f" ({o.unattributed} read when none of the account's videos was pending)"
+                f" ({o.unattributed} read when no video they answer for was pending)"
                 if o.unattributed
                 else ""
             )

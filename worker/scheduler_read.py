@@ -125,6 +125,10 @@ def _wait_for_slot(wait: float, spacing: float) -> bool:
     """Sleep until a slot ``wait`` seconds away; False when it cannot start on time there."""
     slot_at = time.monotonic() + max(0.0, wait)
     tolerance = poller.late_tolerance(spacing)
+    # Sleep first and reserve at the slot, as a batch does: a reservation made seconds ahead
+    # would hold this process's pacer past every earlier slot of its batches, and they would
+    # all miss theirs.
+    time.sleep(max(0.0, slot_at - time.monotonic()))
     at = poller.PACER.reserve(slot_at, spacing, latest=slot_at + tolerance)
     if at is None:
         return False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import redis
 from sqlalchemy import Engine, text
 
 from tests.conftest import REDIS_URL, reset_tables
+from tests.e2e.private_services import PrivatePostgres, PrivateRedis, free_port
 from worker.simulator import Simulator
 
 CLI = str(Path(sys.executable).with_name("pixverse-tracker"))
@@ -134,10 +134,27 @@ def processes(tmp_path: Path, tracker_env: dict[str, str]) -> Iterator[Processes
     procs.stop_all()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL of this test's own, which it may kill and restart (private_services.py)."""
+    server = PrivatePostgres()
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A Redis of this test's own, which it may kill and restart."""
+    server = PrivateRedis()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:

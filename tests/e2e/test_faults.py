@@ -17,6 +17,8 @@ from sqlalchemy import Engine, create_engine, text
 
 from tests.e2e import scenarios
 from tests.e2e.conftest import TOKEN, Processes, pending_count, wait_until
+from tests.e2e.private_services import PrivatePostgres, PrivateRedis
+from worker import db
 from worker.settings import load
 from worker.simulator import Simulator, make_id
 
@@ -222,15 +224,19 @@ def test_a_worker_whose_clock_is_ten_minutes_off_changes_nothing(
 
 @pytest.mark.disruptive
 def test_postgres_restarts_and_killed_backends_are_survived(
-    processes: Processes, tracker_env: dict[str, str], pg_engine: Engine, simulator: Simulator,
-    pg_database: str,
+    processes: Processes, tracker_env: dict[str, str], simulator: Simulator,
+    private_postgres: PrivatePostgres,
 ) -> None:  # fmt: skip
+    # The tracker's database lives on a PostgreSQL of the test's own: it is the one restarted.
+    url = private_postgres.create_database("tracker")
+    engine = db.make_engine(url, pool=False)
+    db.upgrade(engine)
+    processes.env = {**tracker_env, "DATABASE_URL": url}
     population = scenarios.population(QUICK, delays=(4, 8, 12))
-    assert scenarios.enqueue(tracker_env, population).returncode == 0
+    assert scenarios.enqueue(processes.env, population).returncode == 0
     processes.start("beat")
     processes.start("worker")
-    database = pg_database.rsplit("/", 1)[1]
-    admin = create_engine(pg_database.rsplit("/", 1)[0] + "/test", isolation_level="AUTOCOMMIT")
+    admin = create_engine(private_postgres.url(), isolation_level="AUTOCOMMIT")
     killed = 0
     try:
         for round_ in range(3):
@@ -239,21 +245,17 @@ def test_postgres_restarts_and_killed_backends_are_survived(
                 killed += conn.execute(
                     text(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE datname = :db AND pid <> pg_backend_pid()"
-                    ),
-                    {"db": database},
+                        "WHERE datname = 'tracker' AND pid <> pg_backend_pid()"
+                    )
                 ).scalar_one()
         admin.dispose()
-        pg_engine.dispose()
-        restart = subprocess.run(
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -1) main restart",
-            shell=True, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        assert restart.returncode == 0, restart.stderr
+        engine.dispose()
+        private_postgres.restart()
+        _run_to_the_end(processes, engine)
+        outcome = scenarios.assert_all_right(engine, population)
     finally:
         admin.dispose()
-    _run_to_the_end(processes, pg_engine)
-    outcome = scenarios.assert_all_right(pg_engine, population)
+        engine.dispose()
     assert all(p.poll() is None for p in processes.started), "a process died"
     _report(
         "Postgres restart + pg_terminate_backend",
@@ -266,25 +268,19 @@ def test_postgres_restarts_and_killed_backends_are_survived(
 
 @pytest.mark.disruptive
 def test_a_redis_restart_loses_messages_but_no_id(
-    processes: Processes, tracker_env: dict[str, str], pg_engine: Engine, simulator: Simulator
-) -> None:
+    processes: Processes, tracker_env: dict[str, str], pg_engine: Engine, simulator: Simulator,
+    private_redis: PrivateRedis,
+) -> None:  # fmt: skip
+    # The broker is a Redis of the test's own: it is the one killed and started again.
+    processes.env = {**tracker_env, "CELERY_BROKER_URL": private_redis.url}
     population = scenarios.population(QUICK, delays=(4, 8, 12))
-    assert scenarios.enqueue(tracker_env, population).returncode == 0
+    assert scenarios.enqueue(processes.env, population).returncode == 0
     processes.start("beat")
     processes.start("worker")
     assert wait_until(lambda: len(simulator.requests) >= 20, 40), processes.logs()
-    subprocess.run(
-        ["redis-cli", "-p", "6379", "shutdown", "nosave"],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
+    private_redis.stop()  # nothing saved: the messages in flight are lost
     time.sleep(2)
-    subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
-         "--save", "", "--appendonly", "no"],
-        capture_output=True, timeout=30, check=True,
-    )  # fmt: skip
+    private_redis.start()
     _run_to_the_end(processes, pg_engine)
     outcome = scenarios.assert_all_right(pg_engine, population)
     assert all(p.poll() is None for p in processes.started), "a process died"

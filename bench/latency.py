@@ -344,8 +344,8 @@ def run(args: argparse.Namespace) -> int:
         args.speed,
         args.seed,
         args.accounts,
-        getattr(args, "reference", False),
-        getattr(args, "unscheduled_every", 0),
+        args.reference,
+        args.unscheduled_every,
     )
     settings_env = {**compressed_env(real, args.speed), **dict(s.split("=", 1) for s in args.set)}
 

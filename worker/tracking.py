@@ -621,9 +621,13 @@ def plan_extra_slots(
     if blocked is not None:
         return SlotPlan(0, now, 0.0, blocked)
     spacing = 1.0 / (rate_limit * effective_rate_factor(limiter, now, policy))
+    return SlotPlan(max(0, count), _first_slot(limiter, now, lead), spacing)
+
+
+def _first_slot(limiter: LimiterView, now: datetime, lead: float) -> datetime:
+    """The next free slot, and never sooner than ``lead`` seconds from now."""
     start = now + timedelta(seconds=lead)
-    first = start if limiter.next_slot_at is None else max(start, limiter.next_slot_at)
-    return SlotPlan(max(0, count), first, spacing)
+    return start if limiter.next_slot_at is None else max(start, limiter.next_slot_at)
 
 
 def effective_rate_factor(limiter: LimiterView, now: datetime, policy: Policy) -> float:
@@ -657,9 +661,8 @@ def plan_slots(
         return SlotPlan(0, now, 0.0, blocked)
     rate = rate_limit * effective_rate_factor(limiter, now, policy)
     spacing = 1.0 / rate
-    start = now + timedelta(seconds=lead)
-    first = start if limiter.next_slot_at is None else max(start, limiter.next_slot_at)
-    window = (start - first).total_seconds() + horizon
+    first = _first_slot(limiter, now, lead)
+    window = (now + timedelta(seconds=lead) - first).total_seconds() + horizon
     count = max(0, math.ceil(window / spacing - 1e-9))
     if limiter.auth_failing:
         count = min(count, 1)  # probe with one request until the token works again

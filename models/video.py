@@ -71,6 +71,9 @@ class Video(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When a read of the account's list last failed to show it: polled by id for a while.
     list_missed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The offset of the list page that last showed it in progress: its next list read starts
+    # there, so the ids of a big account are read page by page at once, not from the top.
+    list_offset: Mapped[int | None] = mapped_column(Integer)
     # When the upstream's scheduler (GET /v2/pixverse/scheduler/) last listed it as executing.
     # Set: a later read without it means it has just finished (worker/scheduler_read.py).
     scheduler_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

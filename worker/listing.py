@@ -7,6 +7,7 @@ that account on its pages. Pure functions; ``poller.py`` does the requests.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from enum import Enum
@@ -117,6 +118,22 @@ def entries_of(account: str, entries: Iterable[dict[str, Any]]) -> dict[str, dic
         if isinstance(video_id, str) and account_of(video_id) == account:
             found.setdefault(video_id, entry)
     return found
+
+
+# The deepest a list read goes before the ids it has not found are fetched by id: 1,600
+# videos at the default page size. It bounds a poll task's run time (Settings.task_time_limit).
+MAX_CHAIN_PAGES = 40
+
+
+def chain_depth(ids: int, page_size: int, extra_pages: int) -> int:
+    """How many pages one list read may go through, from its first, for ``ids`` ids.
+
+    Enough for every id to be on a page of its own (a burst of 1,000 videos fills 25 pages),
+    plus ``extra_pages - 1`` (``TRACKER_LIST_MAX_PAGES``) for the videos made since, which push
+    older ones down; a small read goes ``extra_pages`` deep, as it always did.
+    """
+    needed = math.ceil(ids / page_size) if ids > 0 else 1
+    return min(MAX_CHAIN_PAGES, needed + extra_pages - 1)
 
 
 def group_key(

@@ -53,12 +53,13 @@ class Batch:
     token: str
     start: datetime
     items: list[tuple[str, float]]
-    lists: list[tuple[str, float, list[str]]] = field(default_factory=list)
+    # (account, slot, ids, list offset): a list read starting at the page that last showed ids
+    lists: list[tuple[str, float, list[str], int]] = field(default_factory=list)
     spacing: float = 0.0  # the limiter's seconds between two requests (0: 1 / rate limit)
 
     @property
     def ids(self) -> list[str]:
-        return [v for v, _ in self.items] + [v for _, _, ids in self.lists for v in ids]
+        return [v for v, _ in self.items] + [v for _, _, ids, _ in self.lists for v in ids]
 
     def to_message(self) -> dict[str, object]:
         message: dict[str, object] = {
@@ -67,7 +68,7 @@ class Batch:
             "items": [[video_id, round(offset, 3)] for video_id, offset in self.items],
         }
         if self.lists:
-            message["lists"] = [[a, round(o, 3), list(ids)] for a, o, ids in self.lists]
+            message["lists"] = [[a, round(o, 3), list(ids), p] for a, o, ids, p in self.lists]
         if self.spacing:
             message["spacing"] = self.spacing
         return message
@@ -81,7 +82,11 @@ class Batch:
             token=str(message["token"]),
             start=datetime.fromisoformat(str(message["start"])),
             items=[(str(v), float(o)) for v, o in items],
-            lists=[(str(a), float(o), [str(v) for v in ids]) for a, o, ids in lists],
+            # a message from before list offsets had three fields: its reads start at the top
+            lists=[
+                (str(a), float(o), [str(v) for v in ids], int(rest[0]) if rest else 0)
+                for a, o, ids, *rest in lists
+            ],
             spacing=float(str(message.get("spacing", 0.0))),
         )
 
@@ -110,7 +115,11 @@ def dispatch(rt: Runtime) -> list[Batch]:
                 claim.token,
                 claim.now,
                 [(r.ids[0], o) for r, o in offsets if r.account is None],
-                [(r.account, o, list(r.ids)) for r, o in offsets if r.account is not None],
+                [
+                    (r.account, o, list(r.ids), r.offset)
+                    for r, o in offsets
+                    if r.account is not None
+                ],
                 claim.spacing,
             )
         )
@@ -149,12 +158,17 @@ class _Fetch:
 
 @dataclass(frozen=True)
 class _List:
-    """Read one page of an account's list, to answer for ``ids``."""
+    """Read one page of an account's list, to answer for ``ids``.
+
+    ``depth`` is how many pages the chain may read in all (this one included) before the ids
+    it has not found are fetched by id: enough for every id to be on a page of its own.
+    """
 
     account: str
     ids: tuple[str, ...]
     offset: int = 0
     page: int = 1
+    depth: int = 1
 
 
 _Job = _Fetch | _List
@@ -361,7 +375,6 @@ class _BatchRun:
             self._store_failed(list(job.ids), exc)
 
     def _read_page(self, job: _List, page: Page, sent_at: datetime) -> None:
-        s = self.rt.settings
         entries = listing.entries_of(job.account, page.entries)
         answers: list[tuple[str, Outcome, bool | None]] = []
         follow: list[_Job] = []
@@ -376,12 +389,17 @@ class _BatchRun:
         # than at their own next poll (a claim elsewhere keeps them; see store.adopt).
         with self.lock:
             mine = set(self.rows)
-        finished = [
-            v
-            for v, e in entries.items()
-            if v not in mine and listing.read_entry(e) is not listing.Finding.IN_PROGRESS
-        ]
+        finished: list[str] = []
+        in_progress: list[str] = []
+        for v, e in entries.items():
+            if v not in mine:
+                done = listing.read_entry(e) is not listing.Finding.IN_PROGRESS
+                (finished if done else in_progress).append(v)
         adopted = self._adopt(finished) if finished else {}
+        # Others of ours still in progress here learn their page, and say the chain is in a
+        # run of our videos (a burst deeper than the ids asked about): it may go on past its
+        # depth while pages hold them, so that the run is read once from the top.
+        ours_here = self._note_offsets(in_progress, page.offset) if in_progress else 0
         for video_id in sorted(adopted):
             self._read_entry(video_id, entries[video_id], page, answers, follow)
         self._log_list(job, page, found=len(job.ids) - len(missing), adopted=len(adopted))
@@ -389,13 +407,25 @@ class _BatchRun:
             # The ids this request showed in progress will be looked at again together, by one
             # request: the schedule weighs that request's chance of finding one finished.
             share = sum(isinstance(outcome, Listed) for _, outcome, _ in answers)
-            self._apply(answers, sent_at, share=share)
+            self._apply(answers, sent_at, share=share, list_offset=page.offset)
         if missing:
-            if page.next_offset is not None and job.page < s.list_max_pages:
-                follow.append(_List(job.account, tuple(missing), page.next_offset, job.page + 1))
+            deeper = job.page < job.depth or (ours_here and job.page < listing.MAX_CHAIN_PAGES)
+            if page.next_offset is not None and deeper:
+                follow.append(
+                    _List(job.account, tuple(missing), page.next_offset, job.page + 1, job.depth)
+                )
             else:
                 follow.extend(_Fetch(v, list_seen=False) for v in missing)
         self._follow(follow)
+
+    def _note_offsets(self, video_ids: list[str], offset: int) -> int:
+        try:
+            with self.rt.sessions.begin() as session:
+                return store.note_list_offsets(session, video_ids, offset)
+        except SQLAlchemyError as exc:
+            # Only a head start is lost: they learn their page at their own next read.
+            event(log, logging.WARNING, "offsets_not_noted", error=describe_error(exc))
+            return 0
 
     def _adopt(self, video_ids: list[str]) -> dict[str, tracking.RowView]:
         try:
@@ -494,8 +524,10 @@ class _BatchRun:
         answers: Sequence[tuple[str, Outcome, bool | None]],
         sent_at: datetime,
         share: int = 1,
+        list_offset: int | None = None,
     ) -> None:
-        """Write the answers, in one transaction (one list page answers for many ids)."""
+        """Write the answers, in one transaction (one list page answers for many ids; then
+        ``list_offset`` is that page's, where the next list read of those ids starts)."""
         decisions = []
         for video_id, outcome, list_seen in answers:
             row = self.rows[video_id]
@@ -509,6 +541,7 @@ class _BatchRun:
                 knowledge=self.knowledge,
                 grid=self._grid(row, list_seen),
                 list_seen=list_seen,
+                list_offset=list_offset,
                 share=share,
             )
             decisions.append((video_id, decision, row.callback_url or self.rt.settings.webhook_url))
@@ -616,10 +649,11 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
     for video_id, offset in batch.items:
         if video_id in run.rows:
             run.push(run.mono_start + offset - late, _Fetch(video_id))
-    for account, offset, list_ids in batch.lists:
+    for account, offset, list_ids, start in batch.lists:
         owned = tuple(v for v in list_ids if v in run.rows)
         if owned:
-            run.push(run.mono_start + offset - late, _List(account, owned))
+            depth = listing.chain_depth(len(owned), s.list_page_size, s.list_max_pages)
+            run.push(run.mono_start + offset - late, _List(account, owned, start, 1, depth))
     spacing = batch.spacing or 1.0 / s.rate_limit
     tolerance = late_tolerance(spacing)
     # A request starts only when a thread is free to send it at once, within ``tolerance`` of

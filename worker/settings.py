@@ -140,7 +140,10 @@ class Settings:
         """Hard limit for one poll task: its slots (one dispatch interval), then a chain of
         requests each learned from the one before (list pages, then a fetch by id). Leases are
         renewed along the chain, so this only stops a task that is stuck."""
-        return self.dispatch_interval + (self.list_max_pages + 2) * self.request_budget + 5.0
+        from worker.listing import MAX_CHAIN_PAGES  # the rules module, not loaded by settings
+
+        # the deepest list read, and a fetch by id after it
+        return self.dispatch_interval + (MAX_CHAIN_PAGES + 2) * self.request_budget + 5.0
 
     def require_token(self) -> str:
         """The token, or a clear error naming the variable when it is missing."""

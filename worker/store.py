@@ -314,6 +314,7 @@ class Request:
     ids: tuple[str, ...]
     account: str | None  # the account whose list answers for ``ids``; None: fetch ids[0]
     slot: datetime
+    offset: int = 0  # where the list read starts: the page that last showed ``ids``
 
 
 @dataclass(frozen=True)
@@ -371,7 +372,9 @@ def claim_due(
         return Claim(None, now, [], plan.reason)
     token = uuid.uuid4().hex
     grouping = policy.list_interval is not None
-    groups: dict[str | None, list[tuple[str, datetime]]] = {}
+    # One list request per (account, page): the ids of a big account are spread over pages,
+    # each read where it last showed them, side by side rather than in a chain from the top.
+    groups: dict[tuple[str, int], list[tuple[str, datetime]]] = {}
     singles: list[tuple[str, datetime]] = []
     total = 0
     for _ in range(CLAIM_ROUNDS if grouping else 1):
@@ -382,16 +385,21 @@ def claim_due(
             break
         rows = _claim_rows(session, now + timedelta(seconds=horizon), wanted, token)
         total += len(rows)
-        for video_id, due, missed in rows:
+        for video_id, due, missed, offset in rows:
             key = listing.group_key(video_id, missed, now, policy.list_retry) if grouping else None
-            (groups.setdefault(key, []) if key is not None else singles).append((video_id, due))
+            if key is None:
+                singles.append((video_id, due))
+            else:
+                groups.setdefault((key, offset or 0), []).append((video_id, due))
         if len(rows) < wanted:
             break  # nothing more is due
-    unplaced = [(tuple(v for v, _ in m), a, min(d for _, d in m)) for a, m in groups.items()]
-    unplaced += [((v,), None, due) for v, due in singles]
+    unplaced: list[tuple[tuple[str, ...], str | None, datetime, int]] = [
+        (tuple(v for v, _ in m), a, min(d for _, d in m), o) for (a, o), m in groups.items()
+    ]
+    unplaced += [((v,), None, due, 0) for v, due in singles]
     if not unplaced:
         return Claim(token, now, [], spacing=plan.spacing)
-    requests = _place(sorted(unplaced, key=lambda r: (r[2], r[0])), plan)
+    requests = _place(sorted(unplaced, key=lambda r: (r[2], r[3], r[0])), plan)
     set_leases(session, token, [(r.ids, r.slot + timedelta(seconds=lease)) for r in requests])
     # The capacity taken is counted from the first free slot, not from the latest request: a
     # request due late in the interval is fired at its time, and a request learned meanwhile
@@ -422,11 +430,11 @@ def steer_claim_plan(session: Session) -> None:
 
 def _claim_rows(
     session: Session, horizon_end: datetime, limit: int, token: str
-) -> list[tuple[str, datetime, datetime | None]]:
+) -> list[tuple[str, datetime, datetime | None, int | None]]:
     """Lock and claim up to ``limit`` rows due by ``horizon_end``, soonest first (their leases
     are set once their requests have slots: ``set_leases``)."""
     rows = session.execute(
-        select(Video.video_id, Video.next_poll_at, Video.list_missed_at)
+        select(Video.video_id, Video.next_poll_at, Video.list_missed_at, Video.list_offset)
         .where(
             Video.state == State.PENDING.value,
             Video.next_poll_at <= horizon_end,
@@ -445,7 +453,7 @@ def _claim_rows(
             .execution_options(synchronize_session=False)
         )
     # pending rows always have a due time (the WHERE above compared it)
-    return [(r[0], cast(datetime, r[1]), r[2]) for r in rows]
+    return [(r[0], cast(datetime, r[1]), r[2], r[3]) for r in rows]
 
 
 _SET_LEASES_PG = text(
@@ -491,16 +499,16 @@ def _id_in(session: Session, video_ids: Sequence[str]) -> Any:
 
 
 def _place(
-    unplaced: Sequence[tuple[tuple[str, ...], str | None, datetime]], plan: SlotPlan
+    unplaced: Sequence[tuple[tuple[str, ...], str | None, datetime, int]], plan: SlotPlan
 ) -> list[Request]:
     """Give each request its slot: the plan's next one, or its rows' due time if that is later,
     and never closer than the plan's spacing to the one before."""
     requests: list[Request] = []
     spacing = timedelta(seconds=plan.spacing)
     previous: datetime | None = None
-    for ids_, account, due in unplaced:
+    for ids_, account, due, offset in unplaced:
         slot = max(plan.first, due) if previous is None else max(previous + spacing, due)
-        requests.append(Request(ids_, account, slot))
+        requests.append(Request(ids_, account, slot, offset))
         previous = slot
     return requests
 
@@ -518,11 +526,14 @@ _VIEW_COLUMNS = (
     Video.list_missed_at,
     Video.last_polled_at,
     Video.claimed_until,
+    Video.list_offset,
 )
 
 
 def _row_view(r: Sequence[Any]) -> RowView:
-    return RowView(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10], r[11])
+    return RowView(
+        r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10], r[11], r[12]
+    )
 
 
 def owned_rows(
@@ -959,6 +970,38 @@ def note_list_missed(session: Session, token: str, video_ids: Sequence[str]) -> 
         .values(list_missed_at=db_now())
         .execution_options(synchronize_session=False)
     )
+
+
+def note_list_offsets(session: Session, video_ids: Sequence[str], offset: int) -> int:
+    """Remember that a list page at ``offset`` showed these ids (in progress, not asked about);
+    returns how many of them are ours and pending.
+
+    Their next list read then starts at that page: a burst read once from the top is read
+    page by page afterwards. Best effort: rows another transaction is writing are skipped
+    (``SKIP LOCKED``), never waited on; they learn their page at their own next read.
+    """
+    if not video_ids:
+        return 0
+    ours = session.execute(
+        select(Video.video_id, Video.list_offset).where(
+            _id_in(session, video_ids), Video.state == State.PENDING.value
+        )
+    ).all()
+    moved = sorted(v for v, known in ours if known != offset)
+    if moved:
+        locked = (
+            select(Video.video_id)
+            .where(_id_in(session, moved), Video.state == State.PENDING.value)
+            .order_by(Video.video_id)
+            .with_for_update(skip_locked=True)
+        )
+        session.execute(
+            update(Video)
+            .where(Video.video_id.in_(locked.scalar_subquery()))
+            .values(list_offset=offset)
+            .execution_options(synchronize_session=False)
+        )
+    return len(ours)
 
 
 def release(session: Session, token: str, video_ids: Sequence[str], until: datetime | None) -> int:

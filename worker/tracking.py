@@ -91,6 +91,7 @@ class RowView:
     list_missed_at: datetime | None = None
     last_polled_at: datetime | None = None
     claimed_until: datetime | None = None  # the claim's lease on it, while claimed
+    list_offset: int | None = None  # the list page that last showed it
 
 
 @dataclass(frozen=True)
@@ -418,6 +419,7 @@ def decide(
     knowledge: schedule.Knowledge | None = None,
     grid: schedule.Grid | None = None,
     list_seen: bool | None = None,
+    list_offset: int | None = None,
     share: int = 1,
 ) -> Decision:
     """Turn one upstream answer into the row's next state.
@@ -426,14 +428,19 @@ def decide(
     out (default: ``now``). Give-up is judged by ``sent_at``: only a poll *sent* at or past
     the deadline may expire a row. ``knowledge``, ``grid`` and ``share`` feed the next poll
     time (see ``next_poll``); ``list_seen`` says whether a list read showed the id (True),
-    missed it (False: it is fetched by id for a while) or was not involved (None).
+    missed it (False: it is fetched by id for a while) or was not involved (None);
+    ``list_offset`` is the offset of the page that showed it, where its next list read starts.
     """
     sent = sent_at or now
     base: dict[str, Any] = {"updated_at": now, "claimed_until": None, "claim_token": None}
     if list_seen is False:
-        base["list_missed_at"] = now
-    elif list_seen is True and row.list_missed_at is not None:
-        base["list_missed_at"] = None
+        # not where we looked: the next list read (after the retry period) starts at the top
+        base.update(list_missed_at=now, list_offset=None)
+    elif list_seen is True:
+        if row.list_missed_at is not None:
+            base["list_missed_at"] = None
+        if list_offset is not None and list_offset != row.list_offset:
+            base["list_offset"] = list_offset
 
     # Answers about the account, not the video: no penalty, no poll counted.
     if isinstance(outcome, Unauthorized):

@@ -145,7 +145,7 @@ def test_ids_the_pages_do_not_show_are_fetched_by_id_and_stay_so_for_a_while(
         sql(pg, "UPDATE videos SET next_poll_at = now()")
         batches = poller.dispatch(rt)
     assert [v for b in batches for v, _ in b.items] == [unknown]
-    assert sorted(v for b in batches for _, _, ids in b.lists for v in ids) == sorted(listed)
+    assert sorted(v for b in batches for _, _, ids, _ in b.lists for v in ids) == sorted(listed)
     assert all(video_requests(sim, v) == 0 for v in listed)
 
 
@@ -300,7 +300,7 @@ def test_ids_of_two_accounts_and_an_image_take_three_requests_in_one_dispatch(
         enqueue(rt, ids)
         sql(pg, "UPDATE videos SET next_poll_at = now()")
         batches = poller.dispatch(rt)
-    lists = sorted((a, sorted(v)) for b in batches for a, _, v in b.lists)
+    lists = sorted((a, sorted(v)) for b in batches for a, _, v, _ in b.lists)
     assert lists == [
         ("other@example.com", sorted([vid(1, "other"), vid(2, "other")])),
         ("team@example.com", sorted([vid(1), vid(2), vid(3)])),
@@ -324,3 +324,84 @@ def test_first_polls_of_one_account_land_on_its_grid(
     for row in got.values():
         assert row["next_poll_at"] >= row["enqueued_at"] + timedelta(seconds=1)
         assert row["next_poll_at"] < row["enqueued_at"] + timedelta(seconds=1.3)
+
+
+def test_a_burst_deeper_than_the_page_limit_is_read_on_the_list_and_then_page_by_page(
+    pg: sessionmaker[Session], pg_database: str, sim: Simulator
+) -> None:
+    # 200 videos of one account fill 5 pages of 40 (the default page size), deeper than the
+    # default TRACKER_LIST_MAX_PAGES (3): the first read follows the pages down to the last
+    # id instead of fetching the 80 deepest by id, and remembers each id's page.
+    ids = created(sim, "never", [vid(n) for n in range(1, 201)])
+    with tracker(pg_database, sim) as rt:
+        assert (rt.settings.list_page_size, rt.settings.list_max_pages) == (40, 3)
+        enqueue(rt, ids)
+        drive(
+            rt,
+            pg,
+            timeout=10,
+            until=lambda: all(r["list_offset"] is not None for r in rows(pg).values()),
+        )
+        assert sum(video_requests(sim, v) for v in ids) == 0
+        offsets = {v: r["list_offset"] for v, r in rows(pg).items()}
+        # newest first: video 200 is on the first page, video 1 on the fifth
+        assert (offsets[vid(200)], offsets[vid(1)]) == (0, 160)
+        assert sorted(set(offsets.values())) == [0, 40, 80, 120, 160]
+
+        # The next look claims one read per page, each starting where its ids are, side by
+        # side: five requests, no chain from the top, nothing by id.
+        sql(pg, "UPDATE videos SET next_poll_at = now()")
+        before = len(sim.list_requests())
+        batches = poller.dispatch(rt)
+        reads = sorted((o, len(v)) for b in batches for _, _, v, o in b.lists)
+        assert reads == [(0, 40), (40, 40), (80, 40), (120, 40), (160, 40)]
+        assert not [v for b in batches for v, _ in b.items]
+        run_batches(rt, batches)
+    new = sim.list_requests()[before:]
+    assert sorted(int(r.path.rsplit("offset=", 1)[-1]) for r in new) == [0, 40, 80, 120, 160]
+    assert sum(video_requests(sim, v) for v in ids) == 0
+    assert all(r["poll_count"] >= 2 for r in rows(pg).values())
+
+
+def test_an_id_pushed_down_by_newer_videos_is_found_on_a_later_page(
+    pg: sessionmaker[Session], pg_database: str, sim: Simulator
+) -> None:
+    ids = created(sim, "never", [vid(n) for n in range(1, 41)])  # exactly one page
+    with tracker(pg_database, sim) as rt:
+        enqueue(rt, ids)
+        drive(
+            rt,
+            pg,
+            timeout=10,
+            until=lambda: all(r["list_offset"] == 0 for r in rows(pg).values()),
+        )
+        # 10 videos made since (on the website, not tracked) push the oldest 10 to page 2
+        created(sim, "never", [vid(n) for n in range(1000, 1010)])
+        sql(pg, "UPDATE videos SET next_poll_at = now()")
+        run_batches(rt, poller.dispatch(rt))
+    got = rows(pg)
+    assert {got[vid(n)]["list_offset"] for n in range(1, 11)} == {40}
+    assert {got[vid(n)]["list_offset"] for n in range(11, 41)} == {0}
+    assert sum(video_requests(sim, v) for v in ids) == 0
+
+
+def test_one_deep_id_due_reads_down_to_it_and_teaches_the_whole_burst_its_pages(
+    pg: sessionmaker[Session], pg_database: str, sim: Simulator
+) -> None:
+    # Only the oldest of 200 is due (the scheduler holds the rest as executing, say). It is on
+    # the fifth page, past the 3 a small read goes (TRACKER_LIST_MAX_PAGES): the pages above it
+    # hold videos of ours, so the read goes on down to it rather than fetching it by id.
+    ids = created(sim, "never", [vid(n) for n in range(1, 201)])
+    with tracker(pg_database, sim) as rt:
+        enqueue(rt, ids)
+        sql(pg, "UPDATE videos SET next_poll_at = now() + interval '1 hour'")
+        sql(pg, "UPDATE videos SET next_poll_at = now() WHERE video_id = :v", v=vid(1))
+        run_batches(rt, poller.dispatch(rt))
+    got = rows(pg)
+    assert video_requests(sim, vid(1)) == 0 and got[vid(1)]["poll_count"] == 1
+    assert got[vid(1)]["list_missed_at"] is None
+    # every one of the 200 now knows its page, though only one was asked about
+    assert {v: r["list_offset"] for v, r in got.items()} == {
+        vid(n): (200 - n) // 40 * 40 for n in range(1, 201)
+    }
+    assert len(sim.list_requests()) == 5

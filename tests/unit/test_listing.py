@@ -119,3 +119,13 @@ def test_a_page_is_believed_only_about_its_own_account() -> None:
     assert found[VIDEO]["prompt"] == "first"
     # the account is compared as written: another spelling is another account's list
     assert listing.entries_of("team+a@example.com", entries) == {}
+
+
+@pytest.mark.parametrize(
+    ("ids", "depth"),
+    [(1, 3), (40, 3), (41, 4), (200, 7), (1000, 27), (1_000_000, listing.MAX_CHAIN_PAGES)],
+)
+def test_a_list_read_goes_deep_enough_for_every_id_it_asks_about(ids: int, depth: int) -> None:
+    # pages of 40 and TRACKER_LIST_MAX_PAGES=3, the defaults: a small read goes 3 pages deep
+    # as before; a burst as deep as its ids need, plus 2 pages for videos made since
+    assert listing.chain_depth(ids, 40, 3) == depth

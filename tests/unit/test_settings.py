@@ -53,7 +53,7 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
     assert s.max_body_bytes == 1_048_576
     # a claim lasts its slot + one dispatch interval + connect + read timeout: 5 + 5 + 20
     assert s.lease == 30.0
-    assert s.task_time_limit == 5 + (3 + 2) * 25 + 5
+    assert s.task_time_limit == 5 + (40 + 2) * 25 + 5  # listing.MAX_CHAIN_PAGES deep
     assert (s.batch_size, s.poll_concurrency, s.worker_concurrency) == (25, 8, 4)
     assert (s.auth_pause, s.rate_limit_pause, s.rate_recovery) == (60.0, 15.0, 60.0)
     assert s.log_level == "INFO"

@@ -1058,6 +1058,25 @@ def test_list_sightings_set_and_clear_the_list_miss() -> None:
     assert seen.changes["list_missed_at"] is None
 
 
+def test_the_page_that_showed_an_id_is_remembered_until_a_read_misses_it() -> None:
+    def listed(offset: int | None, **overrides: Any) -> dict[str, Any]:
+        return decide(
+            row(**overrides),
+            Listed(generating()),
+            NOW,
+            POLICY,
+            random.Random(1),
+            list_seen=True,
+            list_offset=offset,
+        ).changes
+
+    assert listed(80)["list_offset"] == 80
+    assert "list_offset" not in listed(80, list_offset=80)  # unchanged: not rewritten
+    assert "list_offset" not in listed(None, list_offset=40)  # fetched by id: kept
+    missed = decide(row(list_offset=80), NotYet(), NOW, POLICY, random.Random(1), list_seen=False)
+    assert missed.changes["list_offset"] is None  # its next read starts at the top
+
+
 def test_with_knowledge_the_next_poll_follows_the_observed_completions() -> None:
     young = row(enqueued_at=NOW - timedelta(seconds=5))
     steady = Policy(jitter=0.0)

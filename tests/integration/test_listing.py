@@ -53,6 +53,16 @@ def until_listed(rt: Runtime, pg: sessionmaker[Session], sim: Simulator) -> None
     drive(rt, pg, timeout=4, until=lambda: bool(sim.list_requests()))
 
 
+def until_pages_known(rt: Runtime, pg: sessionmaker[Session]) -> None:
+    """Dispatch and poll until a list read has shown every tracked id (its page is known)."""
+    drive(
+        rt,
+        pg,
+        timeout=10,
+        until=lambda: all(r["list_offset"] is not None for r in rows(pg).values()),
+    )
+
+
 def vid(n: int, account: str = "team") -> str:
     return f"user:1-pixverse:{account}@example.com-video:{n}"
 
@@ -336,12 +346,7 @@ def test_a_burst_deeper_than_the_page_limit_is_read_on_the_list_and_then_page_by
     with tracker(pg_database, sim) as rt:
         assert (rt.settings.list_page_size, rt.settings.list_max_pages) == (40, 3)
         enqueue(rt, ids)
-        drive(
-            rt,
-            pg,
-            timeout=10,
-            until=lambda: all(r["list_offset"] is not None for r in rows(pg).values()),
-        )
+        until_pages_known(rt, pg)
         assert sum(video_requests(sim, v) for v in ids) == 0
         offsets = {v: r["list_offset"] for v, r in rows(pg).items()}
         # newest first: video 200 is on the first page, video 1 on the fifth
@@ -369,12 +374,7 @@ def test_an_id_pushed_down_by_newer_videos_is_found_on_a_later_page(
     ids = created(sim, "never", [vid(n) for n in range(1, 41)])  # exactly one page
     with tracker(pg_database, sim) as rt:
         enqueue(rt, ids)
-        drive(
-            rt,
-            pg,
-            timeout=10,
-            until=lambda: all(r["list_offset"] == 0 for r in rows(pg).values()),
-        )
+        until_pages_known(rt, pg)
         # 10 videos made since (on the website, not tracked) push the oldest 10 to page 2
         created(sim, "never", [vid(n) for n in range(1000, 1010)])
         sql(pg, "UPDATE videos SET next_poll_at = now()")

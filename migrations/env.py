@@ -13,15 +13,22 @@ from worker.settings import load
 def _include_object(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    # The completed_videos view is created by hand in a migration; it is not a table to drop.
-    return not (type_ == "table" and name == "completed_videos")
+    # A table in the database but not in the models is not ours to drop: an application's
+    # table (and its alembic_version) in a shared database, or the completed_videos view,
+    # which a migration creates by hand.
+    return not (type_ == "table" and reflected and compare_to is None)
 
 
 def _run(connection: Connection) -> None:
+    # Before Alembic reads the version table: the schema it lives in, and the tracker's row
+    # moved out of the alembic_version an application may share (in this same transaction).
+    db.ensure_schema(connection)
+    context.config.attributes["moved_revision"] = db.adopt_legacy_revision(connection)
     context.configure(
         connection=connection,
         target_metadata=metadata,
         include_object=_include_object,
+        version_table=db.VERSION_TABLE,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )
@@ -35,10 +42,12 @@ def run_migrations_online() -> None:
     if connection is not None:  # handed in by `pixverse-tracker migrate` or the tests
         _run(connection)
         return
-    url = config.attributes.get("database_url") or load().database_url
-    engine = db.make_engine(url, pool=False)
+    settings = load()
+    url = config.attributes.get("database_url") or settings.database_url
+    engine = db.make_engine(url, pool=False, schema=settings.db_schema)
     try:
-        with engine.connect() as conn:
+        # One transaction for the move and the migrations: Alembic joins one begun outside it.
+        with engine.begin() as conn:
             _run(conn)
     finally:
         engine.dispose()

@@ -133,13 +133,15 @@ VIDEO_HEADERS = ("VIDEO_ID", "STATE", "STATUS", "POLLS", "ERRORS", "AGE", "URL /
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = load()
-    engine = db.make_engine(settings.database_url, pool=False)
+    engine = db.make_engine(settings.database_url, pool=False, schema=settings.db_schema)
     try:
         before = db.current_revision(engine)
-        db.upgrade(engine)
+        moved = db.upgrade(engine)
         after = db.current_revision(engine)
     finally:
         engine.dispose()
+    if moved is not None:
+        print(f"moved revision {moved} from {db.LEGACY_VERSION_TABLE} to {db.VERSION_TABLE}")
     if before == after:
         print(f"schema already at revision {after}")
     else:

@@ -34,7 +34,9 @@ class Runtime:
     def engine(self) -> Engine:
         # Every poll thread may hold a connection while it applies its answer.
         size = self.settings.poll_concurrency + 2
-        return db.make_engine(self.settings.database_url, pool_size=size)
+        return db.make_engine(
+            self.settings.database_url, pool_size=size, schema=self.settings.db_schema
+        )
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

@@ -57,6 +57,7 @@ class Settings:
     useapi_base_url: str
     allow_insecure_upstream: bool
     database_url: str
+    db_schema: str | None
     broker_url: str
     data_dir: Path
     dispatch_interval: float
@@ -213,6 +214,25 @@ def _database_url(raw: str) -> str:
     return url
 
 
+def _db_schema(raw: str, database_url: str) -> str | None:
+    """The Postgres schema for the tracker's objects, or None for the role's default."""
+    name = raw.strip()
+    if not name:
+        return None
+    if database_url.startswith("sqlite"):
+        raise SettingsError(
+            "TRACKER_DB_SCHEMA is for Postgres and DATABASE_URL is SQLite, which has no schemas"
+        )
+    # Lowercase only: the name is quoted in SQL, and an application that writes it unquoted
+    # (tracker.videos) gets Postgres's folded lowercase name, so both spell the same schema.
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name) or name.startswith("pg_"):
+        raise SettingsError(
+            f"TRACKER_DB_SCHEMA={raw!r} must be 1-63 lowercase letters, digits or '_', "
+            "not starting with a digit or 'pg_'"
+        )
+    return name
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -311,6 +331,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         useapi_base_url=_base_url(get("USEAPI_BASE_URL", DEFAULT_BASE_URL), insecure),
         allow_insecure_upstream=insecure,
         database_url=database_url,
+        db_schema=_db_schema(env.get("TRACKER_DB_SCHEMA", ""), database_url),
         broker_url=broker_url,
         data_dir=data_dir,
         dispatch_interval=seconds("TRACKER_DISPATCH_INTERVAL", 5.0, 0.1, 3600),

@@ -488,12 +488,12 @@ def test_unmigrated_postgres_says_to_run_migrate_then_migrate_twice(
     assert first.code == 0, first
     assert re.fullmatch(r"schema migrated from empty to \S+", first.out.strip()), first
     revision = first.out.split()[-1]
-    assert sql(engine, "SELECT version_num FROM alembic_version") == [(revision,)]
+    assert sql(engine, f"SELECT version_num FROM {db.VERSION_TABLE}") == [(revision,)]
     second = cli("migrate", env=env, cwd=tmp_path)
     assert second.code == 0, second
     assert second.out.strip() == f"schema already at revision {revision}"
     assert "Traceback" not in first.both + second.both
-    assert sql(engine, "SELECT version_num FROM alembic_version") == [(revision,)]
+    assert sql(engine, f"SELECT version_num FROM {db.VERSION_TABLE}") == [(revision,)]
 
 
 def test_run_and_worker_need_the_token_and_worker_needs_a_broker(
@@ -849,7 +849,7 @@ def test_migrate_on_a_database_from_a_newer_version_is_one_line(
     migrator = db.make_engine(url, pool=False)
     db.upgrade(migrator)
     migrator.dispose()
-    sql(engine, "UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    sql(engine, f"UPDATE {db.VERSION_TABLE} SET version_num = '9999_from_the_future'")
     result = cli("migrate", env=env, cwd=tmp_path)
     assert_one_line_error(result, "9999_from_the_future")
 

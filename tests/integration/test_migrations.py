@@ -37,8 +37,8 @@ def migrated(fresh_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def _alembic_check(database_url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url}
+def _alembic_check(database_url: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, **settings}
     return subprocess.run(
         [str(ALEMBIC), "check"],
         cwd=ROOT,
@@ -79,7 +79,8 @@ def test_upgrade_reaches_head_and_a_second_upgrade_changes_nothing(migrated: Eng
     assert writes == []
     assert db.current_revision(migrated) == head
     with migrated.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+        version_rows = text(f"SELECT count(*) FROM {db.VERSION_TABLE}")
+        assert conn.execute(version_rows).scalar_one() == 1
         assert conn.execute(text("SELECT count(*) FROM tracker_control")).scalar_one() == 1
 
 

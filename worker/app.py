@@ -117,11 +117,14 @@ def _require_token(**_: Any) -> None:
     # `celery -A worker.app worker` must stop at start-up too, not poll with no token.
     settings = load()
     settings.require_token()
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port)  # its own counters; the table gauges come from beat
 
 
 @signals.beat_init.connect
 def _beat_metrics(**_: Any) -> None:
     from worker import runtime
 
-    metrics.serve(load().beat_metrics_port, runtime.get())
+    # Beat polls nothing: it serves the table gauges without the (empty) worker metrics.
+    metrics.serve(
+        load().beat_metrics_port, runtime.get(), work=False, variable="TRACKER_BEAT_METRICS_PORT"
+    )

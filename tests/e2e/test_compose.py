@@ -109,7 +109,9 @@ def test_each_service_runs_on_loopback_the_way_compose_runs_it(tmp_path: Path) -
             assert wait_until(lambda: up(f"http://127.0.0.1:{port}/healthz"), 60), procs.logs()
             assert wait_until(lambda: up(worker_metrics), 60), procs.logs()
             assert wait_until(lambda: up(beat_metrics), 60), procs.logs()
-            assert "tracker_pending 0.0" in requests.get(beat_metrics, timeout=5).text
+            assert (
+                'tracker_videos{state="pending"} 0.0' in requests.get(beat_metrics, timeout=5).text
+            )
             assert all(p.poll() is None for p in procs.started), procs.logs()
             # the worker's compose healthcheck passes against the same services
             check = services["worker"]["healthcheck"]["test"][1:]

@@ -16,7 +16,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import Processes, wait_until
+from tests.e2e.conftest import Processes, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -142,10 +142,14 @@ def test_every_metric_the_alert_rules_and_dashboard_use_is_exported_by_a_worker_
     assert documented == families, documented ^ families
 
 
-def test_celery_inspect_ping_answers_from_a_worker_run_with_celery_control_on(
+def test_celery_inspect_ping_and_flower_see_a_worker_run_with_celery_control_on(
     processes: Processes, tracker_env: dict[str, str]
 ) -> None:
-    processes.env = {**tracker_env, "TRACKER_CELERY_CONTROL": "true"}
+    # Flower's API answers without a login only when told so (as docker-compose's Flower is
+    # behind loopback).
+    processes.env = {
+        **tracker_env, "TRACKER_CELERY_CONTROL": "true", "FLOWER_UNAUTHENTICATED_API": "true"
+    }  # fmt: skip
     processes.start("worker")
 
     def ping() -> subprocess.CompletedProcess[str]:
@@ -160,3 +164,22 @@ def test_celery_inspect_ping_answers_from_a_worker_run_with_celery_control_on(
     )
     assert "pong" in results[-1].stdout
     assert "1 node online" in results[-1].stdout  # this tracker's worker only, on a shared Redis
+
+    # Flower as docker-compose runs it, over the tracker's app and its exchanges
+    port = free_port()
+    processes.start_raw(
+        [CELERY, "-A", "worker.app", "flower", f"--port={port}", "--address=127.0.0.1"]
+    )
+
+    def workers() -> dict[str, object]:
+        url = f"http://127.0.0.1:{port}/api/workers?refresh=1"
+        try:
+            answer = requests.get(url, timeout=15).json()
+        except (requests.RequestException, ValueError):
+            return {}
+        return answer if isinstance(answer, dict) else {}
+
+    seen: list[dict[str, object]] = []
+    assert wait_until(lambda: seen.append(workers()) or bool(seen[-1]), 60), processes.logs()
+    (name,) = seen[-1]
+    assert name.startswith("celery@")

@@ -12,7 +12,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY models ./models
 COPY migrations ./migrations
 COPY worker ./worker
-RUN pip install '.[server]' \
+RUN pip install '.[server,flower]' \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin tracker
 
 USER tracker

@@ -69,8 +69,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
-        "worker_send_task_events": False,
-        "worker_enable_remote_control": False,
+        # `celery inspect` and Flower need remote control and events; they cost a pidbox
+        # subscription per worker and an event per task in Redis, so one setting turns them on
+        # (README, "Celery's own tools"). Their exchanges are this tracker's own, so that on a
+        # shared Redis they see (and command) only its workers.
+        "worker_enable_remote_control": settings.celery_control,
+        "worker_send_task_events": settings.celery_control,
+        "task_send_sent_event": settings.celery_control,
+        "control_exchange": settings.queue_prefix,
+        "event_exchange": f"{settings.queue_prefix}.events",
         "timezone": "UTC",
         "enable_utc": True,
     }
@@ -117,11 +124,14 @@ def _require_token(**_: Any) -> None:
     # `celery -A worker.app worker` must stop at start-up too, not poll with no token.
     settings = load()
     settings.require_token()
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port)  # its own counters; the table gauges come from beat
 
 
 @signals.beat_init.connect
 def _beat_metrics(**_: Any) -> None:
     from worker import runtime
 
-    metrics.serve(load().beat_metrics_port, runtime.get())
+    # Beat polls nothing: it serves the table gauges without the (empty) worker metrics.
+    metrics.serve(
+        load().beat_metrics_port, runtime.get(), work=False, variable="TRACKER_BEAT_METRICS_PORT"
+    )

@@ -341,7 +341,7 @@ class _BatchRun:
     def _fetch(self, job: _Fetch) -> None:
         sent_at = self.db_now()
         outcome = self.rt.client.fetch(job.video_id)
-        self._count(outcome)
+        self._count("video", outcome)
         self._log(job.video_id, outcome)
         try:
             self._account_wide(outcome)
@@ -353,7 +353,7 @@ class _BatchRun:
         s = self.rt.settings
         sent_at = self.db_now()
         outcome = self.rt.client.list_videos(job.account, limit=s.list_page_size, offset=job.offset)
-        self._count(outcome)
+        self._count("list", outcome)
         with self.lock:
             self.report.listed += 1
         try:
@@ -569,8 +569,8 @@ class _BatchRun:
         for video_id in video_ids:
             event(log, logging.ERROR, "store_failed", video_id=video_id, error=describe_error(exc))
 
-    def _count(self, outcome: Outcome | ListOutcome) -> None:
-        metrics.record_poll(kind_of(outcome), outcome.latency)
+    def _count(self, endpoint: str, outcome: Outcome | ListOutcome) -> None:
+        metrics.record_request(endpoint, kind_of(outcome), outcome.latency)
         with self.lock:
             self.report.polled += 1
             self.report.counts.add(outcome)
@@ -581,6 +581,7 @@ class _BatchRun:
         if decision.anomaly:
             event(log, logging.WARNING, "anomaly", video_id=video_id, detail=decision.anomaly)
         if decision.state is not State.PENDING and applied:
+            metrics.record_finished(decision.state.value)
             event(
                 log,
                 logging.INFO,

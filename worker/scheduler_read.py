@@ -69,7 +69,7 @@ def read(rt: Runtime) -> list[poller.Batch]:
             return []
 
     outcome = rt.client.scheduler()
-    metrics.record_poll(kind_of(outcome), outcome.latency)
+    metrics.record_request("scheduler", kind_of(outcome), outcome.latency)
     counts = PollCounts()
     counts.add(outcome)
     try:

@@ -98,6 +98,7 @@ class Settings:
     typical_duration: float
     scheduler_enabled: bool
     scheduler_interval: float
+    celery_control: bool
     # Lines for the operator about settings that are accepted but no longer do anything.
     notices: tuple[str, ...] = ()
 
@@ -376,6 +377,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         typical_duration=seconds("TRACKER_TYPICAL_DURATION", 90.0, 1, 86400),
         scheduler_enabled=_bool("TRACKER_SCHEDULER", get("TRACKER_SCHEDULER", "true")),
         scheduler_interval=seconds("TRACKER_SCHEDULER_INTERVAL", 3.0, 0.5, 3600),
+        # Celery's remote control and events: off, see README "Celery's own tools" for why.
+        celery_control=_bool("TRACKER_CELERY_CONTROL", get("TRACKER_CELERY_CONTROL", "false")),
         notices=tuple(notices),
     )
     settings = Settings(**values)

@@ -1171,19 +1171,15 @@ def summary(session: Session, policy: Policy) -> Summary:
     )
 
 
-def recent_counts(session: Session) -> tuple[int, int]:
-    """(rows done in the last minute, completion callbacks still owed), for the metrics."""
-    now = current_time(session)
-    done = session.execute(
-        select(func.count()).select_from(Video).where(Video.done_at >= now - timedelta(minutes=1))
-    ).scalar_one()
+def callbacks_owed(session: Session) -> int:
+    """Webhook deliveries not yet made nor given up, for the metrics."""
     outbox = _table(CallbackDelivery)
     owed = session.execute(
         select(func.count())
         .select_from(outbox)
         .where(outbox.c.delivered_at.is_(None), outbox.c.failed_at.is_(None))
     ).scalar_one()
-    return int(done), int(owed)
+    return int(owed)
 
 
 def status_filter(status: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -53,6 +54,33 @@ def test_compose_file_validates_and_wires_the_tracker_services() -> None:
         assert env["CELERY_BROKER_URL"].startswith("redis://")
     assert "healthcheck" in services["postgres"]
     assert any("pgdata" in str(v) for v in services["postgres"]["volumes"])
+
+
+def _published(service: dict[str, object]) -> set[int]:
+    return {int(str(p).rsplit(":", 1)[-1].split("/")[0]) for p in service.get("ports", [])}  # type: ignore[attr-defined]
+
+
+def test_compose_publishes_the_metrics_and_offers_monitoring_and_flower_under_profiles() -> None:
+    services = _compose_config()["services"]
+    assert isinstance(services, dict)
+    assert 9808 in _published(services["worker"])
+    assert 9809 in _published(services["beat"])
+    # the tools start only when asked for
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    assert services["grafana"]["profiles"] == ["monitoring"]
+    assert services["flower"]["profiles"] == ["flower"]
+    # Prometheus and Grafana are provisioned from deploy/, with files that exist
+    for name in ("prometheus", "grafana"):
+        for volume in services[name]["volumes"]:
+            source = Path(volume["source"] if isinstance(volume, dict) else volume.split(":")[0])
+            assert (ROOT / source).exists(), f"{name} mounts {source}, which is not there"
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = json.dumps(scrape["scrape_configs"])
+    assert '"worker"' in targets and "9808" in targets and "beat:9809" in targets
+    assert scrape["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    # Flower is Celery's, over the tracker's app; the workers' remote control follows one setting
+    assert services["flower"]["command"][:3] == ["celery", "-A", "worker.app"]
+    assert services["worker"]["environment"]["TRACKER_CELERY_CONTROL"] == "false"
 
 
 def _loopback_env(environment: dict[str, str], database_url: str) -> dict[str, str]:
@@ -109,7 +137,9 @@ def test_each_service_runs_on_loopback_the_way_compose_runs_it(tmp_path: Path) -
             assert wait_until(lambda: up(f"http://127.0.0.1:{port}/healthz"), 60), procs.logs()
             assert wait_until(lambda: up(worker_metrics), 60), procs.logs()
             assert wait_until(lambda: up(beat_metrics), 60), procs.logs()
-            assert "tracker_pending 0.0" in requests.get(beat_metrics, timeout=5).text
+            assert (
+                'tracker_videos{state="pending"} 0.0' in requests.get(beat_metrics, timeout=5).text
+            )
             assert all(p.poll() is None for p in procs.started), procs.logs()
             # the worker's compose healthcheck passes against the same services
             check = services["worker"]["healthcheck"]["test"][1:]

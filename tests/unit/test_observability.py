@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import generate_latest
@@ -61,27 +62,87 @@ def test_the_watch_screen_shouts_when_the_token_is_rejected() -> None:
     assert "UPSTREAM REJECTS THE TOKEN: Unauthorized" in text
 
 
+def _value(counter: object, **labels: str) -> float:
+    return float(counter.labels(**labels)._value.get())  # type: ignore[attr-defined]
+
+
 def test_polls_are_counted_by_outcome_with_their_latency() -> None:
-    before = metrics.POLLS.labels(outcome="not_yet")._value.get()
-    metrics.record_poll("not_yet", 0.3)
-    assert metrics.POLLS.labels(outcome="not_yet")._value.get() == before + 1
-    exposition = generate_latest(metrics.REGISTRY).decode()
+    before = _value(metrics.POLLS, outcome="not_yet")
+    metrics.record_request("video", "not_yet", 0.3)
+    assert _value(metrics.POLLS, outcome="not_yet") == before + 1
+    exposition = generate_latest(metrics.registry()).decode()
     assert 'tracker_polls_total{outcome="not_yet"}' in exposition
-    assert "tracker_upstream_latency_seconds_bucket" in exposition
+    assert 'tracker_upstream_latency_seconds_bucket{endpoint="video",le="0.5"}' in exposition
+
+
+def test_list_pages_and_scheduler_reads_have_counters_of_their_own_not_polls() -> None:
+    polls = sum(_value(metrics.POLLS, outcome=k) for k in metrics.OUTCOMES["video"])
+    pages = _value(metrics.LIST_READS, outcome="page")
+    reads = _value(metrics.SCHEDULER_READS, outcome="scheduler")
+    metrics.record_request("list", "page", 0.2)
+    metrics.record_request("scheduler", "scheduler", 0.1)
+    assert _value(metrics.LIST_READS, outcome="page") == pages + 1
+    assert _value(metrics.SCHEDULER_READS, outcome="scheduler") == reads + 1
+    assert sum(_value(metrics.POLLS, outcome=k) for k in metrics.OUTCOMES["video"]) == polls
+
+
+def test_every_known_outcome_is_a_series_from_the_start_so_alerts_can_rate_it() -> None:
+    exposition = generate_latest(metrics.registry()).decode()
+    for name in (
+        "tracker_polls_total",
+        "tracker_list_reads_total",
+        "tracker_scheduler_reads_total",
+    ):
+        assert f'{name}{{outcome="rate_limited"}}' in exposition
+    assert 'tracker_videos_finished_total{state="done"}' in exposition
+    assert 'tracker_callbacks_total{result="failed"}' in exposition
+
+
+def _table() -> list[metrics.Gauge]:
+    return [
+        ("tracker_videos", {"state": s}, float(n))
+        for s, n in zip(metrics.STATES, (7, 40, 2), strict=True)
+    ]
+
+
+def test_beat_serves_the_table_and_process_metrics_but_no_empty_worker_metrics() -> None:
+    exposition = generate_latest(metrics.registry(_table, work=False)).decode()
+    assert 'tracker_videos{state="pending"} 7.0' in exposition
+    assert 'tracker_videos{state="done"} 40.0' in exposition
+    assert "tracker_database_up 1.0" in exposition
+    assert "process_cpu_seconds_total" in exposition  # the process collector
+    assert "python_info{" in exposition  # the platform collector
+    assert "tracker_upstream_latency_seconds" not in exposition
+    assert "tracker_polls_total" not in exposition
+
+
+def test_a_worker_serves_its_counters_and_process_metrics_but_no_table_gauges() -> None:
+    exposition = generate_latest(metrics.registry()).decode()
+    assert "tracker_polls_total" in exposition
+    assert "process_resident_memory_bytes" in exposition
+    assert "tracker_videos{" not in exposition
 
 
 def test_table_gauges_come_from_the_reader_and_a_failing_read_reports_database_down() -> None:
     calls = {"n": 0}
 
-    def read() -> dict[str, float]:
+    def read() -> list[metrics.Gauge]:
         calls["n"] += 1
         if calls["n"] > 1:
             raise RuntimeError("database gone")
-        return {"tracker_pending": 7.0, "tracker_auth_paused": 1.0}
+        return [*_table(), ("tracker_auth_paused", {}, 1.0)]
 
     collector = metrics.TableCollector(read, ttl=0)
-    first = {m.name: m.samples[0].value for m in collector.collect()}
-    assert first == {"tracker_database_up": 1.0, "tracker_pending": 7.0, "tracker_auth_paused": 1.0}
+    first = {
+        (s.name, s.labels.get("state")): s.value for m in collector.collect() for s in m.samples
+    }
+    assert first == {
+        ("tracker_database_up", None): 1.0,
+        ("tracker_videos", "pending"): 7.0,
+        ("tracker_videos", "done"): 40.0,
+        ("tracker_videos", "abandoned"): 2.0,
+        ("tracker_auth_paused", None): 1.0,
+    }
     second = {m.name: m.samples[0].value for m in collector.collect()}
     assert second == {"tracker_database_up": 0.0}
 
@@ -89,14 +150,26 @@ def test_table_gauges_come_from_the_reader_and_a_failing_read_reports_database_d
 def test_table_gauges_are_cached_between_rapid_scrapes() -> None:
     calls = {"n": 0}
 
-    def read() -> dict[str, float]:
+    def read() -> list[metrics.Gauge]:
         calls["n"] += 1
-        return {"tracker_pending": float(calls["n"])}
+        return [("tracker_due", {}, float(calls["n"]))]
 
     collector = metrics.TableCollector(read, ttl=60)
     list(collector.collect())
     list(collector.collect())
     assert calls["n"] == 1
+
+
+def test_a_metrics_port_that_cannot_be_had_is_one_line_naming_the_port_and_the_variable() -> None:
+    in_use = OSError(errno.EADDRINUSE, "Address already in use")
+    line = metrics.unavailable(9809, "TRACKER_BEAT_METRICS_PORT", in_use)
+    assert line.startswith("metrics port 9809 (TRACKER_BEAT_METRICS_PORT) is already in use")
+    assert "\n" not in line
+    denied = OSError(errno.EACCES, "Permission denied")
+    line = metrics.unavailable(80, "TRACKER_METRICS_PORT", denied)
+    assert line.startswith(
+        "metrics port 80 (TRACKER_METRICS_PORT) cannot be opened: Permission denied"
+    )
 
 
 # --- the latency contract and the scheduler read, as status shows them -----------------------

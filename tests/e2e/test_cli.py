@@ -812,6 +812,12 @@ def test_demo_finishes_every_scenario(demo_in_background: Background | None) -> 
     assert "22/22 finished" in out, result
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("VIDEO_ID"))
+    # stdout is a file, not a terminal: one plain line per change of the counts, no bar
+    progress = [line.rsplit(")", 1)[0] for line in lines[:header] if " finished  (" in line]
+    assert progress[-1] == "22/22 finished  (done 19, abandoned 3, pending 0", result
+    assert len(progress) == len(set(progress)) <= 23, result
+    assert not any("[#" in line or "[-" in line for line in lines), result
+    assert "No hostname was supplied" not in result.both, result
     assert table_rows(lines[header])[0] == [*VIDEO_HEADERS, "SCENARIO"]
     rows = []
     for line in lines[header + 1 :]:

@@ -77,15 +77,14 @@ def _broker_check(rt: Runtime, timeout: float) -> Check:
             connection.ensure_connection(max_retries=1, timeout=timeout)
         return Check("broker", True, "reachable")
     except Exception as exc:  # noqa: BLE001 - any failure to connect is "unhealthy"
-        return Check("broker", False, broker_problem(rt.settings.broker_url, exc))
+        return Check("broker", False, _broker_problem(rt.settings.broker_url, exc))
 
 
-def broker_problem(url: str, exc: Exception) -> str:
+def _broker_problem(url: str, exc: Exception) -> str:
     """Why the broker cannot be used, in words, without the URL's password."""
     if isinstance(exc, KeyError):  # kombu looks the URL's scheme up in its transports
-        scheme = urlsplit(url).scheme or url
         return (
-            f"CELERY_BROKER_URL names no broker kombu knows ({scheme}://); "
+            f"CELERY_BROKER_URL names no broker kombu knows ({urlsplit(url).scheme}://); "
             "use redis://host:6379/0 (or amqp://...)"
         )
     lines = str(exc).strip().splitlines()

@@ -8,12 +8,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+# Dependencies first, read from pyproject.toml alone: a change to the source reuses this layer.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['server'] + p['optional-dependencies']['flower']))" > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY README.md alembic.ini ./
 COPY models ./models
 COPY migrations ./migrations
 COPY worker ./worker
-RUN pip install '.[server,flower]' \
+RUN pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin tracker
 
 USER tracker
+# Database reachable and migrated, broker reachable, token not rejected (README: Commands).
+HEALTHCHECK --interval=30s --timeout=15s --start-period=30s --retries=3 \
+    CMD ["pixverse-tracker", "health", "--timeout", "5"]
 CMD ["pixverse-tracker", "worker"]

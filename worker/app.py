@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery, signals
 from kombu.entity import Queue
@@ -96,6 +97,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     if settings.broker_url.startswith("memory://"):
         # The in-process broker polls its queues; the default second would delay every poll.
         config["broker_transport_options"] = {"polling_interval": 0.05}
+        if not urlsplit(settings.broker_url).hostname:
+            # A bare memory:// makes kombu warn "No hostname was supplied" on every start; the
+            # host means nothing to the in-process transport, so name one.
+            config["broker_url"] = "memory://localhost/"
     return config
 
 

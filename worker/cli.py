@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TextIO
 from alembic.util import CommandError as AlembicError
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
-from worker import api, db, ids, maintenance, metrics, runtime, store
+from worker import api, db, ids, maintenance, metrics, runtime, store, tracking
 from worker.db import describe_error
 from worker.runtime import Runtime
 from worker.settings import Settings, SettingsError, load
@@ -305,18 +305,33 @@ def status_lines(
             f"UPSTREAM REJECTS THE TOKEN since {_stamp(s.auth_failed_at)}: {s.auth_error}; "
             f"polling paused until {_stamp(s.auth_paused_until)} (then one probe at a time)"
         )
-    else:
+    elif _answered_last_hour(s):
         lines.append("upstream token: accepted (no 401 since the last success)")
+    else:
+        lines.append("upstream token: unknown (no upstream answer in the last hour)")
     if s.throttled_until and s.throttled_until > s.now:
         lines.append(f"throttled by 429 until {_stamp(s.throttled_until)}")
     lines.append(
-        f"rate: {rate_limit * s.rate_factor:g}/s of {rate_limit:g}/s; "
+        f"rate: {rate_shown(rate_limit * s.rate_factor)}/s of {rate_limit:g}/s; "
         f"last dispatch {_age(s.now, s.last_dispatch_at)} ago"
     )
     if settings is not None:
         lines.append(scheduler_line(s, settings))
         lines.extend(contract_lines(s, settings))
     return lines
+
+
+def _answered_last_hour(s: store.Summary) -> bool:
+    """Did any request in the last hour get an answer that proves the token (not 5xx/429/401)?"""
+    unproven = s.errors_last_hour + s.rate_limited_last_hour + s.unauthorized_last_hour
+    return s.polls_last_hour > unproven
+
+
+def rate_shown(rate: float) -> str:
+    """A request rate as a person reads it: ``3.8``, ``5``, ``120``, ``0.052``."""
+    if rate >= 1:
+        return f"{rate:.1f}".removesuffix(".0")
+    return f"{rate:.2g}"
 
 
 def scheduler_line(s: store.Summary, settings: Settings) -> str:
@@ -413,7 +428,9 @@ def watch_view(s: store.Summary, rate_limit: float, settings: Settings | None = 
             held = line.startswith("latency bound:")
             parts.append(Text(line, style="" if held else "bold yellow"))
     parts.append(
-        Text(f"rate {rate_limit * s.rate_factor:g}/s of {rate_limit:g}/s   Ctrl-C to quit")
+        Text(
+            f"rate {rate_shown(rate_limit * s.rate_factor)}/s of {rate_limit:g}/s   Ctrl-C to quit"
+        )
     )
     return Group(*parts)
 
@@ -431,11 +448,22 @@ def _parse_since(text: str) -> datetime:
 def cmd_list(args: argparse.Namespace) -> int:
     rt = open_runtime()
     since = _parse_since(args.since) if args.since else None
+    filters: dict[str, Any] = {"state": args.state, "status": args.status, "since": since}
+    limit = args.limit or None
+    total = None
     with rt.sessions.begin() as session:
         now = store.current_time(session)
-        videos = store.list_videos(
-            session, state=args.state, status=args.status, since=since, limit=args.limit or None
+        videos = store.list_videos(session, **filters, limit=limit)
+        if limit is not None and len(videos) == limit:
+            total = store.count_videos(session, **filters)
+    if not videos and args.status and not _known_status(args.status):
+        raise CommandError(
+            f"--status {args.status!r} is not a known status (and no row has it): use a number "
+            f"or one of {', '.join(sorted(tracking.KNOWN_NAMES))}"
         )
+    if total is not None and total > len(videos):
+        # On stderr, so the table, JSON or CSV on stdout stays whole for whatever reads it.
+        print(f"showing {len(videos):,} of {total:,} (--limit 0 for all)", file=sys.stderr)
     if args.json:
         _print_json([video_dict(v) for v in videos], sys.stdout)
     elif args.csv:
@@ -451,6 +479,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     else:
         render_table(VIDEO_HEADERS, video_rows(videos, now), sys.stdout)
     return EXIT_OK
+
+
+def _known_status(text: str) -> bool:
+    """A status number, or a name the tracker knows (the upstream may send others too)."""
+    text = text.strip()
+    return text.lstrip("-").isdigit() or text.upper() in tracking.KNOWN_NAMES
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -579,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Track useapi.net PixVerse videos until they are final, in a database table.",
         epilog="Settings come from the environment; see README.md for the table.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(
@@ -709,6 +744,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the scenarios this many times faster",
     )
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pixverse-tracker")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:

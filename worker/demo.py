@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -127,25 +130,22 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
     clock.start()
     thread.start()
     started = time.monotonic()
-    interactive = out.isatty()
     try:
-        while True:
-            with rt.sessions.begin() as session:
-                counts = store.summary(session, rt.policy).counts
-            finished = counts["done"] + counts["abandoned"]
-            _progress(
-                out, finished, len(video_ids), counts, time.monotonic() - started, interactive
-            )
-            if finished >= len(video_ids) or time.monotonic() - started > timeout:
-                break
-            time.sleep(0.5)
+        with progress_view(out, len(video_ids)) as show:
+            while True:
+                with rt.sessions.begin() as session:
+                    counts = store.summary(session, rt.policy).counts
+                show(counts, time.monotonic() - started)
+                if _finished(counts) >= len(video_ids) or time.monotonic() - started > timeout:
+                    break
+                time.sleep(0.5)
     finally:
         worker_state.should_terminate = 0  # the documented way to stop a worker in a thread
         thread.join(15)
         clock.stop()
         simulator.stop()
         worker_state.should_terminate = None
-    out.write("\n\n")
+    out.write("\n")
     with rt.sessions.begin() as session:
         now = store.current_time(session)
         videos = store.list_videos(session, limit=None)
@@ -168,18 +168,67 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
     return 0 if pending == 0 else 1
 
 
-def _progress(
-    out: TextIO, finished: int, total: int, counts: dict[str, int], elapsed: float, tty: bool
-) -> None:
-    width = 30
-    filled = int(width * finished / total) if total else width
-    bar = "#" * filled + "-" * (width - filled)
-    line = (
-        f"[{bar}] {finished}/{total} finished  (done {counts['done']}, "
+Show = Callable[[dict[str, int], float], None]
+
+
+@contextmanager
+def progress_view(out: TextIO, total: int) -> Iterator[Show]:
+    """Progress on ``out`` while the demo runs: ``show(counts, elapsed)`` after each look.
+
+    On a terminal a live view owns it: rich redraws the bar in place and prints log records
+    above it, never through it. Anywhere else (a pipe, a CI log) one line per change of the counts.
+    """
+    if not out.isatty():
+        yield _line_per_change(out, total)
+        return
+    from rich.console import Console
+    from rich.live import Live
+    from rich.logging import RichHandler
+    from rich.text import Text
+
+    console = Console(file=out)
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    # While the view is up, log records go through its console, which prints them above it.
+    root.handlers = [
+        RichHandler(console=console, show_path=False, markup=False, log_time_format="[%X]")
+    ]
+    try:
+        with Live(console=console, refresh_per_second=4) as live:
+
+            def show(counts: dict[str, int], elapsed: float) -> None:
+                line = f"[{_bar(counts, total)}] {_progress(counts, total, elapsed)}"
+                live.update(Text(line, no_wrap=True, overflow="ellipsis"))
+
+            yield show
+    finally:
+        root.handlers = saved
+
+
+def _line_per_change(out: TextIO, total: int) -> Show:
+    shown: list[dict[str, int]] = []
+
+    def show(counts: dict[str, int], elapsed: float) -> None:
+        if shown and shown[-1] == counts:
+            return
+        shown.append(dict(counts))
+        out.write(_progress(counts, total, elapsed) + "\n")
+        out.flush()
+
+    return show
+
+
+def _bar(counts: dict[str, int], total: int, width: int = 30) -> str:
+    filled = int(width * _finished(counts) / total) if total else width
+    return "#" * filled + "-" * (width - filled)
+
+
+def _progress(counts: dict[str, int], total: int, elapsed: float) -> str:
+    return (
+        f"{_finished(counts)}/{total} finished  (done {counts['done']}, "
         f"abandoned {counts['abandoned']}, pending {counts['pending']})  {elapsed:4.0f}s"
     )
-    if tty:
-        out.write("\r" + line)
-    else:
-        out.write(line + "\n")
-    out.flush()
+
+
+def _finished(counts: dict[str, int]) -> int:
+    return counts["done"] + counts["abandoned"]

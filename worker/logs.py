@@ -1,4 +1,9 @@
-"""Logging: one line per event with a stable ``action`` key, and the token scrubbed everywhere."""
+"""Logging: one line per event with a stable ``action`` key, and the token scrubbed everywhere.
+
+An event's message text is the action and its fields (``poll video_id=... outcome=not_yet``), so
+any handler shows what happened: an application's logging config, Sentry, pytest's caplog. The
+tracker's own formatters read the structured fields instead (``action=poll ...`` or JSON).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,16 @@ _FIELDS_ATTR = "fields"
 def event(logger: logging.Logger, level: int, action: str, **fields: Any) -> None:
     """Log ``action`` with machine-readable fields: ``action=poll video_id=... outcome=...``."""
     if logger.isEnabledFor(level):
-        logger.log(level, action, extra={"action": action, _FIELDS_ATTR: fields})
+        template, args = _message(action, fields)
+        logger.log(level, template, *args, extra={"action": action, _FIELDS_ATTR: fields})
+
+
+def _message(action: str, fields: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """``("poll video_id=%s outcome=%s", (id, "not_yet"))``: the template is the same for every
+    event of one shape, so a tool that groups by it (Sentry) sees one kind of line, not one per id.
+    """
+    template = action.replace("%", "%%") + "".join(f" {key}=%s" for key in fields)
+    return template, tuple(_value(value) for value in fields.values())
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -53,17 +67,22 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
             return True
+        fields = getattr(record, _FIELDS_ATTR, None)
+        action = getattr(record, "action", None)
+        if fields is not None:
+            fields = {k: self._scrub(v) for k, v in fields.items()}
+            setattr(record, _FIELDS_ATTR, fields)
+            if action is not None:
+                # An event's message is made of its fields: make it again from the clean ones.
+                record.msg, record.args = _message(str(action), fields)
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed call: the handler reports it, as logging does
             return True
-        fields = getattr(record, _FIELDS_ATTR, None)
         if any(secret in message for secret in self._secrets):
             for secret in self._secrets:
                 message = message.replace(secret, "********")
             record.msg, record.args = message, None
-        if fields:
-            setattr(record, _FIELDS_ATTR, {k: self._scrub(v) for k, v in fields.items()})
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
             if any(secret in text for secret in self._secrets):
@@ -72,7 +91,7 @@ class RedactSecrets(logging.Filter):
                 record.args = None
                 if fields is not None:
                     record.__dict__[_FIELDS_ATTR] = {
-                        **getattr(record, _FIELDS_ATTR),
+                        **fields,
                         "exception": "hidden: it contained a secret",
                     }
         return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -47,10 +48,13 @@ def health(rt: Runtime, broker_timeout: float = 5.0) -> list[Check]:
     checks: list[Check] = []
     try:
         current, head = db.current_revision(rt.engine), db.head_revision()
-        if current == head:
-            checks.append(Check("database", True, f"reachable, schema at {current}"))
-        else:
-            checks.append(Check("database", False, f"schema at {current}, needs {head}: migrate"))
+        if current != head:
+            # Reachable, but the tables the other checks read are missing or out of date.
+            problem = "not migrated" if current is None else f"schema at {current}, needs {head}"
+            checks.append(Check("database", False, f"{problem}: run `pixverse-tracker migrate`"))
+            checks.append(_broker_check(rt, broker_timeout))
+            return checks
+        checks.append(Check("database", True, f"reachable, schema at {current}"))
         with rt.sessions.begin() as session:
             summary = store.summary(session, rt.policy)
         if summary.auth_failing:
@@ -73,4 +77,17 @@ def _broker_check(rt: Runtime, timeout: float) -> Check:
             connection.ensure_connection(max_retries=1, timeout=timeout)
         return Check("broker", True, "reachable")
     except Exception as exc:  # noqa: BLE001 - any failure to connect is "unhealthy"
-        return Check("broker", False, f"unreachable: {type(exc).__name__}")
+        return Check("broker", False, _broker_problem(rt.settings.broker_url, exc))
+
+
+def _broker_problem(url: str, exc: Exception) -> str:
+    """Why the broker cannot be used, in words, without the URL's password."""
+    if isinstance(exc, KeyError):  # kombu looks the URL's scheme up in its transports
+        return (
+            f"CELERY_BROKER_URL names no broker kombu knows ({urlsplit(url).scheme}://); "
+            "use redis://host:6379/0 (or amqp://...)"
+        )
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    password = urlsplit(url).password
+    return "unreachable: " + (text.replace(password, "********") if password else text)

@@ -1216,6 +1216,12 @@ def list_videos(session: Session, **filters: Any) -> list[Video]:
     return list(session.scalars(list_query(**filters)))
 
 
+def count_videos(session: Session, **filters: Any) -> int:
+    """How many rows ``list_videos`` with these filters would give without a limit."""
+    query = list_query(**filters, limit=None).order_by(None)
+    return int(session.execute(select(func.count()).select_from(query.subquery())).scalar_one())
+
+
 def finished_after(
     session: Session,
     *,

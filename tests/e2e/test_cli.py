@@ -550,7 +550,8 @@ def test_status_text_and_json(pg_env: dict[str, str], pg_engine: Engine, tmp_pat
     assert lines[0] == "pending 2  done 1  abandoned 1  (due now 1)"
     assert lines[1] == f"oldest pending: {old} (enqueued 5m ago)"
     assert "last hour: 0 polls, 0 errors, 0 rate-limited, 0 unauthorized" in lines
-    assert "upstream token: accepted (no 401 since the last success)" in lines
+    # nothing has asked the upstream yet: the token is not called accepted
+    assert "upstream token: unknown (no upstream answer in the last hour)" in lines
     assert any(line.startswith("rate: 5/s of 5/s") for line in lines), result
 
     assert as_json.code == 0, as_json
@@ -561,6 +562,23 @@ def test_status_text_and_json(pg_env: dict[str, str], pg_engine: Engine, tmp_pat
     assert data["auth_failing"] is False
     assert data["polls_last_hour"] == 0
     assert data["rate_factor"] == 1.0
+
+    # answers that prove the token, and a rate cut by 429s to 0.760022 of 5/s (held there: the
+    # climb back starts at rate_factor_at, an hour from now)
+    sql(
+        pg_engine,
+        "INSERT INTO poll_minutes (minute, polls, errors, rate_limited, unauthorized) "
+        "VALUES (date_trunc('minute', now()), 12, 3, 2, 0)",
+    )
+    sql(
+        pg_engine,
+        "UPDATE tracker_control SET rate_factor = 0.760022, "
+        "rate_factor_at = now() + interval '1 hour'",
+    )
+    answered = cli("status", env=pg_env, cwd=tmp_path)
+    assert answered.code == 0, answered
+    assert "upstream token: accepted (no 401 since the last success)" in answered.out, answered
+    assert "rate: 3.8/s of 5/s;" in answered.out, answered
 
     sql(
         pg_engine,
@@ -672,6 +690,73 @@ def test_list_table_filters_json_and_csv(
     rejected = next(r for r in csv_rows if r["video_id"] == listed["rejected"])
     assert rejected["state"] == "abandoned"
     assert rejected["abandon_reason"] == "rejected: Invalid video_id"
+
+
+def test_list_status_that_is_no_status_is_one_line_naming_the_known_ones(
+    listed: dict[str, str], pg_env: dict[str, str], tmp_path: Path
+) -> None:
+    bogus, moderated, by_number = parallel(
+        lambda: cli("list", "--status", "BOGUS", env=pg_env, cwd=tmp_path),
+        lambda: cli("list", "--status", "moderated", env=pg_env, cwd=tmp_path),
+        lambda: cli("list", "--status", "42", "--json", env=pg_env, cwd=tmp_path),
+    )
+    assert_one_line_error(bogus, "--status 'BOGUS' is not a known status", "COMPLETED, ")
+    assert bogus.out == ""
+    # a known status no row has yet, and any number, are a plain empty answer
+    assert moderated.code == 0 and table_rows(moderated.out) == [VIDEO_HEADERS], moderated
+    assert json_ids(by_number) == []
+
+
+def test_list_limit_says_on_stderr_when_rows_were_left_out(
+    listed: dict[str, str], pg_env: dict[str, str], tmp_path: Path
+) -> None:
+    cut, cut_json, whole, everything = parallel(
+        lambda: cli("list", "--limit", "2", env=pg_env, cwd=tmp_path),
+        lambda: cli("list", "--limit", "3", "--state", "done", "--json", env=pg_env, cwd=tmp_path),
+        lambda: cli("list", "--limit", "4", env=pg_env, cwd=tmp_path),
+        lambda: cli("list", "--limit", "0", env=pg_env, cwd=tmp_path),
+    )
+    assert cut.code == 0, cut
+    assert len(table_rows(cut.out)) == 1 + 2
+    assert cut.err == "showing 2 of 4 (--limit 0 for all)\n", cut
+    # the filters count too: two done rows fit in a limit of 3; the JSON stays whole
+    assert cut_json.err == "" and len(json_ids(cut_json)) == 2, cut_json
+    for result in (whole, everything):
+        assert result.code == 0 and result.err == "", result
+        assert len(table_rows(result.out)) == 1 + 4
+
+
+def test_version_prints_the_installed_version() -> None:
+    import tomllib
+
+    with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as f:
+        expected = tomllib.load(f)["project"]["version"]
+    result = cli("--version", env=base_env(), cwd=Path.cwd())
+    assert result.code == 0, result
+    assert result.out == f"pixverse-tracker {expected}\n", result
+
+
+def test_health_says_what_is_wrong_in_words(
+    empty_pg: tuple[str, Engine], pg_url: str, tmp_path: Path
+) -> None:
+    url, engine = empty_pg
+    unmigrated, rabbit = parallel(
+        lambda: cli("health", env=base_env(DATABASE_URL=url, CELERY_BROKER_URL=REDIS_URL),
+                    cwd=tmp_path),
+        lambda: cli("health", "--timeout", "1",
+                    env=base_env(DATABASE_URL=pg_url, CELERY_BROKER_URL="rabbit://guest:s3cret-pw@mq//"),
+                    cwd=tmp_path),
+    )  # fmt: skip
+    assert unmigrated.code == 1, unmigrated
+    assert "FAIL database: not migrated: run `pixverse-tracker migrate`" in unmigrated.out
+    assert "unreachable" not in unmigrated.both, unmigrated
+    assert "ok   broker: reachable" in unmigrated.out, unmigrated
+    assert sql(engine, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+
+    assert rabbit.code == 1, rabbit
+    assert "ok   database: reachable" in rabbit.out, rabbit
+    assert "FAIL broker: CELERY_BROKER_URL names no broker kombu knows (rabbit://)" in rabbit.out
+    assert "KeyError" not in rabbit.both and "s3cret-pw" not in rabbit.both, rabbit
 
 
 def test_show_text_and_json(pg_env: dict[str, str], pg_engine: Engine, tmp_path: Path) -> None:
@@ -812,6 +897,12 @@ def test_demo_finishes_every_scenario(demo_in_background: Background | None) -> 
     assert "22/22 finished" in out, result
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("VIDEO_ID"))
+    # stdout is a file, not a terminal: one plain line per change of the counts, no bar
+    progress = [line.rsplit(")", 1)[0] for line in lines[:header] if " finished  (" in line]
+    assert progress[-1] == "22/22 finished  (done 19, abandoned 3, pending 0", result
+    assert len(progress) == len(set(progress)) <= 23, result
+    assert not any("[#" in line or "[-" in line for line in lines), result
+    assert "No hostname was supplied" not in result.both, result
     assert table_rows(lines[header])[0] == [*VIDEO_HEADERS, "SCENARIO"]
     rows = []
     for line in lines[header + 1 :]:

@@ -20,19 +20,25 @@ from tests.e2e.conftest import Processes, base_env, free_port, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _compose_config() -> dict[str, object]:
+# What a user exports before `docker-compose up` (both are required).
+COMPOSE_ENV = {
+    "USEAPI_TOKEN": "compose-check",
+    "TRACKER_CALLBACK_SECRET": "compose-callback-secret-0123",
+}
+
+
+def _run_compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     if shutil.which("docker-compose") is None:
         if os.environ.get("CI"):
             pytest.fail("docker-compose is not installed; .ci/run installs it")
         pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
-    result = subprocess.run(
-        ["docker-compose", "config"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "USEAPI_TOKEN": "compose-check"},
+    return subprocess.run(
+        ["docker-compose", "config"], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env
     )
+
+
+def _compose_config() -> dict[str, object]:
+    result = _run_compose_config({**os.environ, **COMPOSE_ENV})
     assert result.returncode == 0, result.stderr
     loaded = yaml.safe_load(result.stdout)
     assert isinstance(loaded, dict)
@@ -54,6 +60,22 @@ def test_compose_file_validates_and_wires_the_tracker_services() -> None:
         assert env["CELERY_BROKER_URL"].startswith("redis://")
     assert "healthcheck" in services["postgres"]
     assert any("pgdata" in str(v) for v in services["postgres"]["volumes"])
+    # the secret the user exported reaches the receiver (without one it answers 500)
+    secret = services["callbacks"]["environment"]["TRACKER_CALLBACK_SECRET"]
+    assert secret == COMPOSE_ENV["TRACKER_CALLBACK_SECRET"]
+    # /metrics published on loopback: beat's fixed, each worker replica's on a free host port
+    assert [str(p) for p in services["beat"]["ports"]] == ["127.0.0.1:9809:9809/tcp"]
+    assert [str(p) for p in services["worker"]["ports"]] == ["127.0.0.1::9808/tcp"]
+
+
+@pytest.mark.parametrize("missing", list(COMPOSE_ENV))
+def test_compose_refuses_to_start_without_the_token_or_the_receivers_secret(missing: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in COMPOSE_ENV}
+    env.update({k: v for k, v in COMPOSE_ENV.items() if k != missing})
+    result = _run_compose_config(env)
+    assert result.returncode != 0, result.stdout
+    # the last words of docker-compose's message are ours, naming the variable
+    assert result.stderr.strip().splitlines()[-1].split(": ")[-1].startswith(f"set {missing} to ")
 
 
 def _published(service: dict[str, object]) -> set[int]:
@@ -90,7 +112,6 @@ def _loopback_env(environment: dict[str, str], database_url: str) -> dict[str, s
         DATABASE_URL=database_url,
         CELERY_BROKER_URL=REDIS_URL,
         USEAPI_TOKEN="compose-token",
-        TRACKER_CALLBACK_SECRET="compose-callback-secret",
         TRACKER_QUEUE_PREFIX=f"compose-{uuid.uuid4().hex[:8]}",
         TRACKER_METRICS_PORT=str(free_port()),
         TRACKER_BEAT_METRICS_PORT=str(free_port()),

@@ -93,6 +93,73 @@ def test_the_timestamp_is_utc_with_a_z() -> None:
     assert KeyValueFormatter().format(record).startswith("2026-11-29T04:31:04Z INFO tracker.poll ")
 
 
+class Collecting(logging.Handler):
+    """A handler of someone else's: it knows nothing of the tracker's fields or formatters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def foreign() -> Iterator[tuple[logging.Logger, Collecting]]:
+    handler = Collecting()
+    logger = logging.getLogger(f"test.foreign.{uuid.uuid4().hex}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    yield logger, handler
+    logger.removeHandler(handler)
+
+
+def test_a_foreign_handler_sees_the_event_and_its_fields_in_the_message(
+    foreign: tuple[logging.Logger, Collecting],
+) -> None:
+    logger, handler = foreign
+    event(logger, logging.WARNING, "poll", video_id=VID, outcome="transient", latency=0.25,
+          reason="read timed out")  # fmt: skip
+    [record] = handler.records
+    assert record.getMessage() == (
+        f"poll video_id={VID} outcome=transient latency=0.250 reason='read timed out'"
+    )
+    shown = logging.Formatter("%(levelname)s %(name)s: %(message)s").format(record)
+    assert shown == f"WARNING {logger.name}: {record.getMessage()}"
+
+
+def test_events_of_one_shape_share_one_message_template(
+    foreign: tuple[logging.Logger, Collecting],
+) -> None:
+    # Sentry and similar tools group lines by the unformatted message
+    logger, handler = foreign
+    event(logger, logging.INFO, "poll", video_id=VID, outcome="not_yet")
+    event(logger, logging.INFO, "poll", video_id=VID + "1", outcome="record")
+    first, second = handler.records
+    assert first.msg == second.msg == "poll video_id=%s outcome=%s"
+    assert first.getMessage() != second.getMessage()
+
+
+def test_an_event_whose_value_holds_a_percent_sign_is_shown_as_it_is(
+    foreign: tuple[logging.Logger, Collecting],
+) -> None:
+    logger, handler = foreign
+    event(logger, logging.INFO, "anomaly", detail="100% done, %s and %(x)s")
+    assert handler.records[0].getMessage() == "anomaly detail='100% done, %s and %(x)s'"
+
+
+def test_the_token_is_redacted_in_the_message_a_foreign_handler_reads(
+    foreign: tuple[logging.Logger, Collecting],
+) -> None:
+    logger, handler = foreign
+    handler.addFilter(RedactSecrets([TOKEN]))
+    event(logger, logging.WARNING, "poll", video_id=VID, reason=f"echoed {TOKEN} back")
+    [record] = handler.records
+    assert TOKEN not in record.getMessage()
+    assert record.getMessage() == f"poll video_id={VID} reason='echoed ******** back'"
+
+
 # ---------------------------------------------------------------------------------------------
 # redaction
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from prometheus_client import generate_latest
 from rich.console import Console
 
 from worker import metrics
-from worker.cli import contract_lines, scheduler_line, status_lines, watch_view
+from worker.cli import contract_lines, rate_shown, scheduler_line, status_lines, watch_view
 from worker.settings import load
 from worker.store import Summary
 
@@ -55,6 +55,13 @@ def test_the_watch_screen_shows_counts_rates_and_the_oldest_pending_id() -> None
     assert "user:1-pixverse:a@b.com-video:9" in text
     assert "rate 5/s of 10/s" in text
     assert "REJECTS THE TOKEN" not in text
+
+
+def test_a_rate_is_shown_rounded_as_a_person_reads_it() -> None:
+    shown = [rate_shown(r) for r in (3.80011, 5.0, 0.999, 120.04, 12.25, 0.0523, 0.25)]
+    assert shown == ["3.8", "5", "1", "120", "12.2", "0.052", "0.25"]
+    text = _render(watch_view(_summary(rate_factor=0.760022), rate_limit=5))
+    assert "rate 3.8/s of 5/s" in text
 
 
 def test_the_watch_screen_shouts_when_the_token_is_rejected() -> None:

@@ -7,7 +7,7 @@ from sqlalchemy import Connection
 
 from models import metadata
 from worker import db
-from worker.settings import load
+from worker.settings import DATABASE, load
 
 
 def _include_object(
@@ -35,7 +35,8 @@ def run_migrations_online() -> None:
     if connection is not None:  # handed in by `pixverse-tracker migrate` or the tests
         _run(connection)
         return
-    url = config.attributes.get("database_url") or load().database_url
+    # A bare `alembic upgrade` must name its database too, never migrate a stray local file.
+    url = config.attributes.get("database_url") or load(needs=(DATABASE,)).require_database()
     engine = db.make_engine(url, pool=False)
     try:
         with engine.connect() as conn:

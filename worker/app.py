@@ -114,8 +114,11 @@ def _setup_logging(**_: Any) -> None:
 
 @signals.worker_init.connect
 def _require_token(**_: Any) -> None:
-    # `celery -A worker.app worker` must stop at start-up too, not poll with no token.
-    settings = load()
+    # `celery -A worker.app worker` must stop at start-up too, not poll with no token, nor
+    # with no DATABASE_URL (the runtime `pixverse-tracker` installs has passed both checks).
+    from worker import runtime
+
+    settings = runtime.get().settings
     settings.require_token()
     metrics.serve(settings.metrics_port)
 

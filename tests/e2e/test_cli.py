@@ -413,9 +413,10 @@ def test_enqueue_ten_thousand_ids_from_stdin(
 # --- errors are one line -------------------------------------------------------------------------
 
 CONFIG_ERRORS = {
+    # `run` polls, so it checks the rate (`status` does not poll and ignores it)
     "bad-setting": (
         {"TRACKER_RATE_LIMIT": "fast"},
-        ("status",),
+        ("run",),
         ("TRACKER_RATE_LIMIT='fast' is not a number",),
     ),
     "mysql-url": (
@@ -765,18 +766,28 @@ def test_token_never_appears_in_cli_output(
 # --- the embedded default ------------------------------------------------------------------------
 
 
-def test_embedded_default_enqueue_and_list_create_sqlite_under_cwd(tmp_path: Path) -> None:
+def test_without_database_url_enqueue_uses_only_an_existing_embedded_file_and_names_it(
+    tmp_path: Path,
+) -> None:
     env = base_env()
     a, b = vid(1), vid(2)
+    refused = cli("enqueue", a, env=env, cwd=tmp_path)
+    assert_one_line_error(refused, "DATABASE_URL is not set", ".pixverse-tracker/tracker.db")
+    assert list(tmp_path.iterdir()) == [], "no stray database file"
+
+    # the file `run` makes here (an explicit sqlite:// URL is always accepted)
+    database = tmp_path / ".pixverse-tracker" / "tracker.db"
+    explicit = base_env(DATABASE_URL="sqlite:///.pixverse-tracker/tracker.db")
+    assert cli("migrate", env=explicit, cwd=tmp_path).code == 0
+    note = "pixverse-tracker: using the embedded database .pixverse-tracker/tracker.db"
     enq = cli("enqueue", a, b, a, env=env, cwd=tmp_path)
     assert enq.code == 0, enq
     assert enq.out.strip() == "enqueued 2 new, re-armed 0, 0 already tracked"
-    database = tmp_path / ".pixverse-tracker" / "tracker.db"
-    assert database.is_file()
+    assert enq.err.startswith(note), enq
 
     listed = cli("list", env=env, cwd=tmp_path)
     assert listed.code == 0, listed
-    assert listed.err == "", listed
+    assert listed.err.startswith(note), listed
     rows = table_rows(listed.out)
     assert rows[0] == VIDEO_HEADERS
     assert [(r[0], r[1]) for r in rows[1:]] == [(a, "pending"), (b, "pending")]
@@ -856,7 +867,9 @@ def test_migrate_on_a_database_from_a_newer_version_is_one_line(
 
 def test_data_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "not-a-dir").write_text("oops\n")
-    result = cli("status", env=base_env(TRACKER_DATA_DIR="not-a-dir"), cwd=tmp_path)
+    # `run` is the command that makes the embedded database under the data dir
+    env = base_env(TRACKER_DATA_DIR="not-a-dir", USEAPI_TOKEN="tok")
+    result = cli("run", env=env, cwd=tmp_path)
     assert_one_line_error(result, "not-a-dir")
 
 

@@ -7,13 +7,15 @@ The configuration is read when Celery first needs it, not at import time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery, signals
 from kombu.entity import Queue
 
 from worker import logs, metrics
-from worker.settings import Settings, load
+from worker.settings import Settings, SettingsError, load
 
 app = Celery("pixverse_tracker", include=["worker.tasks"])
 
@@ -112,14 +114,25 @@ def _setup_logging(**_: Any) -> None:
         )
 
 
+@contextmanager
+def _stop_if_misconfigured() -> Iterator[None]:
+    # Celery logs and swallows an exception raised by a signal handler, so a bare
+    # `celery -A worker.app worker|beat` would run on misconfigured; SystemExit gets through.
+    try:
+        yield
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
+
+
 @signals.worker_init.connect
 def _require_token(**_: Any) -> None:
     # `celery -A worker.app worker` must stop at start-up too, not poll with no token, nor
     # with no DATABASE_URL (the runtime `pixverse-tracker` installs has passed both checks).
     from worker import runtime
 
-    settings = runtime.get().settings
-    settings.require_token()
+    with _stop_if_misconfigured():
+        settings = runtime.get().settings
+        settings.require_token()
     metrics.serve(settings.metrics_port)
 
 
@@ -127,4 +140,6 @@ def _require_token(**_: Any) -> None:
 def _beat_metrics(**_: Any) -> None:
     from worker import runtime
 
-    metrics.serve(load().beat_metrics_port, runtime.get())
+    with _stop_if_misconfigured():
+        rt = runtime.get()
+    metrics.serve(rt.settings.beat_metrics_port, rt)

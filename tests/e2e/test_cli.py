@@ -518,6 +518,26 @@ def test_run_and_worker_need_the_token_and_worker_needs_a_broker(
     assert_one_line_error(brokerless, "CELERY_BROKER_URL", "use `pixverse-tracker run`")
 
 
+@pytest.mark.parametrize("command", ["worker", "beat"])
+def test_a_bare_celery_worker_or_beat_without_database_url_stops_at_start_naming_it(
+    command: str, tmp_path: Path
+) -> None:
+    # Celery swallows a signal handler's exception: this once ran on with a stray SQLite file.
+    celery = str(Path(CLI).with_name("celery"))
+    env = base_env(USEAPI_TOKEN=SECRET_TOKEN, TRACKER_METRICS_PORT="0")
+    args = [celery, "-A", "worker.app", command, *(["--pool=threads"] * (command == "worker"))]
+    try:
+        done = subprocess.run(
+            args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`celery {command}` without DATABASE_URL did not stop")
+    assert done.returncode != 0, done
+    assert "DATABASE_URL is not set" in done.stderr, done
+    assert SECRET_TOKEN not in done.stdout + done.stderr
+    assert not (tmp_path / ".pixverse-tracker").exists()
+
+
 # --- status, list, show --------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ from sqlalchemy import Connection
 
 from models import metadata
 from worker import db
-from worker.settings import load
+from worker.settings import DATABASE, load
 
 
 def _include_object(
@@ -42,8 +42,9 @@ def run_migrations_online() -> None:
     if connection is not None:  # handed in by `pixverse-tracker migrate` or the tests
         _run(connection)
         return
-    settings = load()
-    url = config.attributes.get("database_url") or settings.database_url
+    # A bare `alembic upgrade` must name its database too, never migrate a stray local file.
+    settings = load(needs=(DATABASE,))
+    url = config.attributes.get("database_url") or settings.require_database()
     engine = db.make_engine(url, pool=False, schema=settings.db_schema)
     try:
         # One transaction for the move and the migrations: Alembic joins one begun outside it.

@@ -5,7 +5,8 @@
     video = api.wait_for("user:1-pixverse:me@example.com-video:42", timeout=600)
     page = api.completed_since(saved_cursor)  # every finished video exactly once
 
-Connections are opened on first use, from ``DATABASE_URL`` (or the embedded default).
+Connections are opened on first use, from ``DATABASE_URL``; without it every call raises
+``SettingsError`` (the tracker's database must be named: never a stray local file).
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from typing import Any
 from models import State, Video
 from worker import ids, runtime, store, webhooks
 from worker.runtime import Runtime
+from worker.settings import DATABASE
 from worker.tracking import COMPLETED
+
+
+def _runtime(rt: Runtime | None) -> Runtime:
+    # An application uses the database settings only: nothing else may stop its calls.
+    return rt or runtime.get(needs=(DATABASE,))
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ def enqueue_numbered(
     valid, refused = ids.split_valid(numbered)
     if not valid:
         return EnqueueReport(refused=refused)
-    rt = rt or runtime.get()
+    rt = _runtime(rt)
     with rt.sessions.begin() as session:
         result = store.enqueue(
             session, valid, rt.policy, retrack=retrack, callback_url=callback_url
@@ -122,7 +129,7 @@ class VideoView:
 
 def get(video_id: str, *, rt: Runtime | None = None) -> VideoView | None:
     """The tracked video, or None if ``video_id`` is not tracked."""
-    rt = rt or runtime.get()
+    rt = _runtime(rt)
     with rt.sessions.begin() as session:
         video = store.get_video(session, video_id)
         return VideoView.of(video) if video is not None else None
@@ -167,7 +174,7 @@ def completed_since(
     """
     if isinstance(cursor, str):
         cursor = Cursor.decode(cursor)
-    rt = rt or runtime.get()
+    rt = _runtime(rt)
     with rt.sessions.begin() as session:
         rows = store.finished_after(
             session,
@@ -191,7 +198,7 @@ def wait_for(video_id: str, timeout: float, *, rt: Runtime | None = None) -> Vid
     re-reads the row every few seconds, since abandoning sends no notification. SQLite:
     re-reads twice a second. Returns the finished video, or None on timeout (or unknown id).
     """
-    rt = rt or runtime.get()
+    rt = _runtime(rt)
     deadline = time.monotonic() + timeout
     if rt.engine.dialect.name == "postgresql":
         return _wait_listening(rt, video_id, deadline)

@@ -7,6 +7,8 @@ The configuration is read when Celery first needs it, not at import time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,7 +16,7 @@ from celery import Celery, signals
 from kombu.entity import Queue
 
 from worker import logs, metrics
-from worker.settings import Settings, load
+from worker.settings import Settings, SettingsError, load
 
 app = Celery("pixverse_tracker", include=["worker.tasks"])
 
@@ -124,11 +126,25 @@ def _setup_logging(**_: Any) -> None:
         )
 
 
+@contextmanager
+def _stop_if_misconfigured() -> Iterator[None]:
+    # Celery logs and swallows an exception raised by a signal handler, so a bare
+    # `celery -A worker.app worker|beat` would run on misconfigured; SystemExit gets through.
+    try:
+        yield
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
+
+
 @signals.worker_init.connect
 def _require_token(**_: Any) -> None:
-    # `celery -A worker.app worker` must stop at start-up too, not poll with no token.
-    settings = load()
-    settings.require_token()
+    # `celery -A worker.app worker` must stop at start-up too, not poll with no token, nor
+    # with no DATABASE_URL (the runtime `pixverse-tracker` installs has passed both checks).
+    from worker import runtime
+
+    with _stop_if_misconfigured():
+        settings = runtime.get().settings
+        settings.require_token()
     metrics.serve(settings.metrics_port)  # its own counters; the table gauges come from beat
 
 
@@ -136,7 +152,9 @@ def _require_token(**_: Any) -> None:
 def _beat_metrics(**_: Any) -> None:
     from worker import runtime
 
+    with _stop_if_misconfigured():
+        rt = runtime.get()
     # Beat polls nothing: it serves the table gauges without the (empty) worker metrics.
     metrics.serve(
-        load().beat_metrics_port, runtime.get(), work=False, variable="TRACKER_BEAT_METRICS_PORT"
+        rt.settings.beat_metrics_port, rt, work=False, variable="TRACKER_BEAT_METRICS_PORT"
     )

@@ -7,7 +7,7 @@ import csv
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 
@@ -17,7 +17,15 @@ from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from worker import api, db, ids, maintenance, metrics, runtime, store, tracking
 from worker.db import describe_error
 from worker.runtime import Runtime
-from worker.settings import Settings, SettingsError, load
+from worker.settings import (
+    DATABASE,
+    EVERYTHING,
+    LOGGING,
+    MAINTENANCE,
+    Settings,
+    SettingsError,
+    load,
+)
 from worker.webhooks import InvalidCallbackUrl
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -28,6 +36,32 @@ class CommandError(Exception):
 
 
 # --- shared plumbing ------------------------------------------------------------------------------
+
+
+def settings_for(command: str, needs: Collection[str] = (DATABASE,)) -> Settings:
+    """The settings a command uses (it is refused over those only), with its database checked:
+    without DATABASE_URL the embedded SQLite file is `run`'s; `migrate`, `worker` and `beat`
+    refuse, and the other commands use the file only when it exists, saying so."""
+    settings = load(needs=needs)
+    if not settings.embedded_database or command == "run":
+        return settings
+    path = settings.embedded_database_path
+    if command in ("migrate", "worker", "beat"):
+        raise CommandError(
+            f"DATABASE_URL is not set: `{command}` works on the database you name "
+            "(postgresql://user@host/db, or sqlite:///path.db); only `run` falls back to the "
+            f"embedded {path}"
+        )
+    if not path.is_file():
+        raise CommandError(
+            f"DATABASE_URL is not set and there is no embedded database at {path}: set "
+            "DATABASE_URL to the tracker's database (only `run` creates the embedded one)"
+        )
+    print(
+        f"pixverse-tracker: using the embedded database {path} (DATABASE_URL is not set)",
+        file=sys.stderr,
+    )
+    return settings
 
 
 def open_runtime(settings: Settings | None = None, *, migrate_sqlite: bool = True) -> Runtime:
@@ -132,7 +166,7 @@ VIDEO_HEADERS = ("VIDEO_ID", "STATE", "STATUS", "POLLS", "ERRORS", "AGE", "URL /
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = load()
+    settings = settings_for("migrate")
     engine = db.make_engine(settings.database_url, pool=False, schema=settings.db_schema)
     try:
         before = db.current_revision(engine)
@@ -161,6 +195,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     else:
         numbered = enumerate(args.ids, start=1)
         where = "argument"
+    settings = settings_for("enqueue")
     rt: Runtime | None = None
     added = rearmed = unchanged = refused = seen = 0
     # Chunk by chunk, so a million lines on stdin never sit in memory at once; an id repeated
@@ -168,7 +203,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     for chunk in _chunked(numbered, STDIN_CHUNK):
         seen += len(chunk)
         if rt is None and any(ids.problem_with(video_id) is None for _, video_id in chunk):
-            rt = open_runtime()
+            rt = open_runtime(settings)
         report = api.enqueue_numbered(
             chunk, retrack=args.retrack, callback_url=args.callback_url, rt=rt
         )
@@ -221,7 +256,7 @@ def _worker_argv(settings: Settings, extra: Sequence[str]) -> list[str]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    settings = load()
+    settings = settings_for("worker", EVERYTHING)
     _start_token_check(settings)
     if settings.embedded:
         raise CommandError(
@@ -236,7 +271,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
-    settings = load()
+    settings = settings_for("beat", EVERYTHING)
     if settings.embedded:
         raise CommandError(
             "CELERY_BROKER_URL is not set: a separate beat needs a shared broker; "
@@ -250,7 +285,7 @@ def cmd_beat(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = load()
+    settings = settings_for("run", EVERYTHING)
     _start_token_check(settings)
     open_runtime(settings)
     from celery import beat
@@ -270,7 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    rt = open_runtime()
+    rt = open_runtime(settings_for("status"))
     if args.watch:
         return _watch(rt, args.interval)
     with rt.sessions.begin() as session:
@@ -446,7 +481,7 @@ def _parse_since(text: str) -> datetime:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rt = open_runtime()
+    rt = open_runtime(settings_for("list"))
     since = _parse_since(args.since) if args.since else None
     filters: dict[str, Any] = {"state": args.state, "status": args.status, "since": since}
     limit = args.limit or None
@@ -488,7 +523,7 @@ def _known_status(text: str) -> bool:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    rt = open_runtime()
+    rt = open_runtime(settings_for("show"))
     with rt.sessions.begin() as session:
         video = store.get_video(session, args.video_id)
         if video is None:
@@ -523,7 +558,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    rt = open_runtime()
+    rt = open_runtime(settings_for("prune", (DATABASE, MAINTENANCE)))
     older_than = args.older_than_days * 86400.0 if args.older_than_days is not None else None
     events, minutes, deliveries = maintenance.prune(rt, older_than)
     days = (older_than if older_than is not None else rt.settings.retention) / 86400.0
@@ -535,7 +570,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    rt = Runtime(load())
+    rt = Runtime(settings_for("health", EVERYTHING))
     checks = maintenance.health(rt, broker_timeout=args.timeout)
     if args.json:
         _print_json([vars(c) for c in checks], sys.stdout)
@@ -548,7 +583,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_callbacks(args: argparse.Namespace) -> int:
     from worker import receiver
 
-    settings = load()
+    settings = settings_for("callbacks", (DATABASE, LOGGING))
     config = receiver.from_env()
     rt = open_runtime(settings)
     try:
@@ -756,7 +791,9 @@ def _version() -> str:
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    print(f"pixverse-tracker: error: {message}", file=sys.stderr)
+    # one line per problem: a SettingsError lists every bad setting at once
+    for line in message.splitlines() or [""]:
+        print(f"pixverse-tracker: error: {line}", file=sys.stderr)
     raise SystemExit(code)
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from worker import ids, logs, store
 from worker.db import describe_error
 from worker.runtime import Runtime
-from worker.settings import Secret, SettingsError, load
+from worker.settings import DATABASE, LOGGING, Secret, SettingsError, load
 
 log = logging.getLogger("tracker.callbacks")
 
@@ -369,7 +369,8 @@ def _production_app() -> _Built:
         return built
     with _build_lock:
         if _built is None or _built.pid != os.getpid():
-            settings = load()
+            settings = load(needs=(DATABASE, LOGGING))
+            settings.require_database()  # never a stray local file: name the tracker's database
             config = from_env()
             logs.configure(
                 settings.log_level,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Collection
 from functools import cached_property
 
 import requests
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker import db
 from worker.client import UseapiClient
-from worker.settings import Settings, load
+from worker.settings import EVERYTHING, Settings, load
 from worker.tracking import Policy
 
 
@@ -93,15 +94,26 @@ class Runtime:
 
 
 _lock = threading.Lock()
-_current: tuple[int, Runtime] | None = None
+# (process id, its runtime, the settings concerns checked so far)
+_current: tuple[int, Runtime, frozenset[str]] | None = None
 
 
-def get() -> Runtime:
-    """This process's runtime, built from the environment on first use."""
+def get(needs: Collection[str] = EVERYTHING) -> Runtime:
+    """This process's runtime, built from the environment on first use; the settings concerns
+    ``needs`` names are checked (an application's API call needs only the database).
+
+    Built here, it needs DATABASE_URL: the embedded SQLite file is for `run` and `demo`, which
+    install their own runtime, never for an application or a bare `celery` worker.
+    """
     global _current
     with _lock:
         if _current is None or _current[0] != os.getpid():
-            _current = (os.getpid(), Runtime(load()))
+            settings = load(needs=needs)
+            settings.require_database()
+            _current = (os.getpid(), Runtime(settings), frozenset(needs))
+        elif not _current[2].issuperset(needs):
+            load(needs=needs)  # raises over problems in the concerns not checked yet
+            _current = (_current[0], _current[1], _current[2] | frozenset(needs))
         return _current[1]
 
 
@@ -109,4 +121,14 @@ def install(runtime: Runtime) -> None:
     """Use ``runtime`` in this process (the CLI and tests build their own)."""
     global _current
     with _lock:
-        _current = (os.getpid(), runtime)
+        _current = (os.getpid(), runtime, EVERYTHING)
+
+
+def reset() -> None:
+    """Forget this process's runtime, closing its connections; the next get() reads the
+    environment again (tests, or an application whose settings changed)."""
+    global _current
+    with _lock:
+        if _current is not None and _current[0] == os.getpid():
+            _current[1].close()
+        _current = None

@@ -1,11 +1,17 @@
-"""One frozen settings object, read from the environment and validated once."""
+"""One frozen settings object, read from the environment and validated once.
+
+Settings are grouped by concern (the database, the upstream, polling, ...). ``load(needs=...)``
+reports every problem in the concerns a command uses, one line each, and gives a concern it
+does not use its defaults instead of refusing over it.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +21,7 @@ from worker.webhooks import InvalidCallbackUrl, validate_url
 
 DEFAULT_BASE_URL = "https://api.useapi.net"
 EMBEDDED_BROKER_URL = "memory://"
+EMBEDDED_DATABASE_FILE = "tracker.db"  # under TRACKER_DATA_DIR
 
 T = TypeVar("T")
 
@@ -101,6 +108,9 @@ class Settings:
     celery_control: bool
     # Lines for the operator about settings that are accepted but no longer do anything.
     notices: tuple[str, ...] = ()
+    # True when DATABASE_URL is not set: database_url is then the embedded SQLite file, which
+    # only `run` and `demo` may create (anything else must not write to a stray file).
+    embedded_database: bool = False
 
     def __repr__(self) -> str:
         # The token is a Secret already; URLs may carry passwords, so mask those too.
@@ -120,6 +130,11 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def embedded_database_path(self) -> Path:
+        """The embedded SQLite file, used when DATABASE_URL is not set."""
+        return self.data_dir / EMBEDDED_DATABASE_FILE
 
     @property
     def request_budget(self) -> float:
@@ -154,6 +169,17 @@ class Settings:
                 "USEAPI_TOKEN is not set: the tracker cannot poll useapi.net without it"
             )
         return self.useapi_token.reveal()
+
+    def require_database(self) -> str:
+        """The database URL, or a clear error when DATABASE_URL is not set: outside `run` and
+        `demo` the embedded default would be a file no worker reads."""
+        if self.embedded_database:
+            raise SettingsError(
+                "DATABASE_URL is not set: name the tracker's database (postgresql://user@host/db, "
+                f"or sqlite:///{self.embedded_database_path.as_posix()} for the embedded one "
+                "that `pixverse-tracker run` uses)"
+            )
+        return self.database_url
 
 
 # --- parsing helpers: each names the variable in its error ------------------------------------
@@ -205,7 +231,7 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def _database_url(raw: str) -> str:
+def _database_url(_name: str, raw: str) -> str:
     url = normalize_database_url(raw.strip())
     if not (url.startswith("postgresql+psycopg2://") or url.startswith("sqlite")):
         scheme = url.split(":", 1)[0] or "(empty)"
@@ -267,9 +293,7 @@ LOG_FORMATS = ("auto", "json", "text")
 SCHEDULES = ("adaptive", "backoff")
 
 
-def _webhook_url(raw: str) -> str | None:
-    if not raw.strip():
-        return None
+def _webhook_url(_name: str, raw: str) -> str | None:
     try:
         return validate_url(raw)
     except InvalidCallbackUrl as exc:
@@ -283,7 +307,7 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _queue_prefix(raw: str) -> str:
+def _queue_prefix(_name: str, raw: str) -> str:
     prefix = raw.strip()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", prefix):
         raise SettingsError(
@@ -292,118 +316,269 @@ def _queue_prefix(raw: str) -> str:
     return prefix
 
 
-def load(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every setting; raises SettingsError naming the first bad variable."""
-    env = os.environ if environ is None else environ
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-    def get(name: str, default: str) -> str:
-        value = env.get(name)
-        return default if value is None or value.strip() == "" else value
 
-    def seconds(name: str, default: float, low: float = 0.0, high: float = 30 * 86400.0) -> float:
-        return _number(name, get(name, repr(default)), float, low, high)
+def _log_level(name: str, raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"{name}={level!r} is not a log level")
+    return level
 
-    def given(name: str) -> bool:
-        return get(name, "") != ""
 
-    def whole(name: str, default: int, low: int, high: int) -> int:
-        return _number(name, get(name, str(default)), int, low, high)
+def _float_in(low: float, high: float) -> Callable[[str, str], float]:
+    return lambda name, raw: _number(name, raw, float, low, high)
 
-    data_dir = Path(get("TRACKER_DATA_DIR", ".pixverse-tracker")).expanduser()
-    raw_db = env.get("DATABASE_URL", "").strip()
-    raw_broker = env.get("CELERY_BROKER_URL", "").strip()
-    database_url = (
-        _database_url(raw_db) if raw_db else f"sqlite:///{(data_dir / 'tracker.db').as_posix()}"
+
+# --- reading the environment, one concern at a time ---------------------------------------------
+
+
+class _Reader:
+    """Reads the variables of one concern, noting every problem instead of stopping at the first.
+
+    A variable that is unset or blank takes its default; one that cannot be parsed is noted and
+    takes its default too, so the values derived from it are still computed (and checked).
+    """
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or not value.strip() else value
+
+    def read(self, name: str, default: T, parse: Callable[[str, str], T]) -> T:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        try:
+            return parse(name, raw)
+        except SettingsError as exc:
+            self.problems.append(str(exc))
+            return default
+
+    def set_seconds(self, name: str, low: float, high: float) -> float | None:
+        """The value the user set, or None when unset or unusable (the caller derives one)."""
+        return self.read(name, None, _float_in(low, high))
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        return self.read(name, default, _float_in(low, high))
+
+    def seconds(self, name: str, default: float, low: float = 0, high: float = 30 * 86400) -> float:
+        return self.number(name, default, low, high)
+
+    def whole(self, name: str, default: int, low: int, high: int) -> int:
+        return self.read(name, default, lambda n, raw: _number(n, raw, int, low, high))
+
+    def flag(self, name: str, default: bool) -> bool:
+        return self.read(name, default, _bool)
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        return self.read(name, default, lambda n, raw: _choice(n, raw, choices))
+
+
+# Each concern is read by one function returning its Settings attributes; a new setting is one
+# line in its concern. A command names the concerns it uses (worker/cli.py) and is refused only
+# over those: a poll setting never stops `enqueue`, `status` or `migrate`.
+DATABASE = "database"  # DATABASE_URL, TRACKER_DATA_DIR
+BROKER = "broker"  # CELERY_BROKER_URL, TRACKER_QUEUE_PREFIX
+UPSTREAM = "upstream"  # USEAPI_TOKEN, USEAPI_BASE_URL, HTTP timeouts and body size
+POLLING = "polling"  # when, how fast and how many: intervals, rate, batches, list, scheduler
+LOGGING = "logging"
+METRICS = "metrics"
+WEBHOOKS = "webhooks"
+MAINTENANCE = "maintenance"  # retention and pruning
+
+
+def _database(r: _Reader) -> dict[str, Any]:
+    data_dir = Path(r.read("TRACKER_DATA_DIR", ".pixverse-tracker", lambda _, raw: raw))
+    data_dir = data_dir.expanduser()
+    url = r.read("DATABASE_URL", None, _database_url)
+    database_url = url or f"sqlite:///{(data_dir / EMBEDDED_DATABASE_FILE).as_posix()}"
+    return dict(
+        data_dir=data_dir,
+        database_url=database_url,
+        db_schema=r.read("TRACKER_DB_SCHEMA", None, lambda _, raw: _db_schema(raw, database_url)),
+        embedded_database=r.raw("DATABASE_URL") is None,
     )
-    broker_url = raw_broker or EMBEDDED_BROKER_URL
-    insecure = _bool("TRACKER_ALLOW_INSECURE_UPSTREAM", get("TRACKER_ALLOW_INSECURE_UPSTREAM", ""))
-    # The latency contract: the longest gap between two looks at a pending id. The defaults
-    # that depend on it follow it, so setting it alone is always accepted.
-    cap = seconds("TRACKER_POLL_INTERVAL_MAX", 15.0, 0.1, 86400)
+
+
+def _broker(r: _Reader) -> dict[str, Any]:
+    return dict(
+        broker_url=(r.raw("CELERY_BROKER_URL") or "").strip() or EMBEDDED_BROKER_URL,
+        queue_prefix=r.read("TRACKER_QUEUE_PREFIX", "tracker", _queue_prefix),
+        # Celery's remote control and events: off, see README "Celery's own tools" for why.
+        celery_control=r.flag("TRACKER_CELERY_CONTROL", False),
+    )
+
+
+def _upstream(r: _Reader) -> dict[str, Any]:
+    insecure = r.flag("TRACKER_ALLOW_INSECURE_UPSTREAM", False)
+    return dict(
+        useapi_token=Secret((r.raw("USEAPI_TOKEN") or "").strip()),
+        useapi_base_url=r.read(
+            "USEAPI_BASE_URL", DEFAULT_BASE_URL, lambda _, raw: _base_url(raw, insecure)
+        ),
+        allow_insecure_upstream=insecure,
+        http_connect_timeout=r.seconds("TRACKER_HTTP_CONNECT_TIMEOUT", 5.0, 0.05, 300),
+        http_timeout=r.seconds("TRACKER_HTTP_TIMEOUT", 20.0, 0.05, 600),
+        max_body_bytes=r.whole("TRACKER_MAX_BODY_BYTES", 1_048_576, 1024, 512 * 1_048_576),
+    )
+
+
+def _polling(r: _Reader) -> dict[str, Any]:
+    list_enabled = r.flag("TRACKER_LIST", True)
     notices = []
-    if given("TRACKER_LEASE"):
+    if r.raw("TRACKER_LEASE") is not None:
         notices.append(
             "TRACKER_LEASE is no longer used and is ignored: a claim now lasts each request's "
             "own slot plus TRACKER_DISPATCH_INTERVAL and the HTTP timeouts"
         )
-
-    values: dict[str, Any] = dict(
-        useapi_token=Secret(env.get("USEAPI_TOKEN", "").strip()),
-        useapi_base_url=_base_url(get("USEAPI_BASE_URL", DEFAULT_BASE_URL), insecure),
-        allow_insecure_upstream=insecure,
-        database_url=database_url,
-        db_schema=_db_schema(env.get("TRACKER_DB_SCHEMA", ""), database_url),
-        broker_url=broker_url,
-        data_dir=data_dir,
-        dispatch_interval=seconds("TRACKER_DISPATCH_INTERVAL", 5.0, 0.1, 3600),
-        first_poll_delay=seconds("TRACKER_FIRST_POLL_DELAY", 15.0, 0, 86400),
-        poll_interval_min=seconds("TRACKER_POLL_INTERVAL_MIN", min(15.0, cap), 0.1, 86400),
-        poll_interval_max=cap,
-        poll_jitter=_number(
-            "TRACKER_POLL_JITTER", get("TRACKER_POLL_JITTER", "0.2"), float, 0, 0.9
-        ),
-        give_up_after=seconds("TRACKER_GIVE_UP_AFTER", 6 * 3600.0, 1, 365 * 86400.0),
-        slow_after=seconds("TRACKER_SLOW_AFTER", 1800.0, 0, 365 * 86400.0),
-        slow_interval=seconds("TRACKER_SLOW_INTERVAL", max(300.0, cap), 0.1, 86400),
-        rate_limit=_number(
-            "TRACKER_RATE_LIMIT", get("TRACKER_RATE_LIMIT", "5"), float, 0.01, 10000
-        ),
-        http_connect_timeout=seconds("TRACKER_HTTP_CONNECT_TIMEOUT", 5.0, 0.05, 300),
-        http_timeout=seconds("TRACKER_HTTP_TIMEOUT", 20.0, 0.05, 600),
-        max_body_bytes=whole("TRACKER_MAX_BODY_BYTES", 1_048_576, 1024, 512 * 1_048_576),
-        batch_size=whole("TRACKER_BATCH_SIZE", 25, 1, 10000),
-        poll_concurrency=whole("TRACKER_POLL_CONCURRENCY", 8, 1, 256),
-        worker_concurrency=whole("TRACKER_WORKER_CONCURRENCY", 4, 1, 256),
-        auth_pause=seconds("TRACKER_AUTH_PAUSE", 60.0, 0.1, 86400),
-        rate_limit_pause=seconds("TRACKER_RATE_LIMIT_PAUSE", 15.0, 0.1, 3600),
-        rate_recovery=seconds("TRACKER_RATE_RECOVERY", 60.0, 0.1, 86400),
-        log_level=get("TRACKER_LOG_LEVEL", "INFO").strip().upper(),
-        queue_prefix=_queue_prefix(get("TRACKER_QUEUE_PREFIX", "tracker")),
-        log_format=_choice("TRACKER_LOG_FORMAT", get("TRACKER_LOG_FORMAT", "auto"), LOG_FORMATS),
-        retention=seconds("TRACKER_RETENTION", 30 * 86400.0, 3600, 3650 * 86400.0),
-        prune_interval=seconds("TRACKER_PRUNE_INTERVAL", 3600.0, 0, 30 * 86400.0),
-        metrics_port=whole("TRACKER_METRICS_PORT", 9808, 0, 65535),
-        beat_metrics_port=whole("TRACKER_BEAT_METRICS_PORT", 9809, 0, 65535),
-        webhook_url=_webhook_url(env.get("TRACKER_WEBHOOK_URL", "")),
-        webhook_secret=Secret(env.get("TRACKER_WEBHOOK_SECRET", "").strip()),
-        webhook_max_attempts=whole("TRACKER_WEBHOOK_MAX_ATTEMPTS", 15, 1, 100),
-        webhook_timeout=seconds("TRACKER_WEBHOOK_TIMEOUT", 10.0, 0.1, 300),
-        schedule=_choice("TRACKER_SCHEDULE", get("TRACKER_SCHEDULE", "adaptive"), SCHEDULES),
-        list_enabled=_bool("TRACKER_LIST", get("TRACKER_LIST", "true")),
-        list_interval=seconds("TRACKER_LIST_INTERVAL", min(10.0, cap), 0.1, 3600),
-        list_page_size=whole("TRACKER_LIST_PAGE_SIZE", 40, 1, 100),
-        list_max_pages=whole("TRACKER_LIST_MAX_PAGES", 3, 1, 50),
-        list_retry=seconds("TRACKER_LIST_RETRY", 3600.0, 0, 30 * 86400.0),
-        typical_duration=seconds("TRACKER_TYPICAL_DURATION", 90.0, 1, 86400),
-        scheduler_enabled=_bool("TRACKER_SCHEDULER", get("TRACKER_SCHEDULER", "true")),
-        scheduler_interval=seconds("TRACKER_SCHEDULER_INTERVAL", 3.0, 0.5, 3600),
-        # Celery's remote control and events: off, see README "Celery's own tools" for why.
-        celery_control=_bool("TRACKER_CELERY_CONTROL", get("TRACKER_CELERY_CONTROL", "false")),
+    return dict(
+        _intervals(r, list_enabled),
+        dispatch_interval=r.seconds("TRACKER_DISPATCH_INTERVAL", 5.0, 0.1, 3600),
+        first_poll_delay=r.seconds("TRACKER_FIRST_POLL_DELAY", 15.0, 0, 86400),
+        poll_jitter=r.number("TRACKER_POLL_JITTER", 0.2, 0, 0.9),
+        give_up_after=r.seconds("TRACKER_GIVE_UP_AFTER", 6 * 3600.0, 1, 365 * 86400.0),
+        slow_after=r.seconds("TRACKER_SLOW_AFTER", 1800.0, 0, 365 * 86400.0),
+        rate_limit=r.number("TRACKER_RATE_LIMIT", 5.0, 0.01, 10000),
+        batch_size=r.whole("TRACKER_BATCH_SIZE", 25, 1, 10000),
+        poll_concurrency=r.whole("TRACKER_POLL_CONCURRENCY", 8, 1, 256),
+        worker_concurrency=r.whole("TRACKER_WORKER_CONCURRENCY", 4, 1, 256),
+        auth_pause=r.seconds("TRACKER_AUTH_PAUSE", 60.0, 0.1, 86400),
+        rate_limit_pause=r.seconds("TRACKER_RATE_LIMIT_PAUSE", 15.0, 0.1, 3600),
+        rate_recovery=r.seconds("TRACKER_RATE_RECOVERY", 60.0, 0.1, 86400),
+        schedule=r.choice("TRACKER_SCHEDULE", "adaptive", SCHEDULES),
+        list_enabled=list_enabled,
+        list_page_size=r.whole("TRACKER_LIST_PAGE_SIZE", 40, 1, 100),
+        list_max_pages=r.whole("TRACKER_LIST_MAX_PAGES", 3, 1, 50),
+        list_retry=r.seconds("TRACKER_LIST_RETRY", 3600.0, 0),
+        typical_duration=r.seconds("TRACKER_TYPICAL_DURATION", 90.0, 1, 86400),
+        scheduler_enabled=r.flag("TRACKER_SCHEDULER", True),
+        scheduler_interval=r.seconds("TRACKER_SCHEDULER_INTERVAL", 3.0, 0.5, 3600),
         notices=tuple(notices),
     )
-    settings = Settings(**values)
-    _check_consistency(settings)
-    return settings
 
 
-def _check_consistency(s: Settings) -> None:
-    if s.slow_interval < s.poll_interval_max:
-        raise SettingsError(
-            f"TRACKER_SLOW_INTERVAL ({s.slow_interval:g}) is shorter than "
-            f"TRACKER_POLL_INTERVAL_MAX ({s.poll_interval_max:g}): old videos would be polled "
-            "more often than young ones"
-        )
-    if s.poll_interval_min > s.poll_interval_max:
-        raise SettingsError(
-            f"TRACKER_POLL_INTERVAL_MIN ({s.poll_interval_min:g}) is larger than "
-            f"TRACKER_POLL_INTERVAL_MAX ({s.poll_interval_max:g})"
-        )
-    if s.list_enabled and s.list_interval > s.poll_interval_max:
-        raise SettingsError(
-            f"TRACKER_LIST_INTERVAL ({s.list_interval:g}) is longer than "
-            f"TRACKER_POLL_INTERVAL_MAX ({s.poll_interval_max:g}): ids read through the list "
-            "would be looked at less often than the backoff cap allows; lower it, or set "
-            "TRACKER_LIST=false"
-        )
-    if s.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise SettingsError(f"TRACKER_LOG_LEVEL={s.log_level!r} is not a log level")
+# The defaults of the latency bound and of the intervals that must fit around it.
+POLL_INTERVAL_MAX, POLL_INTERVAL_MIN, LIST_INTERVAL, SLOW_INTERVAL = 15.0, 15.0, 10.0, 300.0
+
+
+def _intervals(r: _Reader, list_enabled: bool) -> dict[str, float]:
+    """The latency bound TRACKER_POLL_INTERVAL_MAX and the intervals around it: the minimum and
+    the list interval (while the list is on) at most the bound, the slow interval at least it.
+
+    A value the user set is kept and the defaults move to fit it; values the user set that do
+    not fit each other are reported, one line per pair, naming both.
+    """
+    cap = r.set_seconds("TRACKER_POLL_INTERVAL_MAX", 0.1, 86400)
+    low = r.set_seconds("TRACKER_POLL_INTERVAL_MIN", 0.1, 86400)
+    grid = r.set_seconds("TRACKER_LIST_INTERVAL", 0.1, 3600)
+    slow = r.set_seconds("TRACKER_SLOW_INTERVAL", 0.1, 86400)
+    below = {
+        "TRACKER_POLL_INTERVAL_MIN": low,
+        "TRACKER_LIST_INTERVAL": grid if list_enabled else None,
+    }
+    under = {name: value for name, value in below.items() if value is not None}
+    if cap is None:
+        floor = max(under.values(), default=0.0)
+        ceiling = math.inf if slow is None else slow
+        cap = min(max(POLL_INTERVAL_MAX, floor), ceiling) if floor <= ceiling else floor
+        for name, value in under.items():
+            if slow is not None and value > slow:
+                r.problems.append(
+                    f"{name} ({value:g}) is longer than TRACKER_SLOW_INTERVAL ({slow:g}): the "
+                    "latency bound TRACKER_POLL_INTERVAL_MAX would have to lie between them"
+                )
+    else:
+        if low is not None and low > cap:
+            r.problems.append(
+                f"TRACKER_POLL_INTERVAL_MIN ({low:g}) is larger than "
+                f"TRACKER_POLL_INTERVAL_MAX ({cap:g})"
+            )
+        if list_enabled and grid is not None and grid > cap:
+            r.problems.append(
+                f"TRACKER_LIST_INTERVAL ({grid:g}) is longer than TRACKER_POLL_INTERVAL_MAX "
+                f"({cap:g}): ids read through the list would be looked at less often than the "
+                "latency bound allows; lower it, or set TRACKER_LIST=false"
+            )
+        if slow is not None and slow < cap:
+            r.problems.append(
+                f"TRACKER_SLOW_INTERVAL ({slow:g}) is shorter than TRACKER_POLL_INTERVAL_MAX "
+                f"({cap:g}): old videos would be polled more often than young ones"
+            )
+    return dict(
+        poll_interval_max=cap,
+        poll_interval_min=min(POLL_INTERVAL_MIN, cap) if low is None else low,
+        list_interval=min(LIST_INTERVAL, cap) if grid is None else grid,
+        slow_interval=max(SLOW_INTERVAL, cap) if slow is None else slow,
+    )
+
+
+def _logging(r: _Reader) -> dict[str, Any]:
+    return dict(
+        log_level=r.read("TRACKER_LOG_LEVEL", "INFO", _log_level),
+        log_format=r.choice("TRACKER_LOG_FORMAT", "auto", LOG_FORMATS),
+    )
+
+
+def _metrics(r: _Reader) -> dict[str, Any]:
+    return dict(
+        metrics_port=r.whole("TRACKER_METRICS_PORT", 9808, 0, 65535),
+        beat_metrics_port=r.whole("TRACKER_BEAT_METRICS_PORT", 9809, 0, 65535),
+    )
+
+
+def _webhooks(r: _Reader) -> dict[str, Any]:
+    return dict(
+        webhook_url=r.read("TRACKER_WEBHOOK_URL", None, _webhook_url),
+        webhook_secret=Secret((r.raw("TRACKER_WEBHOOK_SECRET") or "").strip()),
+        webhook_max_attempts=r.whole("TRACKER_WEBHOOK_MAX_ATTEMPTS", 15, 1, 100),
+        webhook_timeout=r.seconds("TRACKER_WEBHOOK_TIMEOUT", 10.0, 0.1, 300),
+    )
+
+
+def _maintenance(r: _Reader) -> dict[str, Any]:
+    return dict(
+        retention=r.seconds("TRACKER_RETENTION", 30 * 86400.0, 3600, 3650 * 86400.0),
+        prune_interval=r.seconds("TRACKER_PRUNE_INTERVAL", 3600.0, 0),
+    )
+
+
+CONCERNS: dict[str, Callable[[_Reader], dict[str, Any]]] = {
+    DATABASE: _database,
+    BROKER: _broker,
+    UPSTREAM: _upstream,
+    POLLING: _polling,
+    LOGGING: _logging,
+    METRICS: _metrics,
+    WEBHOOKS: _webhooks,
+    MAINTENANCE: _maintenance,
+}
+EVERYTHING = frozenset(CONCERNS)
+
+
+def load(
+    environ: Mapping[str, str] | None = None, *, needs: Collection[str] = EVERYTHING
+) -> Settings:
+    """Read every setting. Problems in the concerns ``needs`` names raise one SettingsError with
+    one line per problem; a concern not needed that has problems takes its defaults instead."""
+    env = os.environ if environ is None else environ
+    unknown = set(needs) - EVERYTHING
+    if unknown:
+        raise ValueError(f"unknown settings concerns: {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for concern, read in CONCERNS.items():
+        reader = _Reader(env)
+        part = read(reader)
+        if reader.problems:
+            if concern in needs:
+                problems.extend(reader.problems)
+            else:
+                part = read(_Reader({}))
+        values.update(part)
+    if problems:
+        raise SettingsError("\n".join(problems))
+    return Settings(**values)

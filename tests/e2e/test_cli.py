@@ -413,9 +413,10 @@ def test_enqueue_ten_thousand_ids_from_stdin(
 # --- errors are one line -------------------------------------------------------------------------
 
 CONFIG_ERRORS = {
+    # `run` polls, so it checks the rate (`status` does not poll and ignores it)
     "bad-setting": (
         {"TRACKER_RATE_LIMIT": "fast"},
-        ("status",),
+        ("run",),
         ("TRACKER_RATE_LIMIT='fast' is not a number",),
     ),
     "mysql-url": (
@@ -515,6 +516,26 @@ def test_run_and_worker_need_the_token_and_worker_needs_a_broker(
     assert not (tmp_path / ".pixverse-tracker").exists(), "run stopped before opening a database"
     assert_one_line_error(worker, "USEAPI_TOKEN")
     assert_one_line_error(brokerless, "CELERY_BROKER_URL", "use `pixverse-tracker run`")
+
+
+@pytest.mark.parametrize("command", ["worker", "beat"])
+def test_a_bare_celery_worker_or_beat_without_database_url_stops_at_start_naming_it(
+    command: str, tmp_path: Path
+) -> None:
+    # Celery swallows a signal handler's exception: this once ran on with a stray SQLite file.
+    celery = str(Path(CLI).with_name("celery"))
+    env = base_env(USEAPI_TOKEN=SECRET_TOKEN, TRACKER_METRICS_PORT="0")
+    args = [celery, "-A", "worker.app", command, *(["--pool=threads"] * (command == "worker"))]
+    try:
+        done = subprocess.run(
+            args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`celery {command}` without DATABASE_URL did not stop")
+    assert done.returncode != 0, done
+    assert "DATABASE_URL is not set" in done.stderr, done
+    assert SECRET_TOKEN not in done.stdout + done.stderr
+    assert not (tmp_path / ".pixverse-tracker").exists()
 
 
 # --- status, list, show --------------------------------------------------------------------------
@@ -850,18 +871,28 @@ def test_token_never_appears_in_cli_output(
 # --- the embedded default ------------------------------------------------------------------------
 
 
-def test_embedded_default_enqueue_and_list_create_sqlite_under_cwd(tmp_path: Path) -> None:
+def test_without_database_url_enqueue_uses_only_an_existing_embedded_file_and_names_it(
+    tmp_path: Path,
+) -> None:
     env = base_env()
     a, b = vid(1), vid(2)
+    refused = cli("enqueue", a, env=env, cwd=tmp_path)
+    assert_one_line_error(refused, "DATABASE_URL is not set", ".pixverse-tracker/tracker.db")
+    assert list(tmp_path.iterdir()) == [], "no stray database file"
+
+    # the file `run` makes here (an explicit sqlite:// URL is always accepted)
+    database = tmp_path / ".pixverse-tracker" / "tracker.db"
+    explicit = base_env(DATABASE_URL="sqlite:///.pixverse-tracker/tracker.db")
+    assert cli("migrate", env=explicit, cwd=tmp_path).code == 0
+    note = "pixverse-tracker: using the embedded database .pixverse-tracker/tracker.db"
     enq = cli("enqueue", a, b, a, env=env, cwd=tmp_path)
     assert enq.code == 0, enq
     assert enq.out.strip() == "enqueued 2 new, re-armed 0, 0 already tracked"
-    database = tmp_path / ".pixverse-tracker" / "tracker.db"
-    assert database.is_file()
+    assert enq.err.startswith(note), enq
 
     listed = cli("list", env=env, cwd=tmp_path)
     assert listed.code == 0, listed
-    assert listed.err == "", listed
+    assert listed.err.startswith(note), listed
     rows = table_rows(listed.out)
     assert rows[0] == VIDEO_HEADERS
     assert [(r[0], r[1]) for r in rows[1:]] == [(a, "pending"), (b, "pending")]
@@ -947,7 +978,9 @@ def test_migrate_on_a_database_from_a_newer_version_is_one_line(
 
 def test_data_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "not-a-dir").write_text("oops\n")
-    result = cli("status", env=base_env(TRACKER_DATA_DIR="not-a-dir"), cwd=tmp_path)
+    # `run` is the command that makes the embedded database under the data dir
+    env = base_env(TRACKER_DATA_DIR="not-a-dir", USEAPI_TOKEN="tok")
+    result = cli("run", env=env, cwd=tmp_path)
     assert_one_line_error(result, "not-a-dir")
 
 

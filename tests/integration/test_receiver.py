@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from wsgiref.types import WSGIApplication
 from wsgiref.util import setup_testing_defaults
@@ -661,6 +662,21 @@ def test_the_production_application_without_a_secret_fails_every_request_even_he
     assert (health.status, push.status) == (500, 500)
     assert push.json() == {"error": "receiver misconfigured"}
     assert receiver._built is None
+
+
+def test_the_production_application_without_database_url_fails_and_writes_no_local_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clean_production: None
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("TRACKER_CALLBACK_SECRET", SECRET)
+
+    health = call(receiver.application, method="GET", path="/healthz")
+    push = call(receiver.application, body={"video_id": vid(1)})
+
+    assert (health.status, push.status) == (500, 500)
+    assert receiver._built is None
+    assert list(tmp_path.iterdir()) == [], "no embedded SQLite file behind the receiver"
 
 
 def test_the_development_server_takes_a_push_over_http_and_keeps_the_secret_off_stderr(

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worker.settings import (
+    DATABASE,
     DEFAULT_BASE_URL,
     EMBEDDED_BROKER_URL,
     Secret,
@@ -384,8 +387,178 @@ def test_a_non_boolean_list_switch_is_refused_naming_the_variable() -> None:
     )
 
 
-def test_a_list_interval_longer_than_the_backoff_cap_is_refused_unless_the_list_is_off() -> None:
-    message = error_for(TRACKER_LIST_INTERVAL="90")
+def test_a_list_interval_longer_than_a_set_bound_is_refused_unless_the_list_is_off() -> None:
+    message = error_for(TRACKER_LIST_INTERVAL="90", TRACKER_POLL_INTERVAL_MAX="60")
     assert message.startswith("TRACKER_LIST_INTERVAL (90) is longer than TRACKER_POLL_INTERVAL_MAX")
     assert "TRACKER_LIST=false" in message
-    assert load_with(TRACKER_LIST_INTERVAL="90", TRACKER_LIST="false").list_interval == 90.0
+    s = load_with(TRACKER_LIST_INTERVAL="90", TRACKER_POLL_INTERVAL_MAX="60", TRACKER_LIST="false")
+    assert (s.list_interval, s.poll_interval_max) == (90.0, 60.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# a default never refuses a value the user set
+# ---------------------------------------------------------------------------------------------
+
+INTERVALS = {
+    "TRACKER_POLL_INTERVAL_MAX": "poll_interval_max",
+    "TRACKER_POLL_INTERVAL_MIN": "poll_interval_min",
+    "TRACKER_LIST_INTERVAL": "list_interval",
+    "TRACKER_SLOW_INTERVAL": "slow_interval",
+}
+
+
+def assert_intervals_fit(s: Settings) -> None:
+    assert s.poll_interval_min <= s.poll_interval_max <= s.slow_interval
+    assert s.list_interval <= s.poll_interval_max or not s.list_enabled
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TRACKER_POLL_INTERVAL_MAX", "3"),
+        ("TRACKER_POLL_INTERVAL_MAX", "600"),
+        ("TRACKER_POLL_INTERVAL_MAX", "0.1"),
+        ("TRACKER_POLL_INTERVAL_MAX", "86400"),
+        ("TRACKER_POLL_INTERVAL_MIN", "0.1"),
+        ("TRACKER_POLL_INTERVAL_MIN", "86400"),
+        ("TRACKER_LIST_INTERVAL", "0.1"),
+        ("TRACKER_LIST_INTERVAL", "3600"),
+        ("TRACKER_SLOW_INTERVAL", "0.1"),
+        ("TRACKER_SLOW_INTERVAL", "86400"),
+    ],
+)
+def test_any_interval_set_alone_is_kept_and_the_defaults_fit_around_it(
+    name: str, value: str
+) -> None:
+    s = load({name: value})
+    assert getattr(s, INTERVALS[name]) == float(value)
+    assert_intervals_fit(s)
+
+
+def test_a_minimum_or_a_list_interval_above_the_default_bound_raises_the_bound() -> None:
+    assert load_with(TRACKER_POLL_INTERVAL_MIN="20").poll_interval_max == 20.0
+    s = load_with(TRACKER_LIST_INTERVAL="90")
+    assert (s.poll_interval_max, s.poll_interval_min, s.slow_interval) == (90.0, 15.0, 300.0)
+    # with the list off, its interval bounds nothing
+    assert load_with(TRACKER_LIST_INTERVAL="90", TRACKER_LIST="false").poll_interval_max == 15.0
+
+
+def test_a_slow_interval_below_the_default_bound_lowers_the_bound_and_what_sits_under_it() -> None:
+    s = load_with(TRACKER_SLOW_INTERVAL="10")
+    assert (s.poll_interval_max, s.poll_interval_min, s.list_interval) == (10.0, 10.0, 10.0)
+
+
+def test_a_long_dispatch_interval_alone_is_accepted_and_the_lease_follows_it() -> None:
+    s = load_with(TRACKER_DISPATCH_INTERVAL="100")
+    assert s.dispatch_interval == 100.0
+    assert s.lease == 100 + 5 + 20
+    assert s.task_time_limit > s.lease
+
+
+def test_two_conflicting_values_give_one_line_naming_both() -> None:
+    message = error_for(TRACKER_POLL_INTERVAL_MIN="400", TRACKER_SLOW_INTERVAL="300")
+    assert "\n" not in message
+    assert message.startswith(
+        "TRACKER_POLL_INTERVAL_MIN (400) is longer than TRACKER_SLOW_INTERVAL (300)"
+    )
+
+
+def test_every_problem_is_reported_at_once_one_line_each() -> None:
+    message = error_for(
+        TRACKER_RATE_LIMIT="fast",
+        TRACKER_BATCH_SIZE="0",
+        DATABASE_URL="mysql://u@h/db",
+        TRACKER_POLL_INTERVAL_MIN="20",
+        TRACKER_POLL_INTERVAL_MAX="10",
+    )
+    lines = message.splitlines()
+    assert len(lines) == 4, message
+    assert lines[0].startswith("DATABASE_URL uses 'mysql'")
+    assert "TRACKER_POLL_INTERVAL_MIN (20) is larger than TRACKER_POLL_INTERVAL_MAX (10)" in lines
+    assert "TRACKER_RATE_LIMIT='fast' is not a number" in lines
+    assert any(line.startswith("TRACKER_BATCH_SIZE='0' is out of range") for line in lines)
+
+
+def test_an_unparseable_bound_is_one_problem_not_a_conflict_with_its_neighbours() -> None:
+    assert error_for(TRACKER_POLL_INTERVAL_MAX="soon", TRACKER_POLL_INTERVAL_MIN="20") == (
+        "TRACKER_POLL_INTERVAL_MAX='soon' is not a number"
+    )
+
+
+INTERVAL_VALUES = st.sampled_from(["0.1", "1", "3", "10", "15", "20", "90", "300", "600", "3600"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(sorted(INTERVALS)), INTERVAL_VALUES),
+    st.sampled_from(["true", "false"]),
+)
+def test_set_intervals_are_kept_or_each_conflict_names_two_set_variables(
+    chosen: dict[str, str], list_switch: str
+) -> None:
+    env = {**chosen, "TRACKER_LIST": list_switch}
+    try:
+        s = load(env)
+    except SettingsError as exc:
+        for line in str(exc).splitlines():
+            named = [name for name in chosen if name in line]
+            assert len(named) == 2, line
+        return
+    for name, value in chosen.items():
+        assert getattr(s, INTERVALS[name]) == float(value)
+    assert_intervals_fit(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# each command checks only the concerns it uses
+# ---------------------------------------------------------------------------------------------
+
+BROKEN_POLLING = {"TRACKER_POLL_INTERVAL_MIN": "20", "TRACKER_POLL_INTERVAL_MAX": "10"}
+
+
+def test_a_concern_not_needed_is_not_checked_and_takes_its_defaults() -> None:
+    env = {**BROKEN_POLLING, "TRACKER_RATE_LIMIT": "9", "DATABASE_URL": "postgresql://u@h/db"}
+    s = load(env, needs={DATABASE})
+    assert s.database_url == "postgresql+psycopg2://u@h/db"
+    defaults = load({})
+    assert (s.poll_interval_min, s.poll_interval_max, s.rate_limit) == (
+        defaults.poll_interval_min,
+        defaults.poll_interval_max,
+        defaults.rate_limit,
+    )
+    with pytest.raises(SettingsError, match="TRACKER_POLL_INTERVAL_MIN"):
+        load(env)
+
+
+def test_a_needed_concern_is_still_checked() -> None:
+    with pytest.raises(SettingsError, match="^DATABASE_URL uses 'mysql'[^\n]*$"):
+        load({**BROKEN_POLLING, "DATABASE_URL": "mysql://u@h/db"}, needs={DATABASE})
+
+
+def test_a_concern_without_problems_keeps_the_values_set_even_when_not_needed() -> None:
+    assert load({"TRACKER_RATE_LIMIT": "9"}, needs={DATABASE}).rate_limit == 9.0
+
+
+def test_an_unknown_concern_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="unknown settings concerns"):
+        load({}, needs={"databse"})
+
+
+# ---------------------------------------------------------------------------------------------
+# the embedded database is never a surprise
+# ---------------------------------------------------------------------------------------------
+
+
+def test_without_database_url_the_embedded_file_is_marked_and_required_database_refuses() -> None:
+    s = load({})
+    assert s.embedded_database is True
+    assert s.embedded_database_path == Path(".pixverse-tracker/tracker.db")
+    with pytest.raises(SettingsError, match="^DATABASE_URL is not set: ") as caught:
+        s.require_database()
+    assert "sqlite:///.pixverse-tracker/tracker.db" in str(caught.value)
+
+
+def test_an_explicit_database_url_is_required_database() -> None:
+    s = load_with(DATABASE_URL="sqlite:///.pixverse-tracker/tracker.db")
+    assert s.embedded_database is False
+    assert s.require_database() == "sqlite:///.pixverse-tracker/tracker.db"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -19,6 +20,9 @@ from worker import db
 from worker.client import UseapiClient
 from worker.settings import Settings, load
 from worker.tracking import Policy
+
+if TYPE_CHECKING:
+    from worker.sender import Deliverer
 
 
 class Runtime:
@@ -62,6 +66,13 @@ class Runtime:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
+
+    @cached_property
+    def deliverer(self) -> Deliverer:
+        # Imported here: the sender module refers back to Runtime.
+        from worker.sender import Deliverer
+
+        return Deliverer(self)
 
     @cached_property
     def policy(self) -> Policy:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from worker.webhooks import InvalidCallbackUrl, validate_url
+from worker.addresses import parse_allowlist
+from worker.webhooks import InvalidCallbackUrl, InvalidSecret, shown_url, signing_key, validate_url
 
 DEFAULT_BASE_URL = "https://api.useapi.net"
 EMBEDDED_BROKER_URL = "memory://"
@@ -88,6 +89,9 @@ class Settings:
     webhook_secret: Secret
     webhook_max_attempts: int
     webhook_timeout: float
+    webhook_allow_private: bool
+    webhook_allowlist: str
+    webhook_concurrency: int
     schedule: str
     list_enabled: bool
     list_interval: float
@@ -103,8 +107,7 @@ class Settings:
     def __repr__(self) -> str:
         # The token is a Secret already; URLs may carry passwords, so mask those too.
         shown = ", ".join(
-            f"{name}={(mask_password(value) if name.endswith('_url') else value)!r}"
-            for name, value in vars(self).items()
+            f"{name}={_shown_setting(name, value)!r}" for name, value in vars(self).items()
         )
         return f"Settings({shown})"
 
@@ -155,6 +158,12 @@ class Settings:
 
 
 # --- parsing helpers: each names the variable in its error ------------------------------------
+
+
+def _shown_setting(name: str, value: Any) -> Any:
+    if name == "webhook_url" and value:
+        return shown_url(value)  # its query string may carry the application's own token
+    return mask_password(value) if name.endswith("_url") else value
 
 
 def _number(name: str, raw: str, cast: Callable[[str], T], low: float, high: float) -> T:
@@ -255,6 +264,23 @@ def _webhook_url(raw: str) -> str | None:
         raise SettingsError(f"TRACKER_WEBHOOK_URL: {exc}") from None
 
 
+def _webhook_secret(raw: str) -> Secret:
+    secret = raw.strip()
+    try:
+        signing_key(secret)
+    except InvalidSecret as exc:
+        raise SettingsError(f"TRACKER_WEBHOOK_SECRET: {exc}") from None
+    return Secret(secret)
+
+
+def _webhook_allowlist(raw: str) -> str:
+    try:
+        parse_allowlist(raw)
+    except ValueError as exc:
+        raise SettingsError(f"TRACKER_WEBHOOK_ALLOWLIST: {exc}") from None
+    return raw.strip()
+
+
 def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     value = raw.strip().lower()
     if value not in choices:
@@ -343,9 +369,14 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         metrics_port=whole("TRACKER_METRICS_PORT", 9808, 0, 65535),
         beat_metrics_port=whole("TRACKER_BEAT_METRICS_PORT", 9809, 0, 65535),
         webhook_url=_webhook_url(env.get("TRACKER_WEBHOOK_URL", "")),
-        webhook_secret=Secret(env.get("TRACKER_WEBHOOK_SECRET", "").strip()),
+        webhook_secret=_webhook_secret(env.get("TRACKER_WEBHOOK_SECRET", "")),
         webhook_max_attempts=whole("TRACKER_WEBHOOK_MAX_ATTEMPTS", 15, 1, 100),
         webhook_timeout=seconds("TRACKER_WEBHOOK_TIMEOUT", 10.0, 0.1, 300),
+        webhook_allow_private=_bool(
+            "TRACKER_WEBHOOK_ALLOW_PRIVATE", get("TRACKER_WEBHOOK_ALLOW_PRIVATE", "")
+        ),
+        webhook_allowlist=_webhook_allowlist(env.get("TRACKER_WEBHOOK_ALLOWLIST", "")),
+        webhook_concurrency=whole("TRACKER_WEBHOOK_CONCURRENCY", 4, 1, 64),
         schedule=_choice("TRACKER_SCHEDULE", get("TRACKER_SCHEDULE", "adaptive"), SCHEDULES),
         list_enabled=_bool("TRACKER_LIST", get("TRACKER_LIST", "true")),
         list_interval=seconds("TRACKER_LIST_INTERVAL", min(10.0, cap), 0.1, 3600),

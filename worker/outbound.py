@@ -23,11 +23,14 @@ from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from types import TracebackType
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from worker.addresses import AddressPolicy, IPAddress, literal_address
 
 Resolver = Callable[[str, int], list[IPAddress]]
+# Left as they are in the request target: every printable ASCII character (validate_url has
+# refused spaces and controls); anything else is percent-encoded, as browsers and requests do.
+_TARGET_SAFE = "".join(chr(c) for c in range(33, 127))
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,7 @@ def post(
         port = parts.port or (443 if https else 80)
     except (UnicodeError, ValueError):
         return Attempt(False, None, "the URL's host or port is not valid", permanent=True)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), _TARGET_SAFE)
 
     literal = literal_address(host)
     try:

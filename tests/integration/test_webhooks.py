@@ -582,3 +582,40 @@ def test_https_to_a_pinned_address_keeps_the_urls_name_for_sni_and_the_certifica
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_path_and_query_beyond_ascii_arrive_percent_encoded() -> None:
+    from worker import outbound
+    from worker.addresses import AddressPolicy
+
+    receiver = Receiver([])
+    try:
+        url = f"http://127.0.0.1:{receiver.port}/hooks/vidéo?name=ñ&x=%41"
+        attempt = outbound.post(url, b"{}", {}, AddressPolicy(allow_private=True), 5.0)
+        assert attempt.ok, attempt
+        assert receiver.paths == ["/hooks/vid%C3%A9o?name=%C3%B1&x=%41"]
+    finally:
+        receiver.close()
+
+
+def test_a_stored_delivery_to_a_forbidden_address_fails_at_once_without_a_connection(
+    pg: sessionmaker[Session], pg_database: str, simulator: Simulator
+) -> None:
+    receiver = Receiver([])
+    rt = _runtime(pg_database, simulator)
+    try:
+        _finished_with_callback(rt, receiver.url, 29)
+        with rt.sessions.begin() as session:  # as stored before addresses were checked
+            session.execute(
+                text("UPDATE callback_outbox SET url = 'http://169.254.169.254/latest/meta-data/'")
+            )
+        assert sender.deliver_due(rt) == 0
+        (row,) = _outbox(rt)
+        assert row["failed_at"] is not None and row["attempts"] == 1
+        assert row["last_error"] == (
+            "refused: 169.254.169.254 is a cloud metadata address, which is never allowed"
+        )
+        assert receiver.received == []
+    finally:
+        rt.close()
+        receiver.close()

@@ -27,6 +27,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # Queue names carry a prefix so several trackers (or test runs) can share one Redis.
     dispatch_queue = f"{settings.queue_prefix}.dispatch"
     poll_queue = f"{settings.queue_prefix}.poll"
+    # Its own queue, so a deliver tick never waits behind poll batches (the POSTs themselves
+    # run on the webhook senders' threads, see worker/sender.py).
+    deliver_queue = f"{settings.queue_prefix}.deliver"
     # No message carries an `expires`: Celery compares it with the receiving worker's wall
     # clock, so a worker whose clock is minutes off would drop every task. Staleness is judged
     # in database time instead: a poll batch by its claim token and lease; a backlog of
@@ -49,14 +52,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # these limits bite only in the prefork pool, where Celery can enforce them).
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": max(1.0, settings.task_time_limit - 3),
-        "task_queues": (Queue(dispatch_queue), Queue(poll_queue)),
+        "task_queues": (Queue(dispatch_queue), Queue(poll_queue), Queue(deliver_queue)),
         "task_default_queue": poll_queue,
         "task_routes": {
             "tracker.dispatch": {"queue": dispatch_queue},
             "tracker.prune": {"queue": dispatch_queue},
             "tracker.scheduler": {"queue": dispatch_queue},
             "tracker.poll": {"queue": poll_queue},
-            "tracker.deliver": {"queue": poll_queue},
+            "tracker.deliver": {"queue": deliver_queue},
         },
         # Beat keeps no schedule file: one fixed interval needs no persistence.
         "beat_scheduler": "celery.beat:Scheduler",

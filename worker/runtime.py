@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Collection
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -20,6 +21,9 @@ from worker import db
 from worker.client import UseapiClient
 from worker.settings import EVERYTHING, Settings, load
 from worker.tracking import Policy
+
+if TYPE_CHECKING:
+    from worker.sender import Deliverer
 
 
 class Runtime:
@@ -65,6 +69,13 @@ class Runtime:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
+
+    @cached_property
+    def deliverer(self) -> Deliverer:
+        # Imported here: the sender module refers back to Runtime.
+        from worker.sender import Deliverer
+
+        return Deliverer(self)
 
     @cached_property
     def policy(self) -> Policy:

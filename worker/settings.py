@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from worker.webhooks import InvalidCallbackUrl, validate_url
+from worker.addresses import parse_allowlist
+from worker.webhooks import InvalidCallbackUrl, InvalidSecret, shown_url, signing_key, validate_url
 
 DEFAULT_BASE_URL = "https://api.useapi.net"
 EMBEDDED_BROKER_URL = "memory://"
@@ -96,6 +97,9 @@ class Settings:
     webhook_secret: Secret
     webhook_max_attempts: int
     webhook_timeout: float
+    webhook_allow_private: bool
+    webhook_allowlist: str
+    webhook_concurrency: int
     schedule: str
     list_enabled: bool
     list_interval: float
@@ -115,8 +119,7 @@ class Settings:
     def __repr__(self) -> str:
         # The token is a Secret already; URLs may carry passwords, so mask those too.
         shown = ", ".join(
-            f"{name}={(mask_password(value) if name.endswith('_url') else value)!r}"
-            for name, value in vars(self).items()
+            f"{name}={_shown_setting(name, value)!r}" for name, value in vars(self).items()
         )
         return f"Settings({shown})"
 
@@ -183,6 +186,12 @@ class Settings:
 
 
 # --- parsing helpers: each names the variable in its error ------------------------------------
+
+
+def _shown_setting(name: str, value: Any) -> Any:
+    if name == "webhook_url" and value:
+        return shown_url(value)  # its query string may carry the application's own token
+    return mask_password(value) if name.endswith("_url") else value
 
 
 def _number(name: str, raw: str, cast: Callable[[str], T], low: float, high: float) -> T:
@@ -298,6 +307,23 @@ def _webhook_url(_name: str, raw: str) -> str | None:
         return validate_url(raw)
     except InvalidCallbackUrl as exc:
         raise SettingsError(f"TRACKER_WEBHOOK_URL: {exc}") from None
+
+
+def _webhook_secret(raw: str) -> Secret:
+    secret = raw.strip()
+    try:
+        signing_key(secret)
+    except InvalidSecret as exc:
+        raise SettingsError(f"TRACKER_WEBHOOK_SECRET: {exc}") from None
+    return Secret(secret)
+
+
+def _webhook_allowlist(raw: str) -> str:
+    try:
+        parse_allowlist(raw)
+    except ValueError as exc:
+        raise SettingsError(f"TRACKER_WEBHOOK_ALLOWLIST: {exc}") from None
+    return raw.strip()
 
 
 def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
@@ -533,9 +559,16 @@ def _metrics(r: _Reader) -> dict[str, Any]:
 def _webhooks(r: _Reader) -> dict[str, Any]:
     return dict(
         webhook_url=r.read("TRACKER_WEBHOOK_URL", None, _webhook_url),
-        webhook_secret=Secret((r.raw("TRACKER_WEBHOOK_SECRET") or "").strip()),
+        webhook_secret=r.read(
+            "TRACKER_WEBHOOK_SECRET", Secret(""), lambda _, raw: _webhook_secret(raw)
+        ),
         webhook_max_attempts=r.whole("TRACKER_WEBHOOK_MAX_ATTEMPTS", 15, 1, 100),
         webhook_timeout=r.seconds("TRACKER_WEBHOOK_TIMEOUT", 10.0, 0.1, 300),
+        webhook_allow_private=r.flag("TRACKER_WEBHOOK_ALLOW_PRIVATE", False),
+        webhook_allowlist=r.read(
+            "TRACKER_WEBHOOK_ALLOWLIST", "", lambda _, raw: _webhook_allowlist(raw)
+        ),
+        webhook_concurrency=r.whole("TRACKER_WEBHOOK_CONCURRENCY", 4, 1, 64),
     )
 
 

@@ -42,8 +42,10 @@ def prune() -> int:
 
 @app.task(name="tracker.deliver", ignore_result=True)
 def deliver() -> int:
-    """POST owed completion callbacks to applications (beat runs it every dispatch interval)."""
-    return sender.deliver_due(runtime.get())
+    """Hand owed completion callbacks to this process's webhook senders (beat runs it every
+    dispatch interval). Returns at once: the POSTs run on the senders' own threads, never on a
+    Celery thread that could poll."""
+    return sender.start(runtime.get())
 
 
 @app.task(name="tracker.poll", ignore_result=True)

@@ -991,3 +991,19 @@ def test_simulate_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         result = cli("simulate", "--port", str(port), env=base_env(), cwd=tmp_path, timeout=15)
     assert_one_line_error(result, str(port))
+
+
+def test_a_callback_address_that_is_never_allowed_is_one_line_and_stores_nothing(
+    pg_env: dict[str, str], pg_engine: Engine, tmp_path: Path
+) -> None:
+    metadata = "http://[::ffff:169.254.169.254]/latest/meta-data/?token=app-secret-1"
+    enqueue, status = parallel(
+        lambda: cli("enqueue", "--callback-url", metadata, vid(9101), env=pg_env, cwd=tmp_path),
+        lambda: cli("status", env={**pg_env, "TRACKER_WEBHOOK_URL": metadata}, cwd=tmp_path),
+    )
+    line = assert_one_line_error(
+        enqueue, "callback URL host ::ffff:169.254.169.254 is a cloud metadata address"
+    )
+    assert "never allowed" in line and "app-secret-1" not in enqueue.both
+    assert sql(pg_engine, "SELECT count(*) FROM videos WHERE video_id = :v", v=vid(9101)) == [(0,)]
+    assert_one_line_error(status, "TRACKER_WEBHOOK_URL: ", "never allowed")

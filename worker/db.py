@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -76,6 +77,26 @@ def describe_error(exc: BaseException) -> str:
     original = getattr(exc, "orig", None) or exc
     lines = str(original).strip().splitlines()
     return lines[0] if lines else type(original).__name__
+
+
+# SQLSTATE classes that say the database cannot take a write right now, whatever the values:
+# connection exception, transaction rollback (serialization, deadlock), insufficient
+# resources, operator intervention (shutdown, cancel), system error.
+_UNAVAILABLE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a failed write says the database is unavailable (retry the same write later),
+    rather than that it refused what was written (a value, a constraint, a bug)."""
+    if isinstance(exc, sqlalchemy_exc.TimeoutError):  # no pooled connection came free
+        return True
+    if isinstance(exc, sqlalchemy_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sqlalchemy_exc.OperationalError | sqlalchemy_exc.InterfaceError):
+        return False
+    code = getattr(exc.orig, "pgcode", None)
+    # No SQLSTATE: the connection itself failed (or SQLite was busy or locked).
+    return code is None or str(code)[:2] in _UNAVAILABLE_CLASSES
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

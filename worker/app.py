@@ -7,13 +7,14 @@ The configuration is read when Celery first needs it, not at import time.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from celery import Celery, signals
 from kombu.entity import Queue
 
 from worker import logs, metrics
-from worker.settings import Settings, load
+from worker.settings import Settings, SettingsError, load
 
 app = Celery("pixverse_tracker", include=["worker.tasks"])
 
@@ -114,9 +115,14 @@ def _setup_logging(**_: Any) -> None:
 
 @signals.worker_init.connect
 def _require_token(**_: Any) -> None:
-    # `celery -A worker.app worker` must stop at start-up too, not poll with no token.
-    settings = load()
-    settings.require_token()
+    # `celery -A worker.app worker` must stop at start-up too, not poll with no token. Celery
+    # logs and ignores an exception raised by a signal handler (the worker would start and
+    # fail every task), so this exits, with the one line `pixverse-tracker worker` prints.
+    try:
+        settings = load()
+        settings.require_token()
+    except SettingsError as exc:
+        sys.exit(f"pixverse-tracker: error: {exc}")
     metrics.serve(settings.metrics_port)
 
 

@@ -304,7 +304,7 @@ def status_lines(
             f"polling paused until {_stamp(s.auth_paused_until)} (then one probe at a time)"
         )
     else:
-        lines.append("upstream token: accepted (no 401 since the last success)")
+        lines.append(token_line(s, settings))
     if s.throttled_until and s.throttled_until > s.now:
         lines.append(f"throttled by 429 until {_stamp(s.throttled_until)}")
     lines.append(
@@ -315,6 +315,22 @@ def status_lines(
         lines.append(scheduler_line(s, settings))
         lines.extend(contract_lines(s, settings))
     return lines
+
+
+def token_line(s: store.Summary, settings: Settings | None = None) -> str:
+    """What is known of the token while no 401 holds: accepted only once answers prove it."""
+    answered = (
+        s.polls_last_hour - s.errors_last_hour - s.rate_limited_last_hour - s.unauthorized_last_hour
+    )
+    if answered > 0:
+        return (
+            f"upstream token: accepted ({answered} answers in the last hour; "
+            "no 401 since the last success)"
+        )
+    line = "upstream token: not proven (no upstream answer in the last hour)"
+    if settings is not None and not settings.useapi_token:
+        line += "; USEAPI_TOKEN is not set here"
+    return line
 
 
 def scheduler_line(s: store.Summary, settings: Settings) -> str:

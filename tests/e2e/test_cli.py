@@ -21,6 +21,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -517,6 +518,55 @@ def test_run_and_worker_need_the_token_and_worker_needs_a_broker(
     assert_one_line_error(brokerless, "CELERY_BROKER_URL", "use `pixverse-tracker run`")
 
 
+def test_the_celery_worker_command_without_a_token_refuses_to_start_with_one_line(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # README: `celery -A worker.app worker` works like `pixverse-tracker worker`
+    celery = str(Path(CLI).with_name("celery"))
+    env = base_env(
+        DATABASE_URL=pg_url,
+        CELERY_BROKER_URL=REDIS_URL,
+        TRACKER_QUEUE_PREFIX=f"notoken-{uuid.uuid4().hex[:8]}",
+        TRACKER_METRICS_PORT="0",
+    )
+    argv = [celery, "-A", "worker.app", "worker", "--pool=threads", "--without-mingle"]
+    try:
+        done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the celery worker started without USEAPI_TOKEN and kept running")
+    err = done.stderr.decode("utf-8", errors="replace")
+    assert done.returncode != 0, err
+    assert "Traceback" not in err + done.stdout.decode("utf-8", errors="replace"), err
+    # (Celery may warn first that it runs as root; the refusal is the one line of ours)
+    ours = [line for line in err.splitlines() if line.startswith("pixverse-tracker: error: ")]
+    assert ours == [
+        "pixverse-tracker: error: USEAPI_TOKEN is not set: the tracker cannot poll useapi.net "
+        "without it"
+    ], err
+    assert err.strip().splitlines()[-1] == ours[0], err
+
+
+def test_health_fails_with_one_line_when_dispatch_stopped_while_ids_are_pending(
+    pg_env: dict[str, str], pg_engine: Engine, tmp_path: Path
+) -> None:
+    env = {**pg_env, "CELERY_BROKER_URL": REDIS_URL}
+    assert cli("enqueue", vid(1), env=env, cwd=tmp_path).code == 0
+    # beat (or every worker) died 52 s ago, with the default 5 s dispatch interval
+    sql(pg_engine, "UPDATE tracker_control SET last_dispatch_at = now() - interval '52 seconds'")
+    result = cli("health", env=env, cwd=tmp_path)
+    assert result.code == 1, result
+    (line,) = [line for line in result.out.splitlines() if line.startswith("FAIL")]
+    assert re.fullmatch(
+        r"FAIL dispatch: last ran 5\ds ago \(more than 3 x TRACKER_DISPATCH_INTERVAL = 15s\) "
+        r"while 1 ids are pending: is beat running, and a worker\?",
+        line,
+    ), result
+    assert "ok   database" in result.out and "ok   broker" in result.out
+
+    sql(pg_engine, "UPDATE tracker_control SET last_dispatch_at = now()")
+    assert cli("health", env=env, cwd=tmp_path).code == 0
+
+
 # --- status, list, show --------------------------------------------------------------------------
 
 
@@ -550,7 +600,8 @@ def test_status_text_and_json(pg_env: dict[str, str], pg_engine: Engine, tmp_pat
     assert lines[0] == "pending 2  done 1  abandoned 1  (due now 1)"
     assert lines[1] == f"oldest pending: {old} (enqueued 5m ago)"
     assert "last hour: 0 polls, 0 errors, 0 rate-limited, 0 unauthorized" in lines
-    assert "upstream token: accepted (no 401 since the last success)" in lines
+    # nothing has proved the token yet: no request was answered (issue 11)
+    assert "upstream token: not proven (no upstream answer in the last hour)" in lines
     assert any(line.startswith("rate: 5/s of 5/s") for line in lines), result
 
     assert as_json.code == 0, as_json

@@ -15,9 +15,11 @@ import argparse
 import csv
 import io
 import json
+import os
 import re
 import socket
 import sqlite3
+import stat
 import subprocess
 import threading
 import time
@@ -824,6 +826,9 @@ def test_embedded_default_enqueue_and_list_create_sqlite_under_cwd(tmp_path: Pat
     assert enq.out.strip() == "enqueued 2 new, re-armed 0, 0 already tracked"
     database = tmp_path / ".pixverse-tracker" / "tracker.db"
     assert database.is_file()
+    # private: no other user may read the records or plant a file beside them (issue 11)
+    assert stat.S_IMODE(database.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
 
     listed = cli("list", env=env, cwd=tmp_path)
     assert listed.code == 0, listed
@@ -903,6 +908,15 @@ def test_migrate_on_a_database_from_a_newer_version_is_one_line(
     sql(engine, "UPDATE alembic_version SET version_num = '9999_from_the_future'")
     result = cli("migrate", env=env, cwd=tmp_path)
     assert_one_line_error(result, "9999_from_the_future")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_data_dir_that_belongs_to_another_user_is_refused_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "theirs").mkdir()
+    os.chown(tmp_path / "theirs", 65534, 65534)
+    result = cli("enqueue", vid(1), env=base_env(TRACKER_DATA_DIR="theirs"), cwd=tmp_path)
+    assert_one_line_error(result, "the database folder theirs belongs to another user")
+    assert list((tmp_path / "theirs").iterdir()) == []
 
 
 def test_data_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:

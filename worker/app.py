@@ -136,7 +136,9 @@ def _stop_if_misconfigured() -> Iterator[None]:
     try:
         yield
     except SettingsError as exc:
-        raise SystemExit(str(exc)) from None
+        # the lines `pixverse-tracker worker|beat` prints: one per problem
+        lines = str(exc).splitlines() or [""]
+        raise SystemExit("\n".join(f"pixverse-tracker: error: {line}" for line in lines)) from None
 
 
 @signals.worker_init.connect

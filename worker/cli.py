@@ -340,10 +340,8 @@ def status_lines(
             f"UPSTREAM REJECTS THE TOKEN since {_stamp(s.auth_failed_at)}: {s.auth_error}; "
             f"polling paused until {_stamp(s.auth_paused_until)} (then one probe at a time)"
         )
-    elif _answered_last_hour(s):
-        lines.append("upstream token: accepted (no 401 since the last success)")
     else:
-        lines.append("upstream token: unknown (no upstream answer in the last hour)")
+        lines.append(token_line(s, settings))
     if s.throttled_until and s.throttled_until > s.now:
         lines.append(f"throttled by 429 until {_stamp(s.throttled_until)}")
     lines.append(
@@ -356,10 +354,20 @@ def status_lines(
     return lines
 
 
-def _answered_last_hour(s: store.Summary) -> bool:
-    """Did any request in the last hour get an answer that proves the token (not 5xx/429/401)?"""
-    unproven = s.errors_last_hour + s.rate_limited_last_hour + s.unauthorized_last_hour
-    return s.polls_last_hour > unproven
+def token_line(s: store.Summary, settings: Settings | None = None) -> str:
+    """What is known of the token while no 401 holds: accepted only once answers prove it."""
+    answered = (
+        s.polls_last_hour - s.errors_last_hour - s.rate_limited_last_hour - s.unauthorized_last_hour
+    )
+    if answered > 0:
+        return (
+            f"upstream token: accepted ({answered} answers in the last hour; "
+            "no 401 since the last success)"
+        )
+    line = "upstream token: not proven (no upstream answer in the last hour)"
+    if settings is not None and not settings.useapi_token:
+        line += "; USEAPI_TOKEN is not set here"
+    return line
 
 
 def rate_shown(rate: float) -> str:

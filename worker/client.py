@@ -23,6 +23,7 @@ import requests
 import urllib3
 from requests.auth import AuthBase
 
+from worker import records
 from worker.outcomes import (
     Deleted,
     Executing,
@@ -64,7 +65,7 @@ MAX_EMAIL_CHARS: Final = 320
 MAX_LIST_LIMIT: Final = 100
 
 _CHUNK_BYTES: Final = 64 * 1024
-_REDACTED: Final = "[redacted]"
+_REDACTED: Final = records.REDACTED
 # Only this phrase means the video is gone; the generic 404 sentence also contains "deleted".
 _DELETED_MARKER: Final = "has been deleted"
 _DELTA_SECONDS: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -417,13 +418,15 @@ def _classify_record(
             return Transient(
                 "200 body holds an error, not a record", 200, latency, {"message": message}
             )
-        return Record(record=value, latency=latency)
+        return Record(record=records.clean(value, secrets), latency=latency)
     if got != video_id:
         # Storing another video's record under this id would be silent corruption.
         return Transient(
             "200 record is for another video", 200, latency, {"got": _clean_value(got, secrets)}
         )
-    return Record(record=value, latency=latency)
+    # Cleaned here, where the token is known: an upstream that echoes it must not get it stored
+    # or forwarded, and a record nested absurdly deep is bounded before anything walks it.
+    return Record(record=records.clean(value, secrets), latency=latency)
 
 
 def _classify_list(
@@ -477,7 +480,7 @@ def _classify_page(
             {"type": type(value).__name__},
         )
     entries = tuple(
-        item
+        records.clean(item, secrets)
         for item in items
         if isinstance(item, dict) and isinstance(item.get("video_id"), str) and item["video_id"]
     )

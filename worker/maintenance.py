@@ -44,7 +44,8 @@ class Check:
 
 
 def health(rt: Runtime, broker_timeout: float = 5.0) -> list[Check]:
-    """Database (reachable, schema current), broker (reachable), upstream auth (not failing)."""
+    """Database (reachable, schema current), broker (reachable), upstream auth (not failing),
+    dispatch (ran lately, while ids are due)."""
     checks: list[Check] = []
     try:
         current, head = db.current_revision(rt.engine), db.head_revision()
@@ -61,10 +62,39 @@ def health(rt: Runtime, broker_timeout: float = 5.0) -> list[Check]:
             checks.append(Check("upstream_auth", False, f"token rejected: {summary.auth_error}"))
         else:
             checks.append(Check("upstream_auth", True, "no 401 since the last success"))
+        checks.append(dispatch_check(summary, rt.settings.dispatch_interval))
     except SQLAlchemyError as exc:
         checks.append(Check("database", False, f"unreachable: {describe_error(exc)}"))
     checks.append(_broker_check(rt, broker_timeout))
     return checks
+
+
+# Dispatch intervals that may pass without a dispatch, while ids are due, before `health`
+# fails: beat sends one every interval, and one late or lost tick is not an outage.
+STALE_DISPATCHES = 3
+
+
+def dispatch_check(summary: store.Summary, interval: float) -> Check:
+    """Whether dispatch runs: with ids due, the last one must be under STALE_DISPATCHES
+    intervals old. Dispatch runs on a worker when beat sends it, so either being down fails.
+
+    Ids that are pending but not yet due (just enqueued, or waiting for their next look) need
+    no dispatch yet: a fresh enqueue on a stack that is starting up is not an outage."""
+    due = summary.due_now
+    last = summary.last_dispatch_at
+    age = None if last is None else (summary.now - last).total_seconds()
+    if age is not None and age <= STALE_DISPATCHES * interval:
+        return Check("dispatch", True, f"last dispatch {age:.0f}s ago")
+    if not due:
+        return Check("dispatch", True, "nothing due")
+    since = "has never run" if age is None else f"last ran {age:.0f}s ago"
+    return Check(
+        "dispatch",
+        False,
+        f"{since} (more than {STALE_DISPATCHES} x TRACKER_DISPATCH_INTERVAL = "
+        f"{STALE_DISPATCHES * interval:g}s) while {due} ids are due: "
+        "is beat running, and a worker?",
+    )
 
 
 def _broker_check(rt: Runtime, timeout: float) -> Check:

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import State
-from worker import listing, metrics, schedule, store, tracking
+from worker import db, listing, metrics, schedule, store, tracking
 from worker.db import describe_error
 from worker.logs import event
 from worker.outcomes import (
@@ -527,29 +527,39 @@ class _BatchRun:
         list_offset: int | None = None,
     ) -> None:
         """Write the answers, in one transaction (one list page answers for many ids; then
-        ``list_offset`` is that page's, where the next list read of those ids starts)."""
+        ``list_offset`` is that page's, where the next list read of those ids starts).
+
+        An answer that cannot be applied (the rules or the database raise) costs its id an
+        error and a backoff (``tracking.not_applied``) and one log line; the others go on.
+        Only a database that is unavailable raises (SQLAlchemyError: ``_store_failed``).
+        """
         decisions = []
         for video_id, outcome, list_seen in answers:
             row = self.rows[video_id]
-            decision = tracking.decide(
-                row,
-                outcome,
-                self.db_now(),
-                self.rt.policy,
-                _rng,
-                sent_at,
-                knowledge=self.knowledge,
-                grid=self._grid(row, list_seen),
-                list_seen=list_seen,
-                list_offset=list_offset,
-                share=share,
-            )
+            try:
+                decision = tracking.decide(
+                    row,
+                    outcome,
+                    self.db_now(),
+                    self.rt.policy,
+                    _rng,
+                    sent_at,
+                    knowledge=self.knowledge,
+                    grid=self._grid(row, list_seen),
+                    list_seen=list_seen,
+                    list_offset=list_offset,
+                    share=share,
+                )
+            except Exception as exc:  # noqa: BLE001 - an answer the rules did not foresee
+                decision = self._not_applied(video_id, exc, sent_at, outcome.http_status)
             decisions.append((video_id, decision, row.callback_url or self.rt.settings.webhook_url))
-        with self.rt.sessions.begin() as session:
-            applied = [
-                store.apply(session, v, self.batch.token, d, url, sent_at)
-                for v, d, url in decisions
-            ]
+        try:
+            applied = self._write(decisions, sent_at)
+        except Exception as exc:
+            if isinstance(exc, SQLAlchemyError) and db.is_unavailable(exc):
+                raise
+            # Something in these answers was refused: each on its own, so only its id pays.
+            applied = [self._write_alone(item, sent_at) for item in decisions]
         with self.lock:
             for (video_id, _, _), ok in zip(decisions, applied, strict=True):
                 self.unanswered.discard(video_id)
@@ -560,7 +570,66 @@ class _BatchRun:
         for (video_id, decision, _), ok in zip(decisions, applied, strict=True):
             self._log_decision(video_id, decision, ok)
 
-    def _store_failed(self, video_ids: Sequence[str], exc: SQLAlchemyError) -> None:
+    def _write(
+        self, decisions: Sequence[tuple[str, tracking.Decision, str | None]], sent_at: datetime
+    ) -> list[bool]:
+        with self.rt.sessions.begin() as session:
+            return [
+                store.apply(session, v, self.batch.token, d, url, sent_at)
+                for v, d, url in decisions
+            ]
+
+    def _write_alone(
+        self, item: tuple[str, tracking.Decision, str | None], sent_at: datetime
+    ) -> bool:
+        video_id, decision, url = item
+        try:
+            return self._write([item], sent_at)[0]
+        except Exception as exc:
+            if isinstance(exc, SQLAlchemyError) and db.is_unavailable(exc):
+                raise
+            http_status = decision.changes.get("last_http_status")
+            failed = self._not_applied(video_id, exc, sent_at, http_status)
+        return self._write([(video_id, failed, url)], sent_at)[0]
+
+    def _not_applied(
+        self, video_id: str, exc: BaseException, sent_at: datetime, http_status: int | None
+    ) -> tracking.Decision:
+        """The decision for an answer that raised: one log line, never a traceback per poll
+        (it is at DEBUG, for whoever hunts the bug), and an error with backoff for the row."""
+        reason = _describe(exc)
+        event(log, logging.ERROR, "answer_not_applied", video_id=video_id, error=reason)
+        log.debug("answer_not_applied traceback", exc_info=exc)
+        return tracking.not_applied(
+            self.rows[video_id], reason, self.db_now(), self.rt.policy, _rng, sent_at, http_status
+        )
+
+    def not_applied(self, video_ids: Sequence[str], exc: BaseException) -> None:
+        """A job that raised before its answers were applied: those still unanswered take an
+        error and a backoff, as ``_apply`` gives one answer that raised (not a free retry)."""
+        with self.lock:
+            held = [v for v in video_ids if v in self.unanswered]
+        sent_at = self.db_now()
+        webhook_url = self.rt.settings.webhook_url
+        try:
+            decisions = [
+                (
+                    v,
+                    self._not_applied(v, exc, sent_at, None),
+                    self.rows[v].callback_url or webhook_url,
+                )
+                for v in held
+            ]
+            applied = self._write(decisions, sent_at)
+        except Exception as failure:  # noqa: BLE001 - the last resort: their leases recover them
+            self._store_failed(held, failure)
+            return
+        with self.lock:
+            self.unanswered.difference_update(held)
+            self.report.applied += sum(applied)
+            self.report.stale += len(applied) - sum(applied)
+
+    def _store_failed(self, video_ids: Sequence[str], exc: Exception) -> None:
         # The answers are lost but not the ids: they keep their claim until the lease runs
         # out and are polled again then.
         with self.lock:
@@ -736,11 +805,20 @@ def _ids_of(job: _Job) -> tuple[str, ...]:
 def _guarded(run: _BatchRun, job: _Job, free: threading.BoundedSemaphore) -> None:
     try:
         run.execute(job)
-    except Exception:  # a thread must never die silently; the lease recovers the ids
-        log.exception("unexpected error while polling %s", job)
+    except Exception as exc:  # noqa: BLE001 - a thread must never die silently
+        # Its ids are not released to be polled again at once: they pay an error and back off.
+        run.not_applied(_ids_of(job), exc)
     finally:
         free.release()
         run.finished()
+
+
+def _describe(exc: BaseException) -> str:
+    """One line about an exception: its type and the first line of its message, bounded."""
+    text = describe_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    line = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def _release(rt: Runtime, run: _BatchRun, unsent: Sequence[str]) -> None:

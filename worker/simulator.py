@@ -18,7 +18,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, quote, unquote
 
 NOT_YET_MESSAGE = "The video was deleted, not found, or is still processing."
 CLIENT_CLOSED = 499  # logged for a request whose client hung up before the answer (nginx's code)
@@ -124,6 +124,9 @@ _SCENARIO_PARAMS: dict[str, tuple[str, ...]] = {
     "unknown": ("A", "D"),
     "hostile": ("N", "D"),
     "queued": ("Q", "D"),
+    "deep": ("D",),
+    "echo": ("D",),
+    "badurl": ("D",),
     "never": (),
 }
 _COUNT_RE = re.compile(r"\d+")
@@ -192,6 +195,7 @@ class _Moment:
     ordinal: int
     created_at: str
     params: dict[str, float]
+    token: str = ""  # the token the simulator accepts, for a scenario that echoes it
 
 
 @dataclass
@@ -363,6 +367,43 @@ def _completed(moment: _Moment) -> _Answer:
     return _json_answer(200, _completed_record(moment))
 
 
+# How deep the "deep" scenario nests one field: about 1 KB of brackets, which once exhausted
+# the stack of a recursive cleaner.
+DEEP_NESTING = 500
+# What the "badurl" scenario offers as a COMPLETED video's url, in turn.
+BAD_MEDIA_URLS = (
+    "javascript:alert(1)",
+    "http://media.example/plain.mp4",
+    "data:video/mp4;base64,AAAA",
+)
+
+
+def _hostile_final_record(name: str, moment: _Moment) -> dict[str, Any]:
+    """The final record of a hostile-record scenario: a COMPLETED record with one field nested
+    DEEP_NESTING levels deep (deep), echoing the token (echo), or with a url that is not https
+    (badurl, never fixed: the video never really completes)."""
+    record = _completed_record(moment)
+    if name == "deep":
+        nested: Any = "bottom"
+        for _ in range(DEEP_NESTING):
+            nested = [nested]
+        record["nested"] = nested
+    elif name == "echo":
+        token = moment.token
+        record["prompt"] = f"a cat, and the token {token}"
+        record["first_frame"] += "?t=" + quote(token, safe="")
+        record["debug"] = {"authorization": f"Bearer {token}", f"seen-{token}": [token]}
+    elif name == "badurl":
+        record["url"] = BAD_MEDIA_URLS[(moment.ordinal - 1) % len(BAD_MEDIA_URLS)]
+    return record
+
+
+def _hostile_final(moment: _Moment, name: str) -> _Answer:
+    if moment.elapsed < moment.params["D"]:
+        return _NOT_YET
+    return _json_answer(200, _hostile_final_record(name, moment))
+
+
 def _completed_after_d(moment: _Moment) -> _Answer:
     return _completed(moment) if moment.elapsed >= moment.params["D"] else _NOT_YET
 
@@ -501,6 +542,9 @@ _RESPONDERS: dict[str, Callable[[_Moment], _Answer]] = {
     "hostile": _hostile_then_weird_completion,
     # The queue only shows in the list; one video at a time it is just not-yet until D.
     "queued": _completed_after_d,
+    "deep": lambda moment: _hostile_final(moment, "deep"),
+    "echo": lambda moment: _hostile_final(moment, "echo"),
+    "badurl": lambda moment: _hostile_final(moment, "badurl"),
     "never": lambda moment: _NOT_YET,
 }
 
@@ -543,6 +587,8 @@ def _list_view(scenario: _Scenario, moment: _Moment, ahead: int) -> dict[str, An
         return _record(moment.video_id, moment.created_at, *_MIDDLE_RECORDS[name])
     if name in _FAILURE_RECORDS:
         return _record(moment.video_id, moment.created_at, *_FAILURE_RECORDS[name], True)
+    if name in ("deep", "echo", "badurl"):
+        return _hostile_final_record(name, moment)
     return _completed_record(moment)
 
 
@@ -1015,6 +1061,7 @@ class Simulator:
             ordinal=seen.count,
             created_at=seen.created_at,
             params=scenario.params,
+            token=self._token,
         )
         return _RESPONDERS[scenario.name](moment)
 
@@ -1139,6 +1186,7 @@ class Simulator:
                 ordinal=seen.count,
                 created_at=seen.created_at,
                 params=scenario.params,
+                token=self._token,
             )
             entry = _list_view(scenario, moment, queued)
             if _in_queue(scenario, moment.elapsed):

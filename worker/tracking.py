@@ -10,14 +10,14 @@ import hashlib
 import json
 import math
 import random
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
+from urllib.parse import urlsplit
 
 from models import State
-from worker import schedule
+from worker import records, schedule
 from worker.outcomes import (
     Deleted,
     Listed,
@@ -171,26 +171,15 @@ def _as_text(value: Any) -> str | None:
     return clean_text(value) if isinstance(value, str) else None
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 def clean_text(text: str) -> str:
-    """Text every column can store: no NUL (Postgres refuses it), no lone UTF-16 surrogate
-    (a split emoji that JSON allows but UTF-8 cannot encode). Everything else is kept."""
-    return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
+    """Text every column can store (``records.clean_text``): no NUL, no lone surrogate."""
+    return records.clean_text(text)
 
 
 def clean_json(value: Any) -> Any:
-    """The record as received, minus the NUL characters no database column can store."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean_text(str(k)): clean_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [clean_json(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # NaN and Infinity are not JSON; jsonb refuses them
-    return value
+    """The record as received, within the bounds of ``records.clean``: no NUL, no NaN, no
+    container nested deeper than ``records.MAX_DEPTH`` (replaced by ``records.PRUNED``)."""
+    return records.clean(value)
 
 
 def status_of(record: dict[str, Any]) -> tuple[int | None, str | None, bool | None]:
@@ -213,14 +202,35 @@ def judge(record: dict[str, Any]) -> tuple[Verdict, str | None]:
         return Verdict.IN_PROGRESS, None
     # final is True, or absent (then the status code alone decides).
     if code == COMPLETED:
-        if url:
+        if media_url(url) is not None:
             return Verdict.SUCCESS, None
+        if url:
+            # javascript:, data:, http:// ...: nothing an application should be handed to fetch
+            scheme = url.partition(":")[0][:16] if ":" in url else "no scheme"
+            return Verdict.ANOMALY, f"{label} with a url that is not https ({scheme}); polling on"
         return Verdict.ANOMALY, f"{label} without a url; polling on"
     if code in TERMINAL_FAILURES:
         return Verdict.FAILURE, None
     if final is True:
         return Verdict.ANOMALY, f"{label} claims to be final but is not a known final status"
     return Verdict.IN_PROGRESS, None
+
+
+def media_url(value: Any) -> str | None:
+    """The value when it is a URL an application may fetch: ``https`` with a host, else None.
+
+    The media URL is handed on (the ``url`` column, callbacks); ``javascript:``, ``data:``,
+    plain ``http://`` and the like are not a finished video's media, whatever the status says.
+    """
+    text = (_as_text(value) or "").strip()
+    if not text or any(ch.isspace() or not ch.isprintable() for ch in text):
+        return None
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+    return text if parts.scheme == "https" and host else None
 
 
 def record_digest(record: dict[str, Any]) -> str:
@@ -230,7 +240,8 @@ def record_digest(record: dict[str, Any]) -> str:
 
 
 def typed_columns(record: dict[str, Any]) -> dict[str, Any]:
-    """The typed copies of the fields people filter on; wrong types become NULL, never errors."""
+    """The typed copies of the fields people filter on; wrong types become NULL, never errors
+    (and so do ``url`` and ``first_frame`` unless they are https: ``media_url``)."""
     code, name, final = status_of(record)
     duration = _as_float(record.get("duration"))
     if duration is None:
@@ -239,8 +250,8 @@ def typed_columns(record: dict[str, Any]) -> dict[str, Any]:
         "status_code": code,
         "status_name": name,
         "status_final": final,
-        "url": (_as_text(record.get("url")) or "").strip() or None,
-        "first_frame": _as_text(record.get("first_frame")) or None,
+        "url": media_url(record.get("url")),
+        "first_frame": media_url(record.get("first_frame")),
         "prompt": _as_text(record.get("prompt")),
         "model": _as_text(record.get("model")),
         "duration": duration,
@@ -575,6 +586,47 @@ def decide(
         share=share,
     )
     return Decision(State.PENDING, polled, tuple(events), anomaly=anomaly)
+
+
+def not_applied(
+    row: RowView,
+    reason: str,
+    now: datetime,
+    policy: Policy,
+    rng: random.Random,
+    sent_at: datetime | None = None,
+    http_status: int | None = None,
+) -> Decision:
+    """An answer that could not be applied (an error of ours, or a value nothing could store).
+
+    Counted like an upstream error: ``error_count`` + 1, an ``error`` event, the next poll
+    after the usual backoff (never at once: the same answer would likely fail the same way).
+    A poll sent at or past the deadline expires the row, without the grace an upstream outage
+    gets (``ERROR_GRACE``): the upstream did answer, and waiting longer would not change ours.
+    """
+    sent = sent_at or now
+    message = _short(f"answer not applied: {reason}")
+    changes: dict[str, Any] = {
+        "updated_at": now,
+        "claimed_until": None,
+        "claim_token": None,
+        "last_polled_at": now,
+        "last_http_status": http_status,
+        "error_count": row.error_count + 1,
+        "last_error": message,
+    }
+    event = EventSpec("error", message, http_status)
+    if sent >= deadline_of(row, policy):
+        why = f"expired: no answer could be applied by the deadline (last: {message})"
+        changes["abandon_reason"] = _short(why)
+        return Decision(
+            State.ABANDONED,
+            _finished(State.ABANDONED, now, changes),
+            (event, EventSpec("abandoned", changes["abandon_reason"], http_status)),
+        )
+    attempt = row.poll_count + row.error_count + 1
+    changes["next_poll_at"] = next_poll(row, now, policy, rng, attempt, sent)
+    return Decision(State.PENDING, changes, (event,))
 
 
 # --- the global rate limiter (GCRA) ------------------------------------------------------------

@@ -15,12 +15,15 @@ import argparse
 import csv
 import io
 import json
+import os
 import re
 import socket
 import sqlite3
+import stat
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -538,6 +541,56 @@ def test_a_bare_celery_worker_or_beat_without_database_url_stops_at_start_naming
     assert not (tmp_path / ".pixverse-tracker").exists()
 
 
+def test_the_celery_worker_command_without_a_token_refuses_to_start_with_one_line(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # README: `celery -A worker.app worker` works like `pixverse-tracker worker`
+    celery = str(Path(CLI).with_name("celery"))
+    env = base_env(
+        DATABASE_URL=pg_url,
+        CELERY_BROKER_URL=REDIS_URL,
+        TRACKER_QUEUE_PREFIX=f"notoken-{uuid.uuid4().hex[:8]}",
+        TRACKER_METRICS_PORT="0",
+    )
+    argv = [celery, "-A", "worker.app", "worker", "--pool=threads", "--without-mingle"]
+    try:
+        done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the celery worker started without USEAPI_TOKEN and kept running")
+    err = done.stderr.decode("utf-8", errors="replace")
+    assert done.returncode != 0, err
+    assert "Traceback" not in err + done.stdout.decode("utf-8", errors="replace"), err
+    # (Celery may warn first that it runs as root; the refusal is the one line of ours)
+    ours = [line for line in err.splitlines() if line.startswith("pixverse-tracker: error: ")]
+    assert ours == [
+        "pixverse-tracker: error: USEAPI_TOKEN is not set: the tracker cannot poll useapi.net "
+        "without it"
+    ], err
+    assert err.strip().splitlines()[-1] == ours[0], err
+
+
+def test_health_fails_with_one_line_when_dispatch_stopped_while_ids_are_due(
+    pg_env: dict[str, str], pg_engine: Engine, tmp_path: Path
+) -> None:
+    env = {**pg_env, "CELERY_BROKER_URL": REDIS_URL}
+    assert cli("enqueue", vid(1), env=env, cwd=tmp_path).code == 0
+    sql(pg_engine, "UPDATE videos SET next_poll_at = now()")  # its first look is due
+    # beat (or every worker) died 52 s ago, with the default 5 s dispatch interval
+    sql(pg_engine, "UPDATE tracker_control SET last_dispatch_at = now() - interval '52 seconds'")
+    result = cli("health", env=env, cwd=tmp_path)
+    assert result.code == 1, result
+    (line,) = [line for line in result.out.splitlines() if line.startswith("FAIL")]
+    assert re.fullmatch(
+        r"FAIL dispatch: last ran 5\ds ago \(more than 3 x TRACKER_DISPATCH_INTERVAL = 15s\) "
+        r"while 1 ids are due: is beat running, and a worker\?",
+        line,
+    ), result
+    assert "ok   database" in result.out and "ok   broker" in result.out
+
+    sql(pg_engine, "UPDATE tracker_control SET last_dispatch_at = now()")
+    assert cli("health", env=env, cwd=tmp_path).code == 0
+
+
 # --- status, list, show --------------------------------------------------------------------------
 
 
@@ -571,8 +624,8 @@ def test_status_text_and_json(pg_env: dict[str, str], pg_engine: Engine, tmp_pat
     assert lines[0] == "pending 2  done 1  abandoned 1  (due now 1)"
     assert lines[1] == f"oldest pending: {old} (enqueued 5m ago)"
     assert "last hour: 0 polls, 0 errors, 0 rate-limited, 0 unauthorized" in lines
-    # nothing has asked the upstream yet: the token is not called accepted
-    assert "upstream token: unknown (no upstream answer in the last hour)" in lines
+    # nothing has proved the token yet: no request was answered (issue 11)
+    assert "upstream token: not proven (no upstream answer in the last hour)" in lines
     assert any(line.startswith("rate: 5/s of 5/s") for line in lines), result
 
     assert as_json.code == 0, as_json
@@ -889,6 +942,10 @@ def test_without_database_url_enqueue_uses_only_an_existing_embedded_file_and_na
     assert enq.code == 0, enq
     assert enq.out.strip() == "enqueued 2 new, re-armed 0, 0 already tracked"
     assert enq.err.startswith(note), enq
+    assert database.is_file()
+    # private: no other user may read the records or plant a file beside them (issue 11)
+    assert stat.S_IMODE(database.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
 
     listed = cli("list", env=env, cwd=tmp_path)
     assert listed.code == 0, listed
@@ -974,6 +1031,15 @@ def test_migrate_on_a_database_from_a_newer_version_is_one_line(
     sql(engine, f"UPDATE {db.VERSION_TABLE} SET version_num = '9999_from_the_future'")
     result = cli("migrate", env=env, cwd=tmp_path)
     assert_one_line_error(result, "9999_from_the_future")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_data_dir_that_belongs_to_another_user_is_refused_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "theirs").mkdir()
+    os.chown(tmp_path / "theirs", 65534, 65534)
+    result = cli("enqueue", vid(1), env=base_env(TRACKER_DATA_DIR="theirs"), cwd=tmp_path)
+    assert_one_line_error(result, "the database folder theirs belongs to another user")
+    assert list((tmp_path / "theirs").iterdir()) == []
 
 
 def test_data_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:

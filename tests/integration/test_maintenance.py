@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import REDIS_URL
-from worker import api, maintenance
+from worker import api, maintenance, poller
 from worker.runtime import Runtime
 from worker.settings import load
 
@@ -63,7 +63,7 @@ def test_prune_removes_old_history_but_never_videos(rt: Runtime) -> None:
 
 def test_health_is_ok_when_database_broker_and_token_are_fine(rt: Runtime) -> None:
     checks = {c.name: c for c in maintenance.health(rt)}
-    assert set(checks) == {"database", "upstream_auth", "broker"}
+    assert set(checks) == {"database", "upstream_auth", "broker", "dispatch"}
     assert all(c.ok for c in checks.values()), checks
 
 
@@ -84,3 +84,55 @@ def test_health_fails_on_a_rejected_token_and_an_unreachable_broker(
         assert checks["database"].ok
     finally:
         runtime.close()
+
+
+def _last_dispatch(rt: Runtime, seconds_ago: float | None) -> None:
+    with rt.sessions.begin() as session:
+        session.execute(
+            text(
+                "UPDATE tracker_control SET last_dispatch_at = "
+                "CASE WHEN CAST(:ago AS float) IS NULL THEN NULL "
+                "ELSE clock_timestamp() - make_interval(secs => :ago) END"
+            ),
+            {"ago": seconds_ago},
+        )
+
+
+def _due_now(rt: Runtime) -> None:
+    with rt.sessions.begin() as session:
+        session.execute(text("UPDATE videos SET next_poll_at = now() WHERE state = 'pending'"))
+
+
+def test_health_fails_when_no_dispatch_ran_for_three_intervals_while_ids_are_due(
+    rt: Runtime,
+) -> None:
+    interval = rt.settings.dispatch_interval  # the default, 5 s
+    api.enqueue(["user:1-pixverse:h@example.com-video:1"], rt=rt)
+    # just enqueued: its first look is TRACKER_FIRST_POLL_DELAY away, so no dispatch is owed yet
+    _last_dispatch(rt, 3600)
+    check = {c.name: c for c in maintenance.health(rt)}["dispatch"]
+    assert check.ok and check.detail == "nothing due"
+    _due_now(rt)
+    _last_dispatch(rt, 3 * interval + 1)  # beat died 16 s ago
+    check = {c.name: c for c in maintenance.health(rt)}["dispatch"]
+    assert not check.ok
+    assert check.detail == (
+        "last ran 16s ago (more than 3 x TRACKER_DISPATCH_INTERVAL = 15s) while 1 ids are "
+        "due: is beat running, and a worker?"
+    )
+    _last_dispatch(rt, None)
+    check = {c.name: c for c in maintenance.health(rt)}["dispatch"]
+    assert not check.ok and check.detail.startswith("has never run")
+
+    poller.dispatch(rt)  # what beat's next tick does: health is fine again
+    check = {c.name: c for c in maintenance.health(rt)}["dispatch"]
+    assert check.ok and check.detail.startswith("last dispatch")
+
+
+def test_health_does_not_mind_a_stale_dispatch_when_nothing_is_due(rt: Runtime) -> None:
+    _last_dispatch(rt, 3600)
+    check = {c.name: c for c in maintenance.health(rt)}["dispatch"]
+    assert check.ok and check.detail == "nothing due"
+    _last_dispatch(rt, 3 * rt.settings.dispatch_interval - 1)  # within the bound: fine
+    api.enqueue(["user:1-pixverse:h@example.com-video:2"], rt=rt)
+    assert {c.name: c for c in maintenance.health(rt)}["dispatch"].ok

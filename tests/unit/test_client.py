@@ -771,6 +771,8 @@ def _echoes(token: str) -> list[Reply]:
         make_response(200, {"error": f"token {token} rejected"}),
         make_response(200, {"video_id": f"video-of-{token}"}),
         make_response(200, {"video_id": {"nested": token}}),
+        # Its own record, echoing it in a value, a key and deep inside (issue 11): scrubbed.
+        make_response(200, record_for(prompt=f"a cat {token}", debug={f"k-{token}": [[token]]})),
         make_response(200, f"not json {token}"),
         make_response(200, "x" * 490 + token),  # the token straddles the truncation point
         requests.exceptions.ConnectionError(f"failed with header Bearer {token}"),
@@ -793,6 +795,19 @@ def test_repr_and_every_outcome_never_contain_the_token(token_form: str) -> None
         assert ENCODED_TOKEN not in repr(outcome), outcome
         assert TOKEN not in json.dumps(outcome.__dict__, default=str)
         assert TOKEN not in repr(client)
+
+
+def test_a_record_that_echoes_the_token_keeps_everything_else_with_redacted_in_its_place() -> None:
+    echoed = record_for(
+        prompt=f"a cat {TOKEN}", url=f"https://m.example/v.mp4?t={ENCODED_TOKEN}", n=3
+    )
+    outcome = fetch(make_response(200, echoed))
+    assert isinstance(outcome, Record)
+    assert outcome.record == {
+        **echoed,
+        "prompt": "a cat [redacted]",
+        "url": "https://m.example/v.mp4?t=[redacted]",
+    }
 
 
 def test_scrubbed_messages_say_where_the_token_was() -> None:

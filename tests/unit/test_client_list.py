@@ -684,6 +684,11 @@ def _echoes(token: str) -> list[Reply]:
         make_response(200, "x" * 490 + token),  # the token straddles the truncation point
         # Dropped items are not kept, so whatever they echo goes nowhere.
         make_response(200, {"data": [{"video_id": 5, "note": token}, token, entry(1)]}),
+        # Kept entries that echo it, in a value, a key and deep inside (issue 11): scrubbed.
+        make_response(
+            200,
+            {"data": [entry(2, prompt=f"a cat {token}", debug={f"k-{token}": [[{"t": token}]]})]},
+        ),
         requests.exceptions.ConnectionError(f"failed with header Bearer {token}"),
         make_response(
             200,

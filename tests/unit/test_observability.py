@@ -226,3 +226,31 @@ def test_the_watch_screen_shows_the_scheduler_and_the_bound() -> None:
     text = _render(watch_view(_summary(overdue=2), 10, DEFAULTS))
     assert "scheduler read: none yet" in text
     assert "LATENCY BOUND MISSED for 2 pending ids" in text
+
+
+# --- what status says about the token ---------------------------------------------------------
+
+
+def test_status_calls_the_token_accepted_only_once_upstream_answers_prove_it() -> None:
+    lines = status_lines(_summary(), 5.0, DEFAULTS)  # 600 polls, 6 errors in the last hour
+    assert (
+        "upstream token: accepted (594 answers in the last hour; no 401 since the last success)"
+        in lines
+    )
+    # nothing answered: no polls, or only errors, 429s and 401s (none of which proves it)
+    for polls, errors, limited, refused in ((0, 0, 0, 0), (9, 5, 3, 1)):
+        quiet = _summary(
+            polls_last_hour=polls,
+            errors_last_hour=errors,
+            rate_limited_last_hour=limited,
+            unauthorized_last_hour=refused,
+        )
+        with_token = load({"USEAPI_TOKEN": "t"})
+        assert "upstream token: not proven (no upstream answer in the last hour)" in status_lines(
+            quiet, 5.0, with_token
+        )
+        assert not [line for line in status_lines(quiet, 5.0, DEFAULTS) if "accepted" in line]
+        assert (
+            "upstream token: not proven (no upstream answer in the last hour); "
+            "USEAPI_TOKEN is not set here"
+        ) in status_lines(quiet, 5.0, DEFAULTS)

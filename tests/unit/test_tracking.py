@@ -24,6 +24,7 @@ from worker.outcomes import (
     Transient,
     Unauthorized,
 )
+from worker.records import MAX_DEPTH, PRUNED
 from worker.schedule import Durations, Grid, Knowledge
 from worker.tracking import (
     ERROR_GRACE,
@@ -43,6 +44,7 @@ from worker.tracking import (
     first_poll_at,
     judge,
     next_poll,
+    not_applied,
     plan_extra_slots,
     plan_slots,
     typed_columns,
@@ -1197,3 +1199,125 @@ def test_before_anything_finished_the_first_poll_keeps_the_configured_delay() ->
     empty = Knowledge()
     assert first_poll_at(NOW, POLICY, empty) == NOW + timedelta(seconds=POLICY.first_poll_delay)
     assert first_poll_at(NOW, Policy(first_poll_delay=0.0), empty) == NOW
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile records (issue 11): absurd depth, media urls that are not https, answers that raise
+# ---------------------------------------------------------------------------------------------
+
+
+def nested(depth: int, leaf: Any = "bottom") -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def depth_of(value: Any) -> int:
+    """The level of the deepest value inside ``value`` (0 for a scalar), without recursion."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        item, level = pending.pop()
+        deepest = max(deepest, level)
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def test_a_completed_record_with_a_field_nested_500_levels_deep_is_done_with_the_subtree_pruned() -> (
+    None
+):
+    record = completed(nested=nested(500), beside={"kept": [1, 2]})
+    d = run(Record(record))
+    assert d.state is State.DONE and d.notify_done is True
+    stored = d.changes["record"]
+    assert stored["beside"] == {"kept": [1, 2]} and stored["url"] == URL
+    # the record is depth 0, its fields 1: the container at MAX_DEPTH is the marker
+    chain = stored["nested"]
+    for _ in range(MAX_DEPTH - 1):
+        assert isinstance(chain, list) and len(chain) == 1
+        chain = chain[0]
+    assert chain == PRUNED
+    assert depth_of(stored) == MAX_DEPTH  # the marker itself, a string
+    assert d.changes["record_sha"]  # the digest walked it too
+
+
+def test_clean_json_keeps_a_record_within_the_depth_bound_exactly_as_it_came() -> None:
+    record = {"a": nested(MAX_DEPTH - 1, {"k": "v"})}  # the innermost dict is at the bound
+    assert clean_json(record) != record
+    fits = {"a": nested(MAX_DEPTH - 2, {"k": "v"})}
+    assert clean_json(fits) == fits
+
+
+def test_a_list_entry_nested_absurdly_deep_updates_the_status_without_error() -> None:
+    entry = generating(queue_data=nested(5000))
+    d = run(Listed(entry))
+    assert d.state is State.PENDING and d.changes["status_code"] == 10
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "http://media.pixverse.ai/v/42.mp4",
+        "data:video/mp4;base64,AAAA",
+        "ftp://media.pixverse.ai/v/42.mp4",
+        "https://",
+        "https:///path-only.mp4",
+        "//media.pixverse.ai/v/42.mp4",
+        "https://media.pixverse.ai/v/4 2.mp4",
+        "https://[::1/v.mp4",
+    ],
+)
+def test_a_completed_record_whose_url_is_not_https_is_an_anomaly_kept_pending_with_no_url(
+    url: str,
+) -> None:
+    verdict, why = judge(completed(url=url))
+    assert verdict is Verdict.ANOMALY and why is not None and "polling on" in why
+    d = run(Record(completed(url=url)))
+    assert d.state is State.PENDING and d.notify_done is False
+    assert d.anomaly is not None and "polling on" in d.anomaly
+    assert d.changes["url"] is None  # never handed on as the media url
+    assert d.changes["record"]["url"] == url  # kept in the record, as received
+    assert kinds(d) == ["status", "anomaly"]
+
+
+def test_a_completed_record_with_a_url_that_is_not_https_expires_at_the_deadline() -> None:
+    enqueued = NOW - GIVE_UP
+    d = run(Record(completed(url="javascript:alert(1)")), enqueued_at=enqueued)
+    assert d.state is State.ABANDONED
+    assert d.changes["abandon_reason"].startswith("expired")
+    assert d.changes["url"] is None
+
+
+def test_an_https_url_in_any_letter_case_is_a_media_url() -> None:
+    assert judge(completed(url="HTTPS://Media.PixVerse.ai/v.mp4"))[0] is Verdict.SUCCESS
+    assert typed_columns(completed(first_frame="data:image/png;base64,AA"))["first_frame"] is None
+
+
+def test_an_answer_that_could_not_be_applied_costs_an_error_and_a_backoff_not_an_instant_retry() -> (
+    None
+):
+    failing = row(poll_count=2, error_count=1)
+    d = not_applied(failing, "RecursionError: too deep", NOW, POLICY, random.Random(3), None, 200)
+    assert d.state is State.PENDING
+    assert d.changes["error_count"] == 2
+    assert d.changes["last_error"] == "answer not applied: RecursionError: too deep"
+    assert d.changes["next_poll_at"] >= NOW + timedelta(seconds=POLICY.poll_interval_min)
+    assert {k: d.changes[k] for k in CLAIM_CLEARED} == CLAIM_CLEARED
+    assert kinds(d) == ["error"] and d.events[0].http_status == 200
+    assert "poll_count" not in d.changes and "record" not in d.changes
+
+
+def test_an_answer_that_could_not_be_applied_expires_the_row_at_the_deadline_without_grace() -> (
+    None
+):
+    deadline = NOW - timedelta(minutes=5) + GIVE_UP
+    before = not_applied(row(), "boom", deadline - timedelta(seconds=1), POLICY, random.Random(3))
+    assert before.state is State.PENDING and before.changes["next_poll_at"] <= deadline
+    at = not_applied(row(), "boom", deadline, POLICY, random.Random(3))
+    assert at.state is State.ABANDONED
+    assert at.changes["abandon_reason"].startswith("expired: no answer could be applied")
+    assert kinds(at) == ["error", "abandoned"]

@@ -549,9 +549,6 @@ def _base_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-SERVERS = ("builtin", "waitress")
-
-
 def serve(
     host: str, port: int, rt: Runtime, config: ReceiverConfig, server: str = "builtin"
 ) -> None:

@@ -595,7 +595,7 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
     config = receiver.from_env()
     rt = open_runtime(settings)
     try:
-        receiver.serve(args.host, args.port, rt, config)
+        receiver.serve(args.host, args.port, rt, config, args.server)
     except OSError as exc:
         raise CommandError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
@@ -741,10 +741,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "callbacks",
         cmd_callbacks,
-        "receive useapi.net replyUrl pushes: each makes its id due now (development server)",
+        "receive useapi.net replyUrl pushes: each makes its id due now",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=_bounded(int, 0, 65535), default=8081, help="default 8081")
+    p.add_argument(
+        "--server",
+        choices=("builtin", "waitress"),
+        default="builtin",
+        help="builtin (no extra package) or waitress (the `server` extra; for production)",
+    )
 
     p = add("simulate", cmd_simulate, "serve a local fake of the useapi.net endpoint")
     p.add_argument("--host", default="127.0.0.1")

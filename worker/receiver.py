@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
 import hmac
+import io
 import json
 import logging
 import os
 import re
+import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -21,7 +26,8 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker import ids, logs, store
+from worker import connection_limits, ids, logs, store
+from worker.connection_limits import ConnectionLimits
 from worker.db import describe_error
 from worker.runtime import Runtime
 from worker.settings import DATABASE, LOGGING, Secret, SettingsError, load
@@ -54,6 +60,7 @@ class ReceiverConfig:
 
     secret: Secret
     max_body_bytes: int = DEFAULT_MAX_BYTES
+    limits: ConnectionLimits = dataclasses.field(default_factory=ConnectionLimits)
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> ReceiverConfig:
@@ -86,7 +93,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> ReceiverConfig:
             f"{MAX_BYTES_VARIABLE}={raw!r} is out of range: it must be between "
             f"{MIN_MAX_BYTES} and {MAX_MAX_BYTES}"
         )
-    return ReceiverConfig(Secret(secret), max_bytes)
+    return ReceiverConfig(Secret(secret), max_bytes, connection_limits.from_env(env))
 
 
 # --- replies ------------------------------------------------------------------------------------
@@ -109,6 +116,7 @@ class _Reply:
 # Refusals whose reason goes into the log line too (a 404 must say nothing more than "not found").
 _EXPLAINED = (
     HTTPStatus.BAD_REQUEST,
+    HTTPStatus.REQUEST_TIMEOUT,
     HTTPStatus.LENGTH_REQUIRED,
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
 )
@@ -266,7 +274,11 @@ class _Receiver:
                 # past the cap is enough to know it is too large.
                 body = _read_at_most(stream, cap + 1)
                 return too_large if len(body) > cap else body
-        except OSError:  # the client stalled past the socket timeout, or hung up
+        except TimeoutError:  # the body missed its deadline (TRACKER_CALLBACK_BODY_TIMEOUT)
+            return _error(
+                HTTPStatus.REQUEST_TIMEOUT, "the body did not arrive in time", "body_timeout"
+            )
+        except OSError:  # the client hung up
             return _error(HTTPStatus.BAD_REQUEST, "the body could not be read", "invalid")
         if environ.get("HTTP_TRANSFER_ENCODING"):
             # A chunked body on a server that does not decode it (wsgiref): ask for a length
@@ -401,21 +413,116 @@ def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iter
     return built.app(environ, start_response)
 
 
-# --- the development server: `pixverse-tracker callbacks` -------------------------------------
+# --- the built-in server: `pixverse-tracker callbacks` -----------------------------------------
+
+# Socket timeout while answering: answers are small, so a client that reads nothing for this
+# long is gone or hostile.
+WRITE_TIMEOUT = 10.0
+READ_BUFFER = 8192
+# errno values of an accept() that failed for lack of resources, not because of the client.
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class _DevServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+    """wsgiref with a thread per connection, at most ``max_connections`` of them at once."""
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    daemon_threads = True
+    request_queue_size = connection_limits.LISTEN_BACKLOG
+
+    def __init__(self, address: tuple[str, int], limits: ConnectionLimits) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        self._closing = threading.Event()
         super().__init__(address, _QuietHandler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        # At the cap, accept nothing: new connections wait in the listen queue, as with
+        # waitress, rather than each taking a thread and a descriptor.
+        while not self._slots.acquire(timeout=0.5):
+            if self._closing.is_set():
+                raise OSError("the server is shutting down")
+        try:
+            return super().get_request()
+        except OSError as exc:
+            self._slots.release()
+            if exc.errno in _OUT_OF_RESOURCES:
+                # The listening socket stays readable: retrying at once would spin a core.
+                self._closing.wait(0.1)
+            raise
+
+    def shutdown_request(self, request: Any) -> None:
+        # socketserver calls this exactly once for every accepted connection.
+        try:
+            super().shutdown_request(request)
+        finally:
+            self._slots.release()
+
+    def shutdown(self) -> None:
+        self._closing.set()
+        super().shutdown()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that vanished is routine on the internet: no traceback for it on stderr.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        extra = {"action": "callback", "fields": {"outcome": "bug"}}
+        log.error("callback", exc_info=True, extra=extra)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reading side that gives up at a fixed time, however the bytes trickle in.
+
+    A socket timeout starts again with every byte, so a client sending one byte a second would
+    never reach it; the deadline does not move.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self.deadline = deadline  # time.monotonic()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(left)
+        try:
+            return self._sock.recv_into(buffer)
+        finally:
+            self._sock.settimeout(WRITE_TIMEOUT)
 
 
 class _QuietHandler(WSGIRequestHandler):
-    # A client that stalls mid-request must not hold a thread forever.
-    timeout = 30
+    server: _DevServer
+    timeout = WRITE_TIMEOUT  # reads are bounded by the _DeadlineReader
+
+    def setup(self) -> None:
+        super().setup()
+        # The header deadline counts from the accept: one request per connection here.
+        self._reader = _DeadlineReader(
+            self.connection, connection_limits.deadline(self.server.limits, time.monotonic(), None)
+        )
+        self.rfile.close()  # the plain socket reader setup() made; it would pin the socket
+        self.rfile = io.BufferedReader(self._reader, READ_BUFFER)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        now = time.monotonic()
+        self._reader.deadline = connection_limits.deadline(self.server.limits, now, now)
+        return parsed
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except TimeoutError:
+            # Only a request line or headers get here (the app answers a late body with 408).
+            # DEBUG: slow clients are common and would flood the log at INFO.
+            logs.event(log, logging.DEBUG, "callback", outcome="header_timeout")
 
     def log_message(self, format: str, *args: Any) -> None:
         # wsgiref's access line would print the path, secret included; the app logs its own
@@ -424,36 +531,79 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def make_dev_server(host: str, port: int, rt: Runtime, config: ReceiverConfig) -> WSGIServer:
-    """A threaded wsgiref server bound to ``host:port`` (0: any free port), not yet serving."""
-    server = _DevServer((host, port))
+    """A threaded wsgiref server bound to ``host:port`` (0: any free port), not yet serving.
+
+    It applies ``config.limits``: the connection cap and the header and body deadlines.
+    """
+    server = _DevServer((host, port), config.limits)
     server.set_app(make_app(rt, config))
     return server
 
 
 def callback_url(server: WSGIServer) -> str:
     """The URL to pass as ``replyUrl``, with the secret shown as ``****``."""
-    host, port = str(server.server_address[0]), int(server.server_address[1])
+    return _base_url(str(server.server_address[0]), int(server.server_address[1])) + MASKED_PATH
+
+
+def _base_url(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}{MASKED_PATH}"
+    return f"http://{shown}:{port}"
 
 
-def serve(host: str, port: int, rt: Runtime, config: ReceiverConfig) -> None:
-    """Run the development server in the foreground until Ctrl-C, logging one line a request."""
+def serve(
+    host: str, port: int, rt: Runtime, config: ReceiverConfig, server: str = "builtin"
+) -> None:
+    """Run a receiver server in the foreground until Ctrl-C or SIGTERM, one log line a request.
+
+    ``server`` is ``builtin`` (the standard library, no extra package) or ``waitress`` (the
+    ``server`` extra; what docker-compose runs). Both apply ``config.limits``, the cap first
+    fitted to the process's open-file limit.
+    """
     settings = rt.settings
     logs.configure(
         settings.log_level,
         secrets=[config.secret.reveal(), settings.useapi_token.reveal()],
         log_format=settings.log_format,
     )
-    server = make_dev_server(host, port, rt, config)
+    limits, lowered = connection_limits.fit_open_files(config.limits)
+    if lowered is not None:
+        logs.event(log, logging.WARNING, "callback_limits", detail=lowered)
+    config = dataclasses.replace(config, limits=limits)
+    if server == "waitress":
+        try:
+            from worker import receiver_waitress  # the optional `server` extra
+        except ModuleNotFoundError as exc:
+            raise SettingsError(
+                f"--server waitress needs the {exc.name} package: "
+                "pip install 'pixverse-tracker[server]'"
+            ) from None
+
+        app = make_app(rt, config)
+        hardened = receiver_waitress.make_server(host, port, app, limits, config.max_body_bytes)
+        address = hardened.address()
+        run, close = hardened.run, hardened.close
+    else:
+        builtin = make_dev_server(host, port, rt, config)
+        address = (str(builtin.server_address[0]), int(builtin.server_address[1]))
+        run, close = builtin.serve_forever, builtin.server_close
+    # SIGTERM (docker stop) ends it like Ctrl-C, exit status 0; as PID 1 in a container a
+    # process without a handler would not even notice it.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        base = _base_url(*address)
         print(
-            f"receiving callbacks: POST {callback_url(server)} (**** is {SECRET_VARIABLE}); "
-            f"liveness: GET {callback_url(server).removesuffix(MASKED_PATH)}{HEALTH_PATH}",
+            f"receiving callbacks: POST {base}{MASKED_PATH} (**** is {SECRET_VARIABLE}); "
+            f"liveness: GET {base}{HEALTH_PATH}; {server} server, "
+            f"{connection_limits.describe(limits)}",
             flush=True,
         )
-        server.serve_forever()
+        run()
     except KeyboardInterrupt:
         pass  # Ctrl-C is how the command is meant to end
     finally:
-        server.server_close()
+        signal.signal(signal.SIGTERM, previous)
+        close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

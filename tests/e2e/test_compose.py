@@ -58,6 +58,15 @@ def test_compose_file_validates_and_wires_the_tracker_services() -> None:
         env = services[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgresql://")
         assert env["CELERY_BROKER_URL"].startswith("redis://")
+    # the receiver on the server made for untrusted clients, with its limits (issue 11)
+    callbacks = services["callbacks"]
+    assert callbacks["command"][:4] == ["pixverse-tracker", "callbacks", "--server", "waitress"]
+    assert {
+        "TRACKER_CALLBACK_MAX_CONNECTIONS": "1000",
+        "TRACKER_CALLBACK_HEADER_TIMEOUT": "10",
+        "TRACKER_CALLBACK_BODY_TIMEOUT": "20",
+    }.items() <= callbacks["environment"].items()
+    assert callbacks["ulimits"]["nofile"]["soft"] >= 1000 + 64
     assert "healthcheck" in services["postgres"]
     assert any("pgdata" in str(v) for v in services["postgres"]["volumes"])
     # the secret the user exported reaches the receiver (without one it answers 500)
@@ -134,10 +143,8 @@ def test_each_service_runs_on_loopback_the_way_compose_runs_it(tmp_path: Path) -
         )  # fmt: skip
         assert migrate.returncode == 0, migrate.stderr
         port = free_port()
-        callbacks_cmd = [
-            f"127.0.0.1:{port}" if arg == "0.0.0.0:8081" else arg
-            for arg in services["callbacks"]["command"]
-        ]
+        loopback = {"0.0.0.0": "127.0.0.1", "8081": str(port)}
+        callbacks_cmd = [loopback.get(arg, arg) for arg in services["callbacks"]["command"]]
         procs = Processes(tmp_path, envs["worker"])
         try:
             procs.env = envs["worker"]

@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import select
+import socket
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Video
 from worker import receiver, store
+from worker.connection_limits import ConnectionLimits
 from worker.logs import JsonFormatter, KeyValueFormatter
 from worker.receiver import ReceiverConfig, from_env, make_app, make_dev_server
 from worker.runtime import Runtime
@@ -717,3 +722,105 @@ def test_a_path_cannot_forge_log_lines_and_refusals_log_their_reason(
     assert len(text_lines) == 2 and all("\n" not in line for line in text_lines)
     assert "path=/x%0A2026-01-01T00:00:00Z%20INFO%20forged%20line" in text_lines[0]
     assert "detail='video_id does not look like" in text_lines[1]
+
+
+# --- the built-in server's limits (the real processes: tests/e2e/test_receiver_slow_clients.py) ---
+
+
+@contextmanager
+def dev_server(rt: Runtime, limits: ConnectionLimits) -> Iterator[int]:
+    """The built-in server with ``limits``, serving in a thread; yields its port."""
+    server = make_dev_server("127.0.0.1", 0, rt, ReceiverConfig(Secret(SECRET), CAP, limits))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """All the server sent before it closed the connection (by FIN or by reset)."""
+    sock.settimeout(timeout)
+    answer = b""
+    try:
+        while chunk := sock.recv(4096):
+            answer += chunk
+    except ConnectionResetError:
+        pass  # closed with our unread bytes still in its buffer
+    return answer
+
+
+def test_the_config_reads_the_connection_limits() -> None:
+    env = {"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_CONNECTIONS": "7"}
+    assert from_env(env).limits == ConnectionLimits(max_connections=7)
+    assert from_env({"TRACKER_CALLBACK_SECRET": SECRET}).limits == ConnectionLimits()
+
+
+def test_a_body_that_misses_its_deadline_is_answered_408_and_logged(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tracker.callbacks")
+    # One second instead of the default 20, so the test waits one; e2e covers the default.
+    with (
+        dev_server(rt, ConnectionLimits(body_timeout=1.0)) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+    ):
+        sock.sendall(
+            f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{{".encode()
+        )
+        answer = read_until_closed(sock, 10)
+
+    assert answer.startswith(b"HTTP/1.0 408 Request Timeout")
+    assert answer.endswith(b'{"error": "the body did not arrive in time"}')
+    (record,) = [r for r in caplog.records if r.name == "tracker.callbacks"]
+    assert record.fields["outcome"] == "body_timeout"  # type: ignore[attr-defined]
+
+
+def test_headers_trickling_past_their_deadline_close_the_connection_without_an_answer(
+    rt: Runtime,
+) -> None:
+    # One second instead of the default 10 (covered by e2e); each byte comes well within it,
+    # so only a deadline on the whole headers can end this request.
+    with (
+        dev_server(rt, ConnectionLimits(header_timeout=1.0)) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+    ):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        ended_by_server = False
+        for _ in range(30):  # 6 s of trickle on offer, a byte every 0.2 s
+            try:
+                sock.sendall(b"X")
+            except OSError:  # reset: the server closed it
+                ended_by_server = True
+                break
+            time.sleep(0.2)
+            if select.select([sock], [], [], 0)[0]:
+                ended_by_server = True
+                break
+        answer = read_until_closed(sock, 5) if ended_by_server else None
+
+    assert ended_by_server
+    assert answer == b""
+
+
+def test_at_the_connection_cap_new_connections_wait_until_a_slot_frees(rt: Runtime) -> None:
+    # A cap of 3 instead of 1,000: the test must fill it (e2e runs 500 at the default).
+    with dev_server(rt, ConnectionLimits(max_connections=3)) as port:
+        slow = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+        try:
+            waiting = socket.create_connection(("127.0.0.1", port), timeout=5)
+            waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            with pytest.raises(TimeoutError):  # queued in the kernel, not accepted
+                waiting.settimeout(1.5)
+                waiting.recv(1)
+            slow[0].close()
+            answer = read_until_closed(waiting, 5)
+            waiting.close()
+        finally:
+            for sock in slow:
+                sock.close()
+
+    assert answer.startswith(b"HTTP/1.0 200 OK") and answer.endswith(b"ok")

@@ -14,10 +14,14 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 COPY README.md alembic.ini ./
-COPY models ./models
-COPY migrations ./migrations
-COPY worker ./worker
-RUN pip install --no-deps . \
+# The source folders build the one installed package, pixverse_tracker, and are then removed:
+# the working folder (which `celery -A` puts on sys.path) holds no worker/ or models/ of ours.
+COPY pyproject.toml README.md /tmp/src/
+COPY models /tmp/src/models
+COPY migrations /tmp/src/migrations
+COPY worker /tmp/src/worker
+RUN pip install --no-deps /tmp/src \
+    && rm -rf /tmp/src \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin tracker
 
 USER tracker

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
-from worker import db
+from pixverse_tracker import db
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).with_name("pixverse-tracker"))
@@ -104,7 +104,7 @@ def simulator_without_nagle() -> None:
     compression 40 ms would be 0.8 s of fake latency per poll. This changes only this process's
     simulator, through the standard ``disable_nagle_algorithm`` switch of socketserver.
     """
-    from worker import simulator
+    from pixverse_tracker import simulator
 
     handler = getattr(simulator, "_Handler", None)
     if handler is None:  # the simulator was reorganised: say so rather than measure 40 ms stalls
@@ -404,7 +404,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def run_main(run: Callable[[], int]) -> int:
     """A benchmark's exit: its status, or one line for the failures every benchmark shares."""
-    from worker.settings import SettingsError
+    from pixverse_tracker.settings import SettingsError
 
     try:
         return run()

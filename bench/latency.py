@@ -41,10 +41,10 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from bench import common
-from worker import api, db, listing
-from worker.runtime import Runtime
-from worker.settings import Settings, load
-from worker.simulator import Simulator
+from pixverse_tracker import api, db, listing
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import Settings, load
+from pixverse_tracker.simulator import Simulator
 
 BASELINE_INTERVAL = 15.0  # seconds between polls in useapi.net's example scripts
 FAILED_SHARE = 0.03

@@ -6,10 +6,10 @@ tail to 20 min, ~3% failing, ~2% never finishing) is played twice through real
 divided by ``--speed``, each run on a fresh database, queue prefix and simulator:
 
 (a) polling only, as ``bench.latency`` does;
-(b) with pushes: the callbacks receiver (``worker.receiver.make_dev_server``, the server behind
-    ``pixverse-tracker callbacks``) runs in a thread of this process, and a scheduler thread
-    plays useapi.net: at each video's simulated completion (or failure) it POSTs the record, as
-    JSON with ``video_id``, to ``/callbacks/<secret>``.
+(b) with pushes: the callbacks receiver (``pixverse_tracker.receiver.make_dev_server``, the
+    server behind ``pixverse-tracker callbacks``) runs in a thread of this process, and a
+    scheduler thread plays useapi.net: at each video's simulated completion (or failure) it
+    POSTs the record, as JSON with ``video_id``, to ``/callbacks/<secret>``.
 
 For both runs it prints done_at minus the simulated completion (p50 / p95 / max, real seconds)
 and upstream calls per video, and for (b) compares the latency with the dispatch interval and
@@ -40,10 +40,10 @@ from sqlalchemy import Engine, text
 from bench import common
 from bench.latency import SPREAD_PER_VIDEO, Observed, Video, compressed_env, workload
 from bench.latency import _play as latency_play
-from worker import db, receiver
-from worker.runtime import Runtime
-from worker.settings import Settings, SettingsError, load
-from worker.simulator import Simulator
+from pixverse_tracker import db, receiver
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import Settings, SettingsError, load
+from pixverse_tracker.simulator import Simulator
 
 PUSH_THREADS = 8  # concurrent POSTs to the receiver, so one slow answer delays no other push
 

@@ -51,11 +51,11 @@ from typing import Any
 from sqlalchemy import Engine, event, text
 
 from bench import common
-from worker import db, store
-from worker.runtime import Runtime
-from worker.settings import load
-from worker.simulator import Simulator
-from worker.tracking import Policy
+from pixverse_tracker import db, store
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import load
+from pixverse_tracker.simulator import Simulator
+from pixverse_tracker.tracking import Policy
 
 # Ids beyond --drain-ids are made due this much later, so the drain never claims them.
 PARKED = "365 days"

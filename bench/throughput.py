@@ -37,10 +37,10 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from bench import common
-from worker import api, db
-from worker.runtime import Runtime
-from worker.settings import load
-from worker.simulator import Simulator, make_id
+from pixverse_tracker import api, db
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import load
+from pixverse_tracker.simulator import Simulator, make_id
 
 GOAL = 0.90  # issue 4: at least 90% of the limit
 # One video per request (see the module docstring); --set TRACKER_LIST=true overrides it.

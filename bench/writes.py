@@ -50,11 +50,11 @@ TOKEN = "writes-bench-token"
 def probe(database_url: str, case: str, count: int) -> dict[str, Any]:
     from sqlalchemy import create_engine, event, text
 
-    import worker
-    from worker import api, db, poller
-    from worker.runtime import Runtime
-    from worker.settings import load
-    from worker.simulator import Simulator, make_id
+    import pixverse_tracker
+    from pixverse_tracker import api, db, poller
+    from pixverse_tracker.runtime import Runtime
+    from pixverse_tracker.settings import load
+    from pixverse_tracker.simulator import Simulator, make_id
 
     admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
     engine = db.make_engine(database_url, pool=False)
@@ -127,7 +127,7 @@ def probe(database_url: str, case: str, count: int) -> dict[str, Any]:
             rt.close()
     admin.dispose()
     return {
-        "code": str(Path(worker.__file__).resolve().parent.parent),
+        "code": str(Path(pixverse_tracker.__file__).resolve().parent.parent),
         "polls": polls,
         "requests": requests,
         "statements": dict(statements),

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from models import metadata
-from worker import db
-from worker.settings import DATABASE, load
+from pixverse_tracker import db
+from pixverse_tracker.models import metadata
+from pixverse_tracker.settings import DATABASE, load
 
 
 def _include_object(

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, CheckConstraint, Float, Integer, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, UTCDateTime
+from pixverse_tracker.models.base import Base, UTCDateTime
 
 CONTROL_ROW_ID = 1
 

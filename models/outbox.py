@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, UTCDateTime
+from pixverse_tracker.models.base import Base, BigId, UTCDateTime
 
 
 class CallbackDelivery(Base):

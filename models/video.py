@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, JSONDocument, UTCDateTime
+from pixverse_tracker.models.base import Base, BigId, JSONDocument, UTCDateTime
 
 
 class State(enum.StrEnum):

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import db
+from pixverse_tracker import db
 
 # The server the tests use; CI and developer machines have a trust-auth Postgres on loopback.
 PG_ADMIN_URL = os.environ.get(

@@ -1,1 +1,37 @@
-"""pixverse-tracker: keeps a database table true to useapi.net's PixVerse v2 video records."""
+"""pixverse-tracker: keeps a database table true to useapi.net's PixVerse v2 video records.
+
+The Python API for applications (``pixverse_tracker.api``), at the top of the package::
+
+    import pixverse_tracker
+
+    report = pixverse_tracker.enqueue(["user:1-pixverse:me@example.com-video:42"])
+    video = pixverse_tracker.wait_for("user:1-pixverse:me@example.com-video:42", timeout=600)
+"""
+
+from pixverse_tracker.api import (
+    Cursor,
+    EnqueueReport,
+    InvalidCallbackUrl,
+    Page,
+    SettingsError,
+    VideoView,
+    completed_since,
+    enqueue,
+    enqueue_numbered,
+    get,
+    wait_for,
+)
+
+__all__ = [
+    "Cursor",
+    "EnqueueReport",
+    "InvalidCallbackUrl",
+    "Page",
+    "SettingsError",
+    "VideoView",
+    "completed_since",
+    "enqueue",
+    "enqueue_numbered",
+    "get",
+    "wait_for",
+]

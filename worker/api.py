@@ -1,9 +1,9 @@
 """The Python API for applications: enqueue ids and read what the tracker knows.
 
-    from worker import api
-    report = api.enqueue(["user:1-pixverse:me@example.com-video:42"])
-    video = api.wait_for("user:1-pixverse:me@example.com-video:42", timeout=600)
-    page = api.completed_since(saved_cursor)  # every finished video exactly once
+    import pixverse_tracker
+    report = pixverse_tracker.enqueue(["user:1-pixverse:me@example.com-video:42"])
+    video = pixverse_tracker.wait_for("user:1-pixverse:me@example.com-video:42", timeout=600)
+    page = pixverse_tracker.completed_since(saved_cursor)  # every finished video exactly once
 
 Connections are opened on first use, from ``DATABASE_URL``; without it every call raises
 ``SettingsError`` (the tracker's database must be named: never a stray local file).
@@ -18,11 +18,27 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from models import State, Video
-from worker import ids, runtime, store, webhooks
-from worker.runtime import Runtime
-from worker.settings import DATABASE
-from worker.tracking import COMPLETED
+from pixverse_tracker import ids, runtime, store, webhooks
+from pixverse_tracker.models import State, Video
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import DATABASE, SettingsError
+from pixverse_tracker.tracking import COMPLETED
+from pixverse_tracker.webhooks import InvalidCallbackUrl
+
+# What ``pixverse_tracker`` offers at its top level; the errors are those the calls raise.
+__all__ = [
+    "Cursor",
+    "EnqueueReport",
+    "InvalidCallbackUrl",
+    "Page",
+    "SettingsError",
+    "VideoView",
+    "completed_since",
+    "enqueue",
+    "enqueue_numbered",
+    "get",
+    "wait_for",
+]
 
 
 def _runtime(rt: Runtime | None) -> Runtime:
@@ -76,7 +92,7 @@ def enqueue(
 
     Invalid ids are reported in ``refused`` (position is 1-based); valid ones are stored.
     ``callback_url``: POST the row there when it finishes (validated: http(s), at most 2048
-    characters; raises ``webhooks.InvalidCallbackUrl``). It is set on new ids, and on ids
+    characters; raises ``InvalidCallbackUrl``). It is set on new ids, and on ids
     re-armed by ``retrack``; an id already tracked keeps its own.
     """
     return enqueue_numbered(

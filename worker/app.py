@@ -1,6 +1,6 @@
 """The Celery app: its configuration, queues and beat schedule, taken from the settings.
 
-``celery -A worker.app worker|beat`` works; so do ``pixverse-tracker worker|beat|run``.
+``celery -A pixverse_tracker.app worker|beat`` works; so do ``pixverse-tracker worker|beat|run``.
 The configuration is read when Celery first needs it, not at import time.
 """
 
@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 from celery import Celery, signals
 from kombu.entity import Queue
 
-from worker import logs, metrics
-from worker.settings import Settings, SettingsError, load
+from pixverse_tracker import logs, metrics
+from pixverse_tracker.settings import Settings, SettingsError, load
 
-app = Celery("pixverse_tracker", include=["worker.tasks"])
+app = Celery("pixverse_tracker", include=["pixverse_tracker.tasks"])
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -132,7 +132,8 @@ def _setup_logging(**_: Any) -> None:
 @contextmanager
 def _stop_if_misconfigured() -> Iterator[None]:
     # Celery logs and swallows an exception raised by a signal handler, so a bare
-    # `celery -A worker.app worker|beat` would run on misconfigured; SystemExit gets through.
+    # `celery -A pixverse_tracker.app worker|beat` would run on misconfigured; SystemExit gets
+    # through.
     try:
         yield
     except SettingsError as exc:
@@ -143,9 +144,9 @@ def _stop_if_misconfigured() -> Iterator[None]:
 
 @signals.worker_init.connect
 def _require_token(**_: Any) -> None:
-    # `celery -A worker.app worker` must stop at start-up too, not poll with no token, nor
+    # `celery -A pixverse_tracker.app worker` must stop at start-up too, not poll with no token, nor
     # with no DATABASE_URL (the runtime `pixverse-tracker` installs has passed both checks).
-    from worker import runtime
+    from pixverse_tracker import runtime
 
     with _stop_if_misconfigured():
         settings = runtime.get().settings
@@ -155,7 +156,7 @@ def _require_token(**_: Any) -> None:
 
 @signals.beat_init.connect
 def _beat_metrics(**_: Any) -> None:
-    from worker import runtime
+    from pixverse_tracker import runtime
 
     with _stop_if_misconfigured():
         rt = runtime.get()

@@ -14,10 +14,10 @@ from typing import Any, NoReturn, TextIO
 from alembic.util import CommandError as AlembicError
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
-from worker import api, db, ids, maintenance, metrics, runtime, store, tracking
-from worker.db import describe_error
-from worker.runtime import Runtime
-from worker.settings import (
+from pixverse_tracker import api, db, ids, maintenance, metrics, runtime, store, tracking
+from pixverse_tracker.db import describe_error
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import (
     DATABASE,
     EVERYTHING,
     LOGGING,
@@ -26,7 +26,7 @@ from worker.settings import (
     SettingsError,
     load,
 )
-from worker.webhooks import InvalidCallbackUrl
+from pixverse_tracker.webhooks import InvalidCallbackUrl
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -264,7 +264,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "use `pixverse-tracker run` for the embedded one-process mode"
         )
     open_runtime(settings, migrate_sqlite=False)
-    from worker.app import app
+    from pixverse_tracker.app import app
 
     app.worker_main(_worker_argv(settings, args.celery_args))
     return EXIT_OK
@@ -278,7 +278,7 @@ def cmd_beat(args: argparse.Namespace) -> int:
             "use `pixverse-tracker run` for the embedded one-process mode"
         )
     open_runtime(settings, migrate_sqlite=False)
-    from worker.app import app
+    from pixverse_tracker.app import app
 
     app.start(["beat", f"--loglevel={settings.log_level}", *args.celery_args])
     return EXIT_OK
@@ -290,7 +290,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     open_runtime(settings)
     from celery import beat
 
-    from worker.app import app
+    from pixverse_tracker.app import app
 
     metrics.serve(settings.metrics_port, runtime.get())  # one process: all metrics here
     # Beat in a thread of this process: with the in-process broker it is the only way the
@@ -589,7 +589,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_callbacks(args: argparse.Namespace) -> int:
-    from worker import receiver
+    from pixverse_tracker import receiver
 
     settings = settings_for("callbacks", (DATABASE, LOGGING))
     config = receiver.from_env()
@@ -606,7 +606,7 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from worker.simulator import serve
+    from pixverse_tracker.simulator import serve
 
     try:
         serve(
@@ -627,7 +627,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
+    from pixverse_tracker.demo import run_demo
 
     return run_demo(speed=args.speed)
 

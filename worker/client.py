@@ -23,8 +23,8 @@ import requests
 import urllib3
 from requests.auth import AuthBase
 
-from worker import records
-from worker.outcomes import (
+from pixverse_tracker import records
+from pixverse_tracker.outcomes import (
     Deleted,
     Executing,
     ListOutcome,

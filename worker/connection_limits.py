@@ -6,7 +6,7 @@ headers within ``header_timeout`` of its first byte (or of the accept), its body
 ``body_timeout`` of the end of its headers. A connection that misses one is closed. The cap
 bounds how many connections are open at once; beyond it, new ones wait in the listen queue
 instead of taking memory, threads or file descriptors. Both receiver servers apply these
-(``worker.receiver``'s built-in server and ``worker.receiver_waitress``).
+(``pixverse_tracker.receiver``'s built-in server and ``pixverse_tracker.receiver_waitress``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import resource
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from worker.settings import SettingsError, _number
+from pixverse_tracker.settings import SettingsError, _number
 
 MAX_CONNECTIONS_VARIABLE = "TRACKER_CALLBACK_MAX_CONNECTIONS"
 HEADER_TIMEOUT_VARIABLE = "TRACKER_CALLBACK_HEADER_TIMEOUT"

@@ -33,9 +33,10 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from worker.settings import SettingsError, normalize_database_url
+from pixverse_tracker.settings import SettingsError, normalize_database_url
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Alembic finds the migrations as package data, wherever the package is installed.
+MIGRATIONS = "pixverse_tracker:migrations"
 
 # The tracker's own Alembic version table, so that an application's Alembic (which uses the
 # default ``alembic_version``) can share the database. Earlier versions kept the tracker's
@@ -209,7 +210,7 @@ def alembic_config(url: str | None = None) -> Any:
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", MIGRATIONS)
     if url is not None:
         config.attributes["database_url"] = url
     return config

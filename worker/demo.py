@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from worker.simulator import Simulator, make_id
+from pixverse_tracker.simulator import Simulator, make_id
 
 DEMO_TOKEN = "demo-token"
 
@@ -87,9 +87,9 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
     from celery import beat
     from celery.worker import state as worker_state
 
-    from worker import api, cli, store
-    from worker.app import app
-    from worker.settings import load
+    from pixverse_tracker import api, cli, store
+    from pixverse_tracker.app import app
+    from pixverse_tracker.settings import load
 
     out = out or sys.stdout
     if speed <= 0:

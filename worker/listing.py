@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from worker import ids, schedule, tracking
+from pixverse_tracker import ids, schedule, tracking
 
 # The fields of the single-video record as documented (useapi-pixverse-get-video.txt), less
 # the optional ones (queue_data?, lip_sync?, customer_paths?) and the error field. A listed

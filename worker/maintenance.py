@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker import db, store
-from worker.db import describe_error
-from worker.logs import event
-from worker.runtime import Runtime
+from pixverse_tracker import db, store
+from pixverse_tracker.db import describe_error
+from pixverse_tracker.logs import event
+from pixverse_tracker.runtime import Runtime
 
 log = logging.getLogger("tracker.maintenance")
 

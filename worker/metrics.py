@@ -29,8 +29,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from worker.logs import event
-from worker.outcomes import KIND, Listed, ListOutcome, Outcome, SchedulerOutcome
+from pixverse_tracker.logs import event
+from pixverse_tracker.outcomes import KIND, Listed, ListOutcome, Outcome, SchedulerOutcome
 
 log = logging.getLogger("tracker.metrics")
 
@@ -167,7 +167,7 @@ GAUGES = {
 
 def table_reader(rt: Any) -> Callable[[], list[Gauge]]:
     """A zero-argument function reading the table gauges through ``rt`` (a Runtime)."""
-    from worker import store
+    from pixverse_tracker import store
 
     def read() -> list[Gauge]:
         with rt.sessions.begin() as session:

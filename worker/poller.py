@@ -23,11 +23,11 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from models import State
-from worker import db, listing, metrics, schedule, store, tracking
-from worker.db import describe_error
-from worker.logs import event
-from worker.outcomes import (
+from pixverse_tracker import db, listing, metrics, schedule, store, tracking
+from pixverse_tracker.db import describe_error
+from pixverse_tracker.logs import event
+from pixverse_tracker.models import State
+from pixverse_tracker.outcomes import (
     Listed,
     ListOutcome,
     Outcome,
@@ -39,7 +39,7 @@ from worker.outcomes import (
     Unauthorized,
     kind_of,
 )
-from worker.runtime import Runtime
+from pixverse_tracker.runtime import Runtime
 
 log = logging.getLogger("tracker.poll")
 _rng = random.SystemRandom()

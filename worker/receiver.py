@@ -26,11 +26,11 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker import connection_limits, ids, logs, store
-from worker.connection_limits import ConnectionLimits
-from worker.db import describe_error
-from worker.runtime import Runtime
-from worker.settings import DATABASE, LOGGING, Secret, SettingsError, load
+from pixverse_tracker import connection_limits, ids, logs, store
+from pixverse_tracker.connection_limits import ConnectionLimits
+from pixverse_tracker.db import describe_error
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import DATABASE, LOGGING, Secret, SettingsError, load
 
 log = logging.getLogger("tracker.callbacks")
 
@@ -359,7 +359,7 @@ def make_app(rt: Runtime, config: ReceiverConfig) -> WSGIApplication:
     return _Receiver(rt, config)
 
 
-# --- for production WSGI servers: `gunicorn 'worker.receiver:application'` --------------------
+# --- for production WSGI servers: `gunicorn 'pixverse_tracker.receiver:application'` ----------
 
 
 @dataclass(frozen=True)
@@ -571,7 +571,7 @@ def serve(
     config = dataclasses.replace(config, limits=limits)
     if server == "waitress":
         try:
-            from worker import receiver_waitress  # the optional `server` extra
+            from pixverse_tracker import receiver_waitress  # the optional `server` extra
         except ModuleNotFoundError as exc:
             raise SettingsError(
                 f"--server waitress needs the {exc.name} package: "

@@ -22,8 +22,8 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, TcpWSGIServer
 
-from worker import connection_limits, logs
-from worker.connection_limits import ConnectionLimits
+from pixverse_tracker import connection_limits, logs
+from pixverse_tracker.connection_limits import ConnectionLimits
 
 log = logging.getLogger("tracker.callbacks")
 

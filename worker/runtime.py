@@ -17,13 +17,13 @@ from requests.adapters import HTTPAdapter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import db
-from worker.client import UseapiClient
-from worker.settings import EVERYTHING, Settings, load
-from worker.tracking import Policy
+from pixverse_tracker import db
+from pixverse_tracker.client import UseapiClient
+from pixverse_tracker.settings import EVERYTHING, Settings, load
+from pixverse_tracker.tracking import Policy
 
 if TYPE_CHECKING:
-    from worker.sender import Deliverer
+    from pixverse_tracker.sender import Deliverer
 
 
 class Runtime:
@@ -73,7 +73,7 @@ class Runtime:
     @cached_property
     def deliverer(self) -> Deliverer:
         # Imported here: the sender module refers back to Runtime.
-        from worker.sender import Deliverer
+        from pixverse_tracker.sender import Deliverer
 
         return Deliverer(self)
 

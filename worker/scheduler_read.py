@@ -25,10 +25,10 @@ import time
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker import metrics, poller, store
-from worker.db import describe_error
-from worker.logs import event
-from worker.outcomes import (
+from pixverse_tracker import metrics, poller, store
+from pixverse_tracker.db import describe_error
+from pixverse_tracker.logs import event
+from pixverse_tracker.outcomes import (
     Executing,
     RateLimited,
     Rejected,
@@ -37,8 +37,8 @@ from worker.outcomes import (
     Unauthorized,
     kind_of,
 )
-from worker.runtime import Runtime
-from worker.tracking import PollCounts
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.tracking import PollCounts
 
 log = logging.getLogger("tracker.scheduler")
 

@@ -19,14 +19,14 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from worker import metrics, outbound, store
-from worker.addresses import AddressPolicy
-from worker.db import describe_error
-from worker.logs import event
-from worker.webhooks import retry_delay, scrub_url, shown_url, signed_headers, signing_key
+from pixverse_tracker import metrics, outbound, store
+from pixverse_tracker.addresses import AddressPolicy
+from pixverse_tracker.db import describe_error
+from pixverse_tracker.logs import event
+from pixverse_tracker.webhooks import retry_delay, scrub_url, shown_url, signed_headers, signing_key
 
 if TYPE_CHECKING:
-    from worker.runtime import Runtime
+    from pixverse_tracker.runtime import Runtime
 
 log = logging.getLogger("tracker.webhooks")
 

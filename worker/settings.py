@@ -17,8 +17,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from worker.addresses import parse_allowlist
-from worker.webhooks import InvalidCallbackUrl, InvalidSecret, shown_url, signing_key, validate_url
+from pixverse_tracker.addresses import parse_allowlist
+from pixverse_tracker.webhooks import (
+    InvalidCallbackUrl,
+    InvalidSecret,
+    shown_url,
+    signing_key,
+    validate_url,
+)
 
 DEFAULT_BASE_URL = "https://api.useapi.net"
 EMBEDDED_BROKER_URL = "memory://"
@@ -160,7 +166,9 @@ class Settings:
         """Hard limit for one poll task: its slots (one dispatch interval), then a chain of
         requests each learned from the one before (list pages, then a fetch by id). Leases are
         renewed along the chain, so this only stops a task that is stuck."""
-        from worker.listing import MAX_CHAIN_PAGES  # the rules module, not loaded by settings
+        from pixverse_tracker.listing import (
+            MAX_CHAIN_PAGES,  # the rules module, not loaded by settings
+        )
 
         # the deepest list read, and a fetch by id after it
         return self.dispatch_interval + (MAX_CHAIN_PAGES + 2) * self.request_budget + 5.0

@@ -35,7 +35,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import FunctionElement
 
-from models import (
+from pixverse_tracker import listing, schedule, tracking, webhooks
+from pixverse_tracker.models import (
     CONTROL_ROW_ID,
     CallbackDelivery,
     PollMinute,
@@ -45,8 +46,7 @@ from models import (
     Video,
     VideoEvent,
 )
-from worker import listing, schedule, tracking, webhooks
-from worker.tracking import Decision, EventSpec, LimiterView, Policy, RowView, SlotPlan
+from pixverse_tracker.tracking import Decision, EventSpec, LimiterView, Policy, RowView, SlotPlan
 
 NOTIFY_CHANNEL = "video_done"
 CHUNK = 5000  # rows per multi-row statement: well under every driver's parameter limit

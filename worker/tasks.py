@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from worker import maintenance, poller, runtime, scheduler_read, sender
-from worker.app import app
-from worker.logs import event
+from pixverse_tracker import maintenance, poller, runtime, scheduler_read, sender
+from pixverse_tracker.app import app
+from pixverse_tracker.logs import event
 
 log = logging.getLogger("tracker.tasks")
 

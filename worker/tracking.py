@@ -16,9 +16,9 @@ from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
-from models import State
-from worker import records, schedule
-from worker.outcomes import (
+from pixverse_tracker import records, schedule
+from pixverse_tracker.models import State
+from pixverse_tracker.outcomes import (
     Deleted,
     Listed,
     ListOutcome,

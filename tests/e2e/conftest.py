@@ -15,9 +15,9 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
+from pixverse_tracker.simulator import Simulator
 from tests.conftest import REDIS_URL, reset_tables
 from tests.e2e.private_services import PrivatePostgres, PrivateRedis, free_port
-from worker.simulator import Simulator
 
 CLI = str(Path(sys.executable).with_name("pixverse-tracker"))
 TOKEN = "e2e-token-7c1f9d2b-do-not-log"

@@ -33,10 +33,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from pixverse_tracker import db
+from pixverse_tracker.cli import build_parser
 from tests.conftest import REDIS_URL, empty_database, reset_tables
 from tests.e2e.conftest import CLI, base_env
-from worker import db
-from worker.cli import build_parser
 
 pytestmark = pytest.mark.e2e
 
@@ -528,7 +528,13 @@ def test_a_bare_celery_worker_or_beat_without_database_url_stops_at_start_naming
     # Celery swallows a signal handler's exception: this once ran on with a stray SQLite file.
     celery = str(Path(CLI).with_name("celery"))
     env = base_env(USEAPI_TOKEN=SECRET_TOKEN, TRACKER_METRICS_PORT="0")
-    args = [celery, "-A", "worker.app", command, *(["--pool=threads"] * (command == "worker"))]
+    args = [
+        celery,
+        "-A",
+        "pixverse_tracker.app",
+        command,
+        *(["--pool=threads"] * (command == "worker")),
+    ]
     try:
         done = subprocess.run(
             args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
@@ -544,7 +550,7 @@ def test_a_bare_celery_worker_or_beat_without_database_url_stops_at_start_naming
 def test_the_celery_worker_command_without_a_token_refuses_to_start_with_one_line(
     pg_url: str, tmp_path: Path
 ) -> None:
-    # README: `celery -A worker.app worker` works like `pixverse-tracker worker`
+    # README: `celery -A pixverse_tracker.app worker` works like `pixverse-tracker worker`
     celery = str(Path(CLI).with_name("celery"))
     env = base_env(
         DATABASE_URL=pg_url,
@@ -552,7 +558,7 @@ def test_the_celery_worker_command_without_a_token_refuses_to_start_with_one_lin
         TRACKER_QUEUE_PREFIX=f"notoken-{uuid.uuid4().hex[:8]}",
         TRACKER_METRICS_PORT="0",
     )
-    argv = [celery, "-A", "worker.app", "worker", "--pool=threads", "--without-mingle"]
+    argv = [celery, "-A", "pixverse_tracker.app", "worker", "--pool=threads", "--without-mingle"]
     try:
         done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, timeout=60)
     except subprocess.TimeoutExpired:

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from pixverse_tracker import db
+from pixverse_tracker.settings import load
+from pixverse_tracker.simulator import Simulator, make_id
 from tests.e2e import scenarios
 from tests.e2e.conftest import TOKEN, Processes, pending_count, wait_until
 from tests.e2e.private_services import PrivatePostgres, PrivateRedis
-from worker import db
-from worker.settings import load
-from worker.simulator import Simulator, make_id
 
 pytestmark = pytest.mark.e2e
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from pixverse_tracker import api, poller
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import Settings, load
+from pixverse_tracker.simulator import Simulator
 from tests.e2e.conftest import Processes, pending_count, wait_until
-from worker import api, poller
-from worker.runtime import Runtime
-from worker.settings import Settings, load
-from worker.simulator import Simulator
 
 # Only what the processes need to find each other: every timing is the tracker's default.
 CONNECTIONS = (

@@ -8,9 +8,9 @@ import time
 import pytest
 from sqlalchemy import Engine, text
 
+from pixverse_tracker.simulator import Simulator
 from tests.e2e import scenarios
 from tests.e2e.conftest import TOKEN, Processes, pending_count, wait_until
-from worker.simulator import Simulator
 
 pytestmark = pytest.mark.e2e
 

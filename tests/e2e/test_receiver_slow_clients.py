@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pixverse_tracker.connection_limits import RESERVED_FILES, ConnectionLimits
 from tests.e2e.conftest import CLI, TOKEN, base_env, free_port, wait_until
-from worker.connection_limits import RESERVED_FILES, ConnectionLimits
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
+from pixverse_tracker.simulator import Simulator
 from tests.e2e import scenarios
 from tests.e2e.conftest import CLI, TOKEN, Processes, pending_count, wait_until
-from worker.simulator import Simulator
 
 pytestmark = pytest.mark.e2e
 

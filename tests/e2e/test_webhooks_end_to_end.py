@@ -16,9 +16,9 @@ from collections import defaultdict
 import pytest
 from sqlalchemy import Engine, text
 
+from pixverse_tracker.simulator import Simulator, make_id
 from tests.e2e.conftest import CLI, Processes, pending_count, wait_until
 from tests.endpoints import DripEndpoint
-from worker.simulator import Simulator, make_id
 
 pytestmark = pytest.mark.e2e
 

@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Video
-from worker import api, store, tracking
-from worker.outcomes import NotYet, Record
-from worker.runtime import Runtime
-from worker.settings import load
+from pixverse_tracker import api, store, tracking
+from pixverse_tracker.models import Video
+from pixverse_tracker.outcomes import NotYet, Record
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import load
 
 
 def vid(n: int) -> str:
@@ -132,7 +132,7 @@ def test_wait_for_works_on_the_embedded_sqlite_database(tmp_path: Path) -> None:
         load({"DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}", "TRACKER_FIRST_POLL_DELAY": "0"})
     )
     try:
-        from worker import db
+        from pixverse_tracker import db
 
         db.upgrade(runtime.engine)
         api.enqueue([vid(1)], rt=runtime)

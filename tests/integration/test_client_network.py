@@ -1,4 +1,4 @@
-"""Integration tests for worker.client against a deliberately misbehaving server on 127.0.0.1."""
+"""Integration tests for pixverse_tracker.client against a deliberately misbehaving server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from worker.client import VIDEOS_PATH, UseapiClient
-from worker.outcomes import Deleted, NotYet, Record, Transient
+from pixverse_tracker.client import VIDEOS_PATH, UseapiClient
+from pixverse_tracker.outcomes import Deleted, NotYet, Record, Transient
 
 TOKEN = "tok-NETWORK-SECRET-4b1d"
 MB = 1024 * 1024

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from pixverse_tracker import api, cli, runtime
+from pixverse_tracker.app import celery_config
+from pixverse_tracker.settings import EVERYTHING, SettingsError
 from tests.conftest import REDIS_URL
-from worker import api, cli, runtime
-from worker.app import celery_config
-from worker.settings import EVERYTHING, SettingsError
 
 VIDEO = "user:7-pixverse:settings@example.com-video:1"
 # Two values a user set that cannot both hold: only the commands that poll may refuse them.

@@ -8,8 +8,8 @@ from datetime import timedelta
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import store, tracking
-from worker.outcomes import NotYet
+from pixverse_tracker import store, tracking
+from pixverse_tracker.outcomes import NotYet
 
 VID = "user:3-pixverse:hint@example.com-video:1"
 POLICY = tracking.Policy(first_poll_delay=0, poll_interval_min=30, poll_interval_max=60)

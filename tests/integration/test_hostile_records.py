@@ -20,11 +20,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from pixverse_tracker import tracking
+from pixverse_tracker.outcomes import Record
+from pixverse_tracker.records import MAX_DEPTH, PRUNED, REDACTED
+from pixverse_tracker.simulator import Simulator, make_id
 from tests.integration.test_poller import BASE_ENV, drive, enqueue, kinds, rows, sql, tracker
-from worker import tracking
-from worker.outcomes import Record
-from worker.records import MAX_DEPTH, PRUNED, REDACTED
-from worker.simulator import Simulator, make_id
 
 TOKEN = BASE_ENV["USEAPI_TOKEN"]
 # A host name, never resolved here: the outbox row is written when the row finishes, and

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import schedule, store
-from worker.tracking import Policy
+from pixverse_tracker import schedule, store
+from pixverse_tracker.tracking import Policy
 
 
 def vid(n: int) -> str:

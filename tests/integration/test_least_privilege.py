@@ -12,10 +12,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import api, poller
-from worker.runtime import Runtime
-from worker.settings import load
-from worker.simulator import Simulator, make_id
+from pixverse_tracker import api, poller
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import load
+from pixverse_tracker.simulator import Simulator, make_id
 
 # Exactly what docs/security.md tells operators to grant.
 GRANTS = """

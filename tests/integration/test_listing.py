@@ -16,6 +16,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from pixverse_tracker import poller, store
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.simulator import Simulator
 from tests.integration.test_poller import (
     BASE_ENV,
     control,
@@ -28,9 +31,6 @@ from tests.integration.test_poller import (
     sql,
 )
 from tests.integration.test_poller import tracker as by_id_tracker
-from worker import poller, store
-from worker.runtime import Runtime
-from worker.simulator import Simulator
 
 TOKEN = BASE_ENV["USEAPI_TOKEN"]
 LIST_ON = {"TRACKER_LIST": "true", "TRACKER_LIST_INTERVAL": "0.3"}

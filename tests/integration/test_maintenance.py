@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from pixverse_tracker import api, maintenance, poller
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import load
 from tests.conftest import REDIS_URL
-from worker import api, maintenance, poller
-from worker.runtime import Runtime
-from worker.settings import load
 
 
 @pytest.fixture

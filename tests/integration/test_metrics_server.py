@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from worker import metrics
+from pixverse_tracker import metrics
 
 
 def test_a_metrics_port_in_use_logs_one_line_naming_the_port_and_the_variable(

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from pixverse_tracker import db
 from tests.conftest import empty_database
-from worker import db
 
 ROOT = Path(__file__).resolve().parents[2]
 ALEMBIC = Path(sys.executable).with_name("alembic")

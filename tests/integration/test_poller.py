@@ -24,11 +24,11 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import api, poller, store, tracking
-from worker.poller import Batch, BatchReport
-from worker.runtime import Runtime
-from worker.settings import load
-from worker.simulator import LoggedRequest, Simulator, make_id
+from pixverse_tracker import api, poller, store, tracking
+from pixverse_tracker.poller import Batch, BatchReport
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import load
+from pixverse_tracker.simulator import LoggedRequest, Simulator, make_id
 
 TOKEN = "poller-test-token"
 DEFAULT_DELAY = 0.5

@@ -24,14 +24,14 @@ import requests
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Video
-from worker import receiver, store
-from worker.connection_limits import ConnectionLimits
-from worker.logs import JsonFormatter, KeyValueFormatter
-from worker.receiver import ReceiverConfig, from_env, make_app, make_dev_server
-from worker.runtime import Runtime
-from worker.settings import Secret, SettingsError, load
-from worker.tracking import Policy
+from pixverse_tracker import receiver, store
+from pixverse_tracker.connection_limits import ConnectionLimits
+from pixverse_tracker.logs import JsonFormatter, KeyValueFormatter
+from pixverse_tracker.models import Video
+from pixverse_tracker.receiver import ReceiverConfig, from_env, make_app, make_dev_server
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import Secret, SettingsError, load
+from pixverse_tracker.tracking import Policy
 
 SECRET = "cb-Secret_0123456789-DISTINCTIVE"
 CALLBACK_PATH = f"/callbacks/{SECRET}"

@@ -21,6 +21,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from pixverse_tracker import poller, scheduler_read, store, tracking
+from pixverse_tracker.outcomes import NotYet
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.simulator import Simulator, make_id
 from tests.integration.test_poller import (
     BASE_ENV,
     control,
@@ -33,10 +37,6 @@ from tests.integration.test_poller import (
     sql,
 )
 from tests.integration.test_poller import tracker as by_id_tracker
-from worker import poller, scheduler_read, store, tracking
-from worker.outcomes import NotYet
-from worker.runtime import Runtime
-from worker.simulator import Simulator, make_id
 
 TOKEN = BASE_ENV["USEAPI_TOKEN"]
 SCHEDULER_ON = {

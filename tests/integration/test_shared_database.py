@@ -18,12 +18,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
+from pixverse_tracker import api, db
+from pixverse_tracker.cli import main
+from pixverse_tracker.simulator import Simulator, make_id
 from tests.conftest import empty_database
 from tests.integration.test_migrations import _alembic_check
 from tests.integration.test_poller import TOKEN, drive, heard, listening, tracker
-from worker import api, db
-from worker.cli import main
-from worker.simulator import Simulator, make_id
 
 FOREIGN_REVISION = "ae1027a6acf"  # what an application's Alembic revision id looks like
 TRACKER_TABLES = {"videos", "video_events", "tracker_control", "poll_minutes", "callback_outbox"}

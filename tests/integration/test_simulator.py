@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import pytest
 import requests
 
-from worker.simulator import (
+from pixverse_tracker.simulator import (
     DELETED_MESSAGE,
     NOT_YET_MESSAGE,
     LoggedRequest,
@@ -518,7 +518,7 @@ def test_base_url_needs_a_started_simulator_when_the_port_is_chosen_by_the_syste
 
 def test_serve_prints_its_base_url_and_stops_cleanly_on_ctrl_c() -> None:
     code = (
-        f"from worker.simulator import {serve.__name__}; "
+        f"from pixverse_tracker.simulator import {serve.__name__}; "
         "serve('127.0.0.1', 0, 'cli', 0.0, 0.0, list_shape='brief', list_paging='paged')"
     )
     process = subprocess.Popen(

@@ -13,9 +13,8 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from tests.integration.test_simulator import TOKEN, get, poll
-from worker.client import UseapiClient
-from worker.outcomes import (
+from pixverse_tracker.client import UseapiClient
+from pixverse_tracker.outcomes import (
     Executing,
     RateLimited,
     Rejected,
@@ -23,7 +22,8 @@ from worker.outcomes import (
     Transient,
     Unauthorized,
 )
-from worker.simulator import SchedulerRead, Simulator, make_id
+from pixverse_tracker.simulator import SchedulerRead, Simulator, make_id
+from tests.integration.test_simulator import TOKEN, get, poll
 
 SCHEDULER = "/v2/pixverse/scheduler/"
 AVAILABLE = "/v2/pixverse/scheduler/available"
@@ -374,7 +374,7 @@ def test_scheduler_reads_are_in_the_request_log_and_reset_forgets_them(
 
 def test_the_simulate_command_takes_a_scheduler_shape() -> None:
     code = (
-        "import sys; from worker.cli import main; "
+        "import sys; from pixverse_tracker.cli import main; "
         "sys.exit(main(['simulate', '--port', '0', '--token', 'cli', "
         "'--scheduler-shape', 'videoId']))"
     )

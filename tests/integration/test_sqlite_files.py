@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from worker import db
-from worker.settings import SettingsError
+from pixverse_tracker import db
+from pixverse_tracker.settings import SettingsError
 
 NOBODY = 65534
 

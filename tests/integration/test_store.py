@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import api, store, tracking
-from worker.outcomes import NotYet, Record
-from worker.runtime import Runtime
-from worker.settings import load
-from worker.tracking import Decision, Policy, PollCounts
+from pixverse_tracker import api, store, tracking
+from pixverse_tracker.outcomes import NotYet, Record
+from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.settings import load
+from pixverse_tracker.tracking import Decision, Policy, PollCounts
 
 DUE_NOW = Policy(first_poll_delay=0.0)
 RNG_SEED = 7

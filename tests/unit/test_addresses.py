@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.addresses import (
+from pixverse_tracker.addresses import (
     AddressPolicy,
     Kind,
     classify,

@@ -7,8 +7,8 @@ import logging
 import pytest
 from kombu import Connection
 
-from worker.app import celery_config
-from worker.settings import load
+from pixverse_tracker.app import celery_config
+from pixverse_tracker.settings import load
 
 
 def test_remote_control_and_events_are_off_by_default_and_one_setting_turns_them_on() -> None:

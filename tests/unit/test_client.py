@@ -1,4 +1,4 @@
-"""Unit tests for worker.client, driven through a fake transport adapter mounted on the session."""
+"""Unit tests for pixverse_tracker.client, driven through a fake transport adapter mounted on the session."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import urllib3
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-from worker.client import (
+from pixverse_tracker.client import (
     MAX_MESSAGE_CHARS,
     MAX_RETRY_AFTER,
     VIDEOS_PATH,
@@ -27,7 +27,7 @@ from worker.client import (
     parse_retry_after,
     video_url,
 )
-from worker.outcomes import (
+from pixverse_tracker.outcomes import (
     Deleted,
     NotYet,
     Outcome,

@@ -16,6 +16,23 @@ import urllib3
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from pixverse_tracker.client import (
+    MAX_EMAIL_CHARS,
+    MAX_LIST_LIMIT,
+    MAX_MESSAGE_CHARS,
+    VIDEOS_PATH,
+    list_url,
+)
+from pixverse_tracker.outcomes import (
+    ListOutcome,
+    Page,
+    RateLimited,
+    Record,
+    Rejected,
+    Transient,
+    Unauthorized,
+    kind_of,
+)
 from tests.unit.test_client import (
     BASE,
     DELETED_404,
@@ -28,23 +45,6 @@ from tests.unit.test_client import (
     Reply,
     client_with,
     make_response,
-)
-from worker.client import (
-    MAX_EMAIL_CHARS,
-    MAX_LIST_LIMIT,
-    MAX_MESSAGE_CHARS,
-    VIDEOS_PATH,
-    list_url,
-)
-from worker.outcomes import (
-    ListOutcome,
-    Page,
-    RateLimited,
-    Record,
-    Rejected,
-    Transient,
-    Unauthorized,
-    kind_of,
 )
 
 EMAIL = "a+b@x.com"

@@ -10,6 +10,16 @@ import pytest
 import requests
 import urllib3
 
+from pixverse_tracker.client import MAX_MESSAGE_CHARS, SCHEDULER_PATH, scheduler_url
+from pixverse_tracker.outcomes import (
+    Executing,
+    RateLimited,
+    Rejected,
+    SchedulerOutcome,
+    Transient,
+    Unauthorized,
+    kind_of,
+)
 from tests.unit.test_client import (
     BASE,
     ENCODED_TOKEN,
@@ -19,16 +29,6 @@ from tests.unit.test_client import (
     Reply,
     client_with,
     make_response,
-)
-from worker.client import MAX_MESSAGE_CHARS, SCHEDULER_PATH, scheduler_url
-from worker.outcomes import (
-    Executing,
-    RateLimited,
-    Rejected,
-    SchedulerOutcome,
-    Transient,
-    Unauthorized,
-    kind_of,
 )
 
 A = "user:1-pixverse:a+b@x.com-video:1"

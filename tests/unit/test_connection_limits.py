@@ -6,7 +6,7 @@ import resource
 
 import pytest
 
-from worker.connection_limits import (
+from pixverse_tracker.connection_limits import (
     RESERVED_FILES,
     ConnectionLimits,
     FileFit,
@@ -14,7 +14,7 @@ from worker.connection_limits import (
     fit,
     from_env,
 )
-from worker.settings import SettingsError
+from pixverse_tracker.settings import SettingsError
 
 UNLIMITED = resource.RLIM_INFINITY
 

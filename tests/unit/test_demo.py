@@ -6,8 +6,8 @@ import io
 import logging
 import re
 
-from worker.demo import progress_view
-from worker.logs import event
+from pixverse_tracker.demo import progress_view
+from pixverse_tracker.logs import event
 
 
 class Terminal(io.StringIO):

@@ -1,4 +1,4 @@
-"""Unit tests for worker.ids: which ids are accepted, why others are refused, reading id lists."""
+"""Unit tests for pixverse_tracker.ids: which ids are accepted, why others are refused, reading id lists."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from worker.ids import (
+from pixverse_tracker.ids import (
     MAX_ID_LENGTH,
     InvalidId,
     Refused,

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker import schedule, tracking
-from worker.schedule import Durations, Grid, Knowledge, Stage
-from worker.tracking import Policy, RowView
+from pixverse_tracker import schedule, tracking
+from pixverse_tracker.schedule import Durations, Grid, Knowledge, Stage
+from pixverse_tracker.tracking import Policy, RowView
 
 NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
 DEFAULTS = Policy()  # the production defaults (the Policy's defaults mirror the settings')

@@ -7,10 +7,17 @@ from typing import Any
 
 import pytest
 
-from worker import listing
-from worker.listing import Finding, account_of, grid_for, group_key, is_full_record, read_entry
-from worker.simulator import _EXAMPLE_RECORD
-from worker.tracking import Policy
+from pixverse_tracker import listing
+from pixverse_tracker.listing import (
+    Finding,
+    account_of,
+    grid_for,
+    group_key,
+    is_full_record,
+    read_entry,
+)
+from pixverse_tracker.simulator import _EXAMPLE_RECORD
+from pixverse_tracker.tracking import Policy
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 VIDEO = "user:1-pixverse:Team+a@Example.com-video:42"

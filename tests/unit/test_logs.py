@@ -1,4 +1,4 @@
-"""Unit tests for worker.logs: the key=value line format, and the token never reaching a log."""
+"""Unit tests for pixverse_tracker.logs: the key=value line format, and the token never reaching a log."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from worker.logs import KeyValueFormatter, RedactSecrets, event
+from pixverse_tracker.logs import KeyValueFormatter, RedactSecrets, event
 
 TOKEN = "tok-Zq81-DISTINCTIVE-5ecr3t-77aa"
 OTHER_SECRET = "second-secret-value-31337"
@@ -263,7 +263,7 @@ def test_json_lines_carry_the_action_and_fields_and_never_the_token() -> None:
     import io
     import json
 
-    from worker.logs import JsonFormatter, choose_format
+    from pixverse_tracker.logs import JsonFormatter, choose_format
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -8,10 +8,16 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import generate_latest
 from rich.console import Console
 
-from worker import metrics
-from worker.cli import contract_lines, rate_shown, scheduler_line, status_lines, watch_view
-from worker.settings import load
-from worker.store import Summary
+from pixverse_tracker import metrics
+from pixverse_tracker.cli import (
+    contract_lines,
+    rate_shown,
+    scheduler_line,
+    status_lines,
+    watch_view,
+)
+from pixverse_tracker.settings import load
+from pixverse_tracker.store import Summary
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from worker import poller, scheduler_read
-from worker.poller import Pacer, late_tolerance
+from pixverse_tracker import poller, scheduler_read
+from pixverse_tracker.poller import Pacer, late_tolerance
 
 
 def test_the_pacer_spaces_starts_and_refuses_one_it_cannot_start_in_time() -> None:

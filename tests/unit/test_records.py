@@ -1,4 +1,4 @@
-"""Unit tests for worker.records: what an upstream JSON value becomes before it is stored."""
+"""Unit tests for pixverse_tracker.records: what an upstream JSON value becomes before it is stored."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.records import MAX_DEPTH, PRUNED, REDACTED, clean, clean_text
+from pixverse_tracker.records import MAX_DEPTH, PRUNED, REDACTED, clean, clean_text
 
 SECRET = "tok-SECRET+7f3a"
 

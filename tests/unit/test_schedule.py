@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker import schedule
-from worker.schedule import (
+from pixverse_tracker import schedule
+from pixverse_tracker.schedule import (
     Durations,
     Grid,
     Knowledge,

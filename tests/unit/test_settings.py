@@ -1,4 +1,4 @@
-"""Unit tests for worker.settings: every variable parsed from a plain dict, never os.environ."""
+"""Unit tests for pixverse_tracker.settings: every variable parsed from a plain dict, never os.environ."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.settings import (
+from pixverse_tracker.settings import (
     DATABASE,
     DEFAULT_BASE_URL,
     EMBEDDED_BROKER_URL,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.settings import SettingsError, load
+from pixverse_tracker.settings import SettingsError, load
 
 PG = "postgresql://tracker@db.internal/app"
 

@@ -1,4 +1,4 @@
-"""Unit tests for worker.tracking: what an answer means, when to poll next, how fast to go."""
+"""Unit tests for pixverse_tracker.tracking: what an answer means, when to poll next, how fast to go."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from models import State
-from worker.outcomes import (
+from pixverse_tracker.models import State
+from pixverse_tracker.outcomes import (
     Deleted,
     Listed,
     NotYet,
@@ -24,9 +24,9 @@ from worker.outcomes import (
     Transient,
     Unauthorized,
 )
-from worker.records import MAX_DEPTH, PRUNED
-from worker.schedule import Durations, Grid, Knowledge
-from worker.tracking import (
+from pixverse_tracker.records import MAX_DEPTH, PRUNED
+from pixverse_tracker.schedule import Durations, Grid, Knowledge
+from pixverse_tracker.tracking import (
     ERROR_GRACE,
     MESSAGE_LIMIT,
     MIN_RATE_FACTOR,
@@ -941,7 +941,7 @@ def test_a_poll_sent_at_the_deadline_expires_the_row_however_late_its_answer() -
 
 
 def test_an_identical_record_rewrites_nothing_but_the_poll_bookkeeping() -> None:
-    from worker.tracking import clean_json, record_digest
+    from pixverse_tracker.tracking import clean_json, record_digest
 
     record = generating()
     first = run(Record(record))
@@ -960,7 +960,7 @@ def test_an_identical_record_rewrites_nothing_but_the_poll_bookkeeping() -> None
 
 
 def test_a_changed_record_is_written_with_its_new_digest() -> None:
-    from worker.tracking import record_digest
+    from pixverse_tracker.tracking import record_digest
 
     old = record_digest(generating())
     changed = generating(queue_data={"queue_time": 9, "queue_count": 3})

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from worker.webhooks import (
+from pixverse_tracker.webhooks import (
     MAX_RETRY,
     InvalidCallbackUrl,
     InvalidSecret,
@@ -178,8 +178,8 @@ def test_retry_delays_grow_from_ten_seconds_and_never_exceed_an_hour(
 
 
 def test_by_default_private_addresses_are_refused_and_the_deadline_ends_before_the_lease() -> None:
-    from worker import sender
-    from worker.settings import load
+    from pixverse_tracker import sender
+    from pixverse_tracker.settings import load
 
     s = load({})
     assert s.webhook_allow_private is False and s.webhook_allowlist == ""
@@ -200,7 +200,7 @@ def test_by_default_private_addresses_are_refused_and_the_deadline_ends_before_t
 def test_bad_callback_settings_are_refused_naming_the_variable(
     env: dict[str, str], phrase: str
 ) -> None:
-    from worker.settings import SettingsError, load
+    from pixverse_tracker.settings import SettingsError, load
 
     with pytest.raises(SettingsError) as caught:
         load(env)
@@ -208,7 +208,7 @@ def test_bad_callback_settings_are_refused_naming_the_variable(
 
 
 def test_the_default_callback_urls_query_is_not_shown_by_repr() -> None:
-    from worker.settings import load
+    from pixverse_tracker.settings import load
 
     s = load({"TRACKER_WEBHOOK_URL": "https://app.example.com/hook?token=app-secret-9"})
     assert s.webhook_url == "https://app.example.com/hook?token=app-secret-9"
@@ -216,8 +216,8 @@ def test_the_default_callback_urls_query_is_not_shown_by_repr() -> None:
 
 
 def test_deliver_ticks_have_a_queue_of_their_own_next_to_dispatch_and_poll() -> None:
-    from worker.app import celery_config
-    from worker.settings import load
+    from pixverse_tracker.app import celery_config
+    from pixverse_tracker.settings import load
 
     config = celery_config(load({"TRACKER_QUEUE_PREFIX": "t1"}))
     assert config["task_routes"]["tracker.deliver"] == {"queue": "t1.deliver"}

@@ -41,7 +41,8 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from bench import common
-from pixverse_tracker import api, db, listing
+from pixverse_tracker import api, db
+from pixverse_tracker.rules import listing
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import Settings, load
 from pixverse_tracker.simulator import Simulator

@@ -52,10 +52,10 @@ from sqlalchemy import Engine, event, text
 
 from bench import common
 from pixverse_tracker import db, store
+from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import load
 from pixverse_tracker.simulator import Simulator
-from pixverse_tracker.tracking import Policy
 
 # Ids beyond --drain-ids are made due this much later, so the drain never claims them.
 PARKED = "365 days"

@@ -6,7 +6,8 @@ No engine and no I/O here: importing models never touches a database.
 from pixverse_tracker.models.base import Base, UTCDateTime
 from pixverse_tracker.models.control import CONTROL_ROW_ID, PollMinute, TrackerControl
 from pixverse_tracker.models.outbox import CallbackDelivery
-from pixverse_tracker.models.video import State, Video, VideoEvent
+from pixverse_tracker.models.video import Video, VideoEvent
+from pixverse_tracker.rules.state import State
 
 metadata = Base.metadata
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
@@ -20,15 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pixverse_tracker.models.base import Base, BigId, JSONDocument, UTCDateTime
-
-
-class State(enum.StrEnum):
-    """Where a tracked id stands. ``pending`` is the only state the tracker ever changes."""
-
-    PENDING = "pending"  # being tracked
-    DONE = "done"  # the upstream gave a final record
-    ABANDONED = "abandoned"  # we stopped: deleted, rejected or expired
-
+from pixverse_tracker.rules.state import State
 
 STATE_VALUES = ", ".join(f"'{s.value}'" for s in State)
 
@@ -67,7 +58,7 @@ class Video(Base):
     # When a useapi.net push last hinted that the video may be finished (see receiver.py).
     hinted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When the upstream was first seen generating it: done_at - started_at is the generation
-    # time the adaptive schedule learns from (worker/schedule.py).
+    # time the adaptive schedule learns from (worker/rules/schedule.py).
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When a read of the account's list last failed to show it: polled by id for a while.
     list_missed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from pixverse_tracker import ids, runtime, store, webhooks
-from pixverse_tracker.models import State, Video
+from pixverse_tracker import runtime, store
+from pixverse_tracker.models import Video
+from pixverse_tracker.rules import ids, webhooks
+from pixverse_tracker.rules.state import State
+from pixverse_tracker.rules.verdict import COMPLETED
+from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import DATABASE, SettingsError
-from pixverse_tracker.tracking import COMPLETED
-from pixverse_tracker.webhooks import InvalidCallbackUrl
 
 # What ``pixverse_tracker`` offers at its top level; the errors are those the calls raise.
 __all__ = [

@@ -14,8 +14,11 @@ from typing import Any, NoReturn, TextIO
 from alembic.util import CommandError as AlembicError
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
-from pixverse_tracker import api, db, ids, maintenance, metrics, runtime, store, tracking
+from pixverse_tracker import api, db, maintenance, metrics, runtime, store
 from pixverse_tracker.db import describe_error
+from pixverse_tracker.rules import ids
+from pixverse_tracker.rules.verdict import KNOWN_NAMES
+from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import (
     DATABASE,
@@ -26,7 +29,6 @@ from pixverse_tracker.settings import (
     SettingsError,
     load,
 )
-from pixverse_tracker.webhooks import InvalidCallbackUrl
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -502,7 +504,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not videos and args.status and not _known_status(args.status):
         raise CommandError(
             f"--status {args.status!r} is not a known status (and no row has it): use a number "
-            f"or one of {', '.join(sorted(tracking.KNOWN_NAMES))}"
+            f"or one of {', '.join(sorted(KNOWN_NAMES))}"
         )
     if total is not None and total > len(videos):
         # On stderr, so the table, JSON or CSV on stdout stays whole for whatever reads it.
@@ -527,7 +529,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _known_status(text: str) -> bool:
     """A status number, or a name the tracker knows (the upstream may send others too)."""
     text = text.strip()
-    return text.lstrip("-").isdigit() or text.upper() in tracking.KNOWN_NAMES
+    return text.lstrip("-").isdigit() or text.upper() in KNOWN_NAMES
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -23,8 +23,8 @@ import requests
 import urllib3
 from requests.auth import AuthBase
 
-from pixverse_tracker import records
-from pixverse_tracker.outcomes import (
+from pixverse_tracker.rules import records
+from pixverse_tracker.rules.outcomes import (
     Deleted,
     Executing,
     ListOutcome,

@@ -30,7 +30,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pixverse_tracker.logs import event
-from pixverse_tracker.outcomes import KIND, Listed, ListOutcome, Outcome, SchedulerOutcome
+from pixverse_tracker.rules.outcomes import KIND, Listed, ListOutcome, Outcome, SchedulerOutcome
 
 log = logging.getLogger("tracker.metrics")
 

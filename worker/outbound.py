@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import quote, urlsplit
 
-from pixverse_tracker.addresses import AddressPolicy, IPAddress, literal_address
+from pixverse_tracker.rules.addresses import AddressPolicy, IPAddress, literal_address
 
 Resolver = Callable[[str, int], list[IPAddress]]
 # Left as they are in the request target: every printable ASCII character (validate_url has

@@ -23,15 +23,17 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from pixverse_tracker import db, listing, metrics, schedule, store, tracking
+from pixverse_tracker import db, metrics, store
 from pixverse_tracker.db import describe_error
 from pixverse_tracker.logs import event
-from pixverse_tracker.models import State
-from pixverse_tracker.outcomes import (
+from pixverse_tracker.rules import listing, schedule
+from pixverse_tracker.rules.decide import decide, not_applied
+from pixverse_tracker.rules.outcomes import (
     Listed,
     ListOutcome,
     Outcome,
     Page,
+    PollCounts,
     RateLimited,
     Record,
     Rejected,
@@ -39,6 +41,8 @@ from pixverse_tracker.outcomes import (
     Unauthorized,
     kind_of,
 )
+from pixverse_tracker.rules.row import Decision, RowView
+from pixverse_tracker.rules.state import State
 from pixverse_tracker.runtime import Runtime
 
 log = logging.getLogger("tracker.poll")
@@ -145,7 +149,7 @@ class BatchReport:
     adopted: int = 0  # finished ids a list page showed that another poll would have found
     reslotted: int = 0  # requests that missed their slots and took new ones
     failed_to_store: int = 0
-    counts: tracking.PollCounts = field(default_factory=tracking.PollCounts)
+    counts: PollCounts = field(default_factory=PollCounts)
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,7 @@ class _BatchRun:
         self.pause_until: datetime | None = None
         self.report = BatchReport()
         self.auth_failing = False
-        self.rows: dict[str, tracking.RowView] = {}
+        self.rows: dict[str, RowView] = {}
         # Each held id's lease end (database time): a request may start only while the
         # leases of all its ids still cover it (``covered``); follow-ups renew them.
         self.leases: dict[str, datetime] = {}
@@ -427,7 +431,7 @@ class _BatchRun:
             event(log, logging.WARNING, "offsets_not_noted", error=describe_error(exc))
             return 0
 
-    def _adopt(self, video_ids: list[str]) -> dict[str, tracking.RowView]:
+    def _adopt(self, video_ids: list[str]) -> dict[str, RowView]:
         try:
             with self.rt.sessions.begin() as session:
                 adopted = store.adopt(session, self.batch.token, video_ids, self.rt.settings.lease)
@@ -513,7 +517,7 @@ class _BatchRun:
             if self.pause_until is None or until > self.pause_until:
                 self.pause_until = until
 
-    def _grid(self, row: tracking.RowView, list_seen: bool | None) -> schedule.Grid | None:
+    def _grid(self, row: RowView, list_seen: bool | None) -> schedule.Grid | None:
         if list_seen is False:
             return None
         missed = None if list_seen else row.list_missed_at
@@ -530,14 +534,14 @@ class _BatchRun:
         ``list_offset`` is that page's, where the next list read of those ids starts).
 
         An answer that cannot be applied (the rules or the database raise) costs its id an
-        error and a backoff (``tracking.not_applied``) and one log line; the others go on.
+        error and a backoff (``decide.not_applied``) and one log line; the others go on.
         Only a database that is unavailable raises (SQLAlchemyError: ``_store_failed``).
         """
         decisions = []
         for video_id, outcome, list_seen in answers:
             row = self.rows[video_id]
             try:
-                decision = tracking.decide(
+                decision = decide(
                     row,
                     outcome,
                     self.db_now(),
@@ -571,7 +575,7 @@ class _BatchRun:
             self._log_decision(video_id, decision, ok)
 
     def _write(
-        self, decisions: Sequence[tuple[str, tracking.Decision, str | None]], sent_at: datetime
+        self, decisions: Sequence[tuple[str, Decision, str | None]], sent_at: datetime
     ) -> list[bool]:
         with self.rt.sessions.begin() as session:
             return [
@@ -579,9 +583,7 @@ class _BatchRun:
                 for v, d, url in decisions
             ]
 
-    def _write_alone(
-        self, item: tuple[str, tracking.Decision, str | None], sent_at: datetime
-    ) -> bool:
+    def _write_alone(self, item: tuple[str, Decision, str | None], sent_at: datetime) -> bool:
         video_id, decision, url = item
         try:
             return self._write([item], sent_at)[0]
@@ -594,13 +596,13 @@ class _BatchRun:
 
     def _not_applied(
         self, video_id: str, exc: BaseException, sent_at: datetime, http_status: int | None
-    ) -> tracking.Decision:
+    ) -> Decision:
         """The decision for an answer that raised: one log line, never a traceback per poll
         (it is at DEBUG, for whoever hunts the bug), and an error with backoff for the row."""
         reason = _describe(exc)
         event(log, logging.ERROR, "answer_not_applied", video_id=video_id, error=reason)
         log.debug("answer_not_applied traceback", exc_info=exc)
-        return tracking.not_applied(
+        return not_applied(
             self.rows[video_id], reason, self.db_now(), self.rt.policy, _rng, sent_at, http_status
         )
 
@@ -644,7 +646,7 @@ class _BatchRun:
             self.report.polled += 1
             self.report.counts.add(outcome)
 
-    def _log_decision(self, video_id: str, decision: tracking.Decision, applied: bool) -> None:
+    def _log_decision(self, video_id: str, decision: Decision, applied: bool) -> None:
         if not applied:
             event(log, logging.WARNING, "stale_answer_dropped", video_id=video_id)
         if decision.anomaly:

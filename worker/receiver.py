@@ -26,9 +26,10 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from pixverse_tracker import connection_limits, ids, logs, store
+from pixverse_tracker import connection_limits, logs, store
 from pixverse_tracker.connection_limits import ConnectionLimits
 from pixverse_tracker.db import describe_error
+from pixverse_tracker.rules import ids
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import DATABASE, LOGGING, Secret, SettingsError, load
 

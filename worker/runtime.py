@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pixverse_tracker import db
 from pixverse_tracker.client import UseapiClient
+from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.settings import EVERYTHING, Settings, load
-from pixverse_tracker.tracking import Policy
 
 if TYPE_CHECKING:
     from pixverse_tracker.sender import Deliverer

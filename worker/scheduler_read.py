@@ -28,8 +28,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from pixverse_tracker import metrics, poller, store
 from pixverse_tracker.db import describe_error
 from pixverse_tracker.logs import event
-from pixverse_tracker.outcomes import (
+from pixverse_tracker.rules.outcomes import (
     Executing,
+    PollCounts,
     RateLimited,
     Rejected,
     SchedulerOutcome,
@@ -38,7 +39,6 @@ from pixverse_tracker.outcomes import (
     kind_of,
 )
 from pixverse_tracker.runtime import Runtime
-from pixverse_tracker.tracking import PollCounts
 
 log = logging.getLogger("tracker.scheduler")
 

@@ -20,10 +20,16 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from pixverse_tracker import metrics, outbound, store
-from pixverse_tracker.addresses import AddressPolicy
 from pixverse_tracker.db import describe_error
 from pixverse_tracker.logs import event
-from pixverse_tracker.webhooks import retry_delay, scrub_url, shown_url, signed_headers, signing_key
+from pixverse_tracker.rules.addresses import AddressPolicy
+from pixverse_tracker.rules.webhooks import (
+    retry_delay,
+    scrub_url,
+    shown_url,
+    signed_headers,
+    signing_key,
+)
 
 if TYPE_CHECKING:
     from pixverse_tracker.runtime import Runtime

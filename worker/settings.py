@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from pixverse_tracker.addresses import parse_allowlist
-from pixverse_tracker.webhooks import (
+from pixverse_tracker.rules.addresses import parse_allowlist
+from pixverse_tracker.rules.webhooks import (
     InvalidCallbackUrl,
     InvalidSecret,
     shown_url,
@@ -166,9 +166,7 @@ class Settings:
         """Hard limit for one poll task: its slots (one dispatch interval), then a chain of
         requests each learned from the one before (list pages, then a fetch by id). Leases are
         renewed along the chain, so this only stops a task that is stuck."""
-        from pixverse_tracker.listing import (
-            MAX_CHAIN_PAGES,  # the rules module, not loaded by settings
-        )
+        from pixverse_tracker.rules.listing import MAX_CHAIN_PAGES
 
         # the deepest list read, and a fetch by id after it
         return self.dispatch_interval + (MAX_CHAIN_PAGES + 2) * self.request_budget + 5.0

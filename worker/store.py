@@ -35,18 +35,30 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import FunctionElement
 
-from pixverse_tracker import listing, schedule, tracking, webhooks
 from pixverse_tracker.models import (
     CONTROL_ROW_ID,
     CallbackDelivery,
     PollMinute,
-    State,
     TrackerControl,
     UTCDateTime,
     Video,
     VideoEvent,
 )
-from pixverse_tracker.tracking import Decision, EventSpec, LimiterView, Policy, RowView, SlotPlan
+from pixverse_tracker.rules import listing, schedule, webhooks
+from pixverse_tracker.rules.limiter import (
+    LimiterView,
+    SlotPlan,
+    after_rate_limited,
+    after_unauthorized,
+    effective_rate_factor,
+    plan_extra_slots,
+    plan_slots,
+)
+from pixverse_tracker.rules.outcomes import PollCounts
+from pixverse_tracker.rules.policy import Policy
+from pixverse_tracker.rules.row import Decision, EventSpec, RowView
+from pixverse_tracker.rules.state import State
+from pixverse_tracker.rules.timing import first_poll_at
 
 NOTIFY_CHANNEL = "video_done"
 CHUNK = 5000  # rows per multi-row statement: well under every driver's parameter limit
@@ -117,7 +129,7 @@ def enqueue(
     """
     now = current_time(session)
     known = knowledge(session) if policy.schedule == "adaptive" else None
-    first = tracking.first_poll_at(now, policy, known)
+    first = first_poll_at(now, policy, known)
     firsts = _first_polls(video_ids, now, policy, known) if policy.list_interval else None
     insert_new = _insert_new_pg if is_postgres(session) else _insert_new_portable
     added: list[str] = []
@@ -146,7 +158,7 @@ def _first_polls(
             continue
         if account not in by_account:
             grid = listing.grid_for(video_id, None, now, policy)
-            by_account[account] = tracking.first_poll_at(now, policy, known, grid)
+            by_account[account] = first_poll_at(now, policy, known, grid)
         firsts[video_id] = by_account[account]
     return firsts
 
@@ -364,7 +376,7 @@ def claim_due(
     """
     steer_claim_plan(session)
     control, now = _lock_control(session)
-    plan: SlotPlan = tracking.plan_slots(
+    plan: SlotPlan = plan_slots(
         _limiter_view(control), now, rate_limit, horizon, policy, max_count, SLOT_LEAD
     )
     control.last_dispatch_at = now
@@ -609,9 +621,7 @@ def reserve_slots(
     """``count`` more request slots from the global limiter (database time), or none while
     polling is paused or throttled. Returns (now, slots)."""
     control, now = _lock_control(session)
-    plan = tracking.plan_extra_slots(
-        _limiter_view(control), now, rate_limit, count, policy, SLOT_LEAD
-    )
+    plan = plan_extra_slots(_limiter_view(control), now, rate_limit, count, policy, SLOT_LEAD)
     if plan.count == 0:
         return now, []
     control.next_slot_at = plan.slot(plan.count)
@@ -824,7 +834,7 @@ def begin_scheduler_read(
     ).first()
     if pending is None:
         return SchedulerStart(now, None, "nothing pending")
-    plan = tracking.plan_extra_slots(_limiter_view(control), now, rate_limit, 1, policy, SLOT_LEAD)
+    plan = plan_extra_slots(_limiter_view(control), now, rate_limit, 1, policy, SLOT_LEAD)
     if plan.count == 0:
         return SchedulerStart(now, None, plan.reason)
     control.next_slot_at = plan.slot(1)
@@ -1027,7 +1037,7 @@ def release(session: Session, token: str, video_ids: Sequence[str], until: datet
 
 def note_unauthorized(session: Session, message: str, policy: Policy) -> datetime:
     control, now = _lock_control(session)
-    changes = tracking.after_unauthorized(_limiter_view(control), message, now, policy)
+    changes = after_unauthorized(_limiter_view(control), message, now, policy)
     for key, value in changes.items():
         setattr(control, key, value)
     return control.auth_paused_until or now
@@ -1035,7 +1045,7 @@ def note_unauthorized(session: Session, message: str, policy: Policy) -> datetim
 
 def note_rate_limited(session: Session, retry_after: float | None, policy: Policy) -> datetime:
     control, now = _lock_control(session)
-    changes = tracking.after_rate_limited(_limiter_view(control), retry_after, now, policy)
+    changes = after_rate_limited(_limiter_view(control), retry_after, now, policy)
     for key, value in changes.items():
         setattr(control, key, value)
     return control.throttled_until or now
@@ -1049,7 +1059,7 @@ def note_auth_ok(session: Session) -> None:
     )
 
 
-def add_poll_counts(session: Session, counts: tracking.PollCounts) -> None:
+def add_poll_counts(session: Session, counts: PollCounts) -> None:
     """One upsert per batch into the current minute's counters."""
     if counts.polls == 0:
         return
@@ -1158,7 +1168,7 @@ def summary(session: Session, policy: Policy) -> Summary:
         auth_failed_at=control.auth_failed_at if control else None,
         auth_paused_until=control.auth_paused_until if control else None,
         throttled_until=control.throttled_until if control else None,
-        rate_factor=tracking.effective_rate_factor(limiter, now, policy),
+        rate_factor=effective_rate_factor(limiter, now, policy),
         last_dispatch_at=control.last_dispatch_at if control else None,
         polls_last_5_minutes=int(hour[4]),
         errors_last_5_minutes=int(hour[5]),

@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import api, store, tracking
+from pixverse_tracker import api, store
 from pixverse_tracker.models import Video
-from pixverse_tracker.outcomes import NotYet, Record
+from pixverse_tracker.rules import decide
+from pixverse_tracker.rules.outcomes import NotYet, Record
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import load
 
@@ -43,7 +44,7 @@ def _finish(rt: Runtime, video_id: str, record: dict[str, object]) -> None:
     with rt.sessions.begin() as session:
         now, rows, _ = store.owned_rows(session, "tok", [video_id], 0)
     outcome = Record(record) if record else NotYet()
-    decision = tracking.decide(rows[video_id], outcome, now, rt.policy, random.Random(1))
+    decision = decide.decide(rows[video_id], outcome, now, rt.policy, random.Random(1))
     with rt.sessions.begin() as session:
         assert store.apply(session, video_id, "tok", decision)
 

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from pixverse_tracker import db, store
-from pixverse_tracker.tracking import Policy
+from pixverse_tracker.rules.policy import Policy
 
 DUE_NOW = Policy(first_poll_delay=0.0)
 SPACING_5_PER_S = timedelta(microseconds=200_000)

@@ -8,14 +8,17 @@ from datetime import timedelta
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import store, tracking
-from pixverse_tracker.outcomes import NotYet
+from pixverse_tracker import store
+from pixverse_tracker.rules.decide import decide
+from pixverse_tracker.rules.outcomes import NotYet
+from pixverse_tracker.rules.policy import Policy
+from pixverse_tracker.rules.row import RowView
 
 VID = "user:3-pixverse:hint@example.com-video:1"
-POLICY = tracking.Policy(first_poll_delay=0, poll_interval_min=30, poll_interval_max=60)
+POLICY = Policy(first_poll_delay=0, poll_interval_min=30, poll_interval_max=60)
 
 
-def _claimed(pg: sessionmaker[Session]) -> tuple[str, tracking.RowView]:
+def _claimed(pg: sessionmaker[Session]) -> tuple[str, RowView]:
     with pg.begin() as session:
         store.enqueue(session, [VID], POLICY)
     with pg.begin() as session:
@@ -44,7 +47,7 @@ def test_a_hint_during_a_poll_makes_a_not_yet_answer_poll_again_at_once(
         assert store.mark_due(session, VID) is False  # claimed: not moved, but remembered
     with pg.begin() as session:
         now = store.current_time(session)
-        decision = tracking.decide(row, NotYet(), now, POLICY, random.Random(1), sent_at)
+        decision = decide(row, NotYet(), now, POLICY, random.Random(1), sent_at)
         assert store.apply(session, VID, token, decision, sent_at=sent_at)
     assert _next_poll_in(pg) <= 0.5, "the answer predates the push: poll again now"
 
@@ -53,7 +56,7 @@ def test_without_a_hint_a_not_yet_answer_backs_off_as_usual(pg: sessionmaker[Ses
     token, row = _claimed(pg)
     with pg.begin() as session:
         sent_at = store.current_time(session)
-        decision = tracking.decide(row, NotYet(), sent_at, POLICY, random.Random(1), sent_at)
+        decision = decide(row, NotYet(), sent_at, POLICY, random.Random(1), sent_at)
         assert store.apply(session, VID, token, decision, sent_at=sent_at)
     assert _next_poll_in(pg) >= 20
 
@@ -66,6 +69,6 @@ def test_a_hint_older_than_the_request_does_not_shortcut_the_backoff(
         store.mark_due(session, VID)  # hint first ...
     with pg.begin() as session:
         sent_at = store.current_time(session) + timedelta(seconds=1)  # ... request after it
-        decision = tracking.decide(row, NotYet(), sent_at, POLICY, random.Random(1), sent_at)
+        decision = decide(row, NotYet(), sent_at, POLICY, random.Random(1), sent_at)
         assert store.apply(session, VID, token, decision, sent_at=sent_at)
     assert _next_poll_in(pg) >= 20

@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import schedule, store
-from pixverse_tracker.tracking import Policy
+from pixverse_tracker import store
+from pixverse_tracker.rules import schedule
+from pixverse_tracker.rules.policy import Policy
 
 
 def vid(n: int) -> str:

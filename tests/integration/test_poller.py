@@ -24,8 +24,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import api, poller, store, tracking
+from pixverse_tracker import api, poller, store
 from pixverse_tracker.poller import Batch, BatchReport
+from pixverse_tracker.rules import decide, limiter, timing
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import load
 from pixverse_tracker.simulator import LoggedRequest, Simulator, make_id
@@ -791,7 +792,7 @@ def test_every_time_the_poller_writes_is_in_database_time(
     sim: Simulator,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for module in (poller, tracking, store):
+    for module in (poller, decide, timing, limiter, store):
         monkeypatch.setattr(module, "datetime", _SkewedDatetime)
     monkeypatch.setattr(poller, "time", _SkewedTime)
     done_id = make_id("completed_0", 1)

@@ -29,9 +29,9 @@ from pixverse_tracker.connection_limits import ConnectionLimits
 from pixverse_tracker.logs import JsonFormatter, KeyValueFormatter
 from pixverse_tracker.models import Video
 from pixverse_tracker.receiver import ReceiverConfig, from_env, make_app, make_dev_server
+from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import Secret, SettingsError, load
-from pixverse_tracker.tracking import Policy
 
 SECRET = "cb-Secret_0123456789-DISTINCTIVE"
 CALLBACK_PATH = f"/callbacks/{SECRET}"

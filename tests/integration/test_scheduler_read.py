@@ -21,8 +21,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import poller, scheduler_read, store, tracking
-from pixverse_tracker.outcomes import NotYet
+from pixverse_tracker import poller, scheduler_read, store
+from pixverse_tracker.rules.decide import decide
+from pixverse_tracker.rules.outcomes import NotYet
+from pixverse_tracker.rules.row import RowView
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.simulator import Simulator, make_id
 from tests.integration.test_poller import (
@@ -280,8 +282,8 @@ def test_an_id_that_leaves_while_its_poll_is_in_flight_is_looked_at_again_at_onc
         assert result.gone == [video_id]
         lease_end = rows(pg)[video_id]["next_poll_at"]
         assert lease_end > db_now(pg)  # a claimed row keeps its claim
-        row = tracking.RowView(video_id, rows(pg)[video_id]["enqueued_at"])
-        decision = tracking.decide(row, NotYet(), db_now(pg), rt.policy, random.Random(1))
+        row = RowView(video_id, rows(pg)[video_id]["enqueued_at"])
+        decision = decide(row, NotYet(), db_now(pg), rt.policy, random.Random(1))
         with pg.begin() as session:
             assert store.apply(session, video_id, batch.token, decision, None, sent_at)
     # "not yet" was sent before it left: looked at again at once, not after the cap

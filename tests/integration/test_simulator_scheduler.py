@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from pixverse_tracker.client import UseapiClient
-from pixverse_tracker.outcomes import (
+from pixverse_tracker.rules.outcomes import (
     Executing,
     RateLimited,
     Rejected,

@@ -15,11 +15,13 @@ import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import api, store, tracking
-from pixverse_tracker.outcomes import NotYet, Record
+from pixverse_tracker import api, store
+from pixverse_tracker.rules.decide import decide
+from pixverse_tracker.rules.outcomes import NotYet, PollCounts, Record
+from pixverse_tracker.rules.policy import Policy
+from pixverse_tracker.rules.row import Decision
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import load
-from pixverse_tracker.tracking import Decision, Policy, PollCounts
 
 DUE_NOW = Policy(first_poll_delay=0.0)
 RNG_SEED = 7
@@ -68,7 +70,7 @@ def decision_for(pg: sessionmaker[Session], token: str, video_id: str, outcome: 
     with pg() as session:
         now, views, _ = store.owned_rows(session, token, [video_id], margin=0.0)
     assert video_id in views, "the claim should still own the row"
-    return tracking.decide(views[video_id], outcome, now, DUE_NOW, random.Random(RNG_SEED))
+    return decide(views[video_id], outcome, now, DUE_NOW, random.Random(RNG_SEED))
 
 
 def apply(pg: sessionmaker[Session], video_id: str, token: str, decision: Decision) -> bool:

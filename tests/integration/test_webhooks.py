@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
 from pixverse_tracker import api, poller, sender
+from pixverse_tracker.rules.webhooks import ID_HEADER, IDEMPOTENCY_HEADER
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import load
 from pixverse_tracker.simulator import Simulator, make_id
-from pixverse_tracker.webhooks import ID_HEADER, IDEMPOTENCY_HEADER
 from tests.endpoints import Receiver
 
 SECRET = "whsec-test-1234567890"  # a plain secret (no whsec_ prefix): its bytes are the key
@@ -223,7 +223,7 @@ def test_a_rolled_back_state_change_leaves_no_callback_behind(
 def test_an_invalid_callback_url_is_refused_at_enqueue_and_nothing_is_stored(
     pg: sessionmaker[Session], pg_database: str, simulator: Simulator
 ) -> None:
-    from pixverse_tracker.webhooks import InvalidCallbackUrl
+    from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
 
     rt = _runtime(pg_database, simulator)
     try:
@@ -332,7 +332,7 @@ def test_a_captured_delivery_replayed_later_fails_verification(
 ) -> None:
     from standardwebhooks.webhooks import WebhookVerificationError
 
-    from pixverse_tracker import webhooks
+    from pixverse_tracker.rules import webhooks
 
     receiver = Receiver([])
     rt = _runtime(pg_database, simulator)
@@ -411,7 +411,7 @@ def test_an_allowlisted_network_is_delivered_to_without_allowing_every_private_a
 )
 def test_every_spelling_of_loopback_is_recognised_and_refused_by_default(host: str) -> None:
     from pixverse_tracker import outbound
-    from pixverse_tracker.addresses import AddressPolicy
+    from pixverse_tracker.rules.addresses import AddressPolicy
 
     receiver = Receiver([])
     try:
@@ -441,7 +441,7 @@ def test_every_spelling_of_loopback_is_recognised_and_refused_by_default(host: s
 def test_an_address_that_is_never_allowed_is_refused_at_enqueue_and_nothing_is_stored(
     pg: sessionmaker[Session], pg_database: str, simulator: Simulator, url: str
 ) -> None:
-    from pixverse_tracker.webhooks import InvalidCallbackUrl
+    from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
 
     rt = _runtime(pg_database, simulator)  # even with private addresses allowed
     try:
@@ -454,7 +454,7 @@ def test_an_address_that_is_never_allowed_is_refused_at_enqueue_and_nothing_is_s
 
 def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to() -> None:
     from pixverse_tracker import outbound
-    from pixverse_tracker.addresses import AddressPolicy
+    from pixverse_tracker.rules.addresses import AddressPolicy
 
     receiver = Receiver([])
     lookups: list[str] = []
@@ -527,7 +527,7 @@ def test_https_to_a_pinned_address_keeps_the_urls_name_for_sni_and_the_certifica
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from pixverse_tracker import outbound
-    from pixverse_tracker.addresses import AddressPolicy
+    from pixverse_tracker.rules.addresses import AddressPolicy
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
@@ -586,7 +586,7 @@ def test_https_to_a_pinned_address_keeps_the_urls_name_for_sni_and_the_certifica
 
 def test_a_path_and_query_beyond_ascii_arrive_percent_encoded() -> None:
     from pixverse_tracker import outbound
-    from pixverse_tracker.addresses import AddressPolicy
+    from pixverse_tracker.rules.addresses import AddressPolicy
 
     receiver = Receiver([])
     try:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pixverse_tracker.addresses import (
+from pixverse_tracker.rules.addresses import (
     AddressPolicy,
     Kind,
     classify,

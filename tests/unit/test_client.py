@@ -27,7 +27,7 @@ from pixverse_tracker.client import (
     parse_retry_after,
     video_url,
 )
-from pixverse_tracker.outcomes import (
+from pixverse_tracker.rules.outcomes import (
     Deleted,
     NotYet,
     Outcome,

@@ -23,7 +23,7 @@ from pixverse_tracker.client import (
     VIDEOS_PATH,
     list_url,
 )
-from pixverse_tracker.outcomes import (
+from pixverse_tracker.rules.outcomes import (
     ListOutcome,
     Page,
     RateLimited,

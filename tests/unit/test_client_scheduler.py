@@ -11,7 +11,7 @@ import requests
 import urllib3
 
 from pixverse_tracker.client import MAX_MESSAGE_CHARS, SCHEDULER_PATH, scheduler_url
-from pixverse_tracker.outcomes import (
+from pixverse_tracker.rules.outcomes import (
     Executing,
     RateLimited,
     Rejected,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pixverse_tracker.ids import (
+from pixverse_tracker.rules.ids import (
     MAX_ID_LENGTH,
     InvalidId,
     Refused,

@@ -1,4 +1,4 @@
-"""The latency contract as a property of the pure schedule (worker/tracking.next_poll).
+"""The latency contract as a property of the pure schedule (rules/timing.py, ``next_poll``).
 
 Once a pending video could plausibly have finished, the next look comes at most
 ``TRACKER_POLL_INTERVAL_MAX`` after the last one (``TRACKER_SLOW_INTERVAL`` past
@@ -15,9 +15,11 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pixverse_tracker import schedule, tracking
-from pixverse_tracker.schedule import Durations, Grid, Knowledge, Stage
-from pixverse_tracker.tracking import Policy, RowView
+from pixverse_tracker.rules import schedule
+from pixverse_tracker.rules.policy import Policy
+from pixverse_tracker.rules.row import RowView
+from pixverse_tracker.rules.schedule import Durations, Grid, Knowledge, Stage
+from pixverse_tracker.rules.timing import cap_for, next_poll
 
 NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
 DEFAULTS = Policy()  # the production defaults (the Policy's defaults mirror the settings')
@@ -26,7 +28,7 @@ durations = st.lists(st.floats(0.5, 20_000), min_size=0, max_size=80).map(Durati
 
 
 @st.composite
-def histories(draw: st.DrawFn) -> tuple[RowView, tracking.schedule.Progress, Knowledge]:
+def histories(draw: st.DrawFn) -> tuple[RowView, schedule.Progress, Knowledge]:
     age = draw(st.floats(0, 30_000))
     stage = draw(st.sampled_from(list(Stage)))
     generating_for = draw(st.none() | st.floats(0, age + 1))
@@ -62,7 +64,7 @@ def test_the_next_look_comes_at_most_the_cap_after_this_one(
     row, progress, knowledge = history
     policy = Policy(list_interval=10.0, schedule="adaptive" if adaptive else "backoff")
     grid = Grid.for_account("a@example.com", 10.0) if on_grid else None
-    due = tracking.next_poll(
+    due = next_poll(
         row,
         NOW,
         policy,
@@ -74,7 +76,7 @@ def test_the_next_look_comes_at_most_the_cap_after_this_one(
         share=share,
     )
     gap = (due - NOW).total_seconds()
-    cap = tracking.cap_for(progress.age, policy)
+    cap = cap_for(progress.age, policy)
     ruled_out = schedule.cannot_finish_for(progress, knowledge) if adaptive else 0.0
     assert 0 <= gap <= max(cap, ruled_out) + 1e-6
 
@@ -84,11 +86,11 @@ def test_a_look_past_the_cap_is_taken_only_while_observed_videos_rule_a_finish_o
     history: tuple[RowView, schedule.Progress, Knowledge], seed: int
 ) -> None:
     row, progress, knowledge = history
-    due = tracking.next_poll(
+    due = next_poll(
         row, NOW, DEFAULTS, random.Random(seed), 1, progress=progress, knowledge=knowledge
     )
     gap = (due - NOW).total_seconds()
-    if gap > tracking.cap_for(progress.age, DEFAULTS) + 1e-6:
+    if gap > cap_for(progress.age, DEFAULTS) + 1e-6:
         quickest_total = knowledge.completion.values[0] if len(knowledge.completion) else None
         quickest_run = knowledge.generation.values[0] if len(knowledge.generation) else None
         # Either younger than every video seen to finish, or not yet started / generating for

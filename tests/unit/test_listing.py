@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pixverse_tracker import listing
-from pixverse_tracker.listing import (
+from pixverse_tracker.rules import listing
+from pixverse_tracker.rules.listing import (
     Finding,
     account_of,
     grid_for,
@@ -16,8 +16,8 @@ from pixverse_tracker.listing import (
     is_full_record,
     read_entry,
 )
+from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.simulator import _EXAMPLE_RECORD
-from pixverse_tracker.tracking import Policy
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 VIDEO = "user:1-pixverse:Team+a@Example.com-video:42"

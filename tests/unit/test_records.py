@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pixverse_tracker.records import MAX_DEPTH, PRUNED, REDACTED, clean, clean_text
+from pixverse_tracker.rules.records import MAX_DEPTH, PRUNED, REDACTED, clean, clean_text
 
 SECRET = "tok-SECRET+7f3a"
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pixverse_tracker import schedule
-from pixverse_tracker.schedule import (
+from pixverse_tracker.rules import schedule
+from pixverse_tracker.rules.schedule import (
     Durations,
     Grid,
     Knowledge,

@@ -12,8 +12,17 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from pixverse_tracker.models import State
-from pixverse_tracker.outcomes import (
+from pixverse_tracker.rules.decide import ERROR_GRACE, decide, not_applied
+from pixverse_tracker.rules.limiter import (
+    MIN_RATE_FACTOR,
+    LimiterView,
+    after_rate_limited,
+    after_unauthorized,
+    effective_rate_factor,
+    plan_extra_slots,
+    plan_slots,
+)
+from pixverse_tracker.rules.outcomes import (
     Deleted,
     Listed,
     NotYet,
@@ -24,31 +33,13 @@ from pixverse_tracker.outcomes import (
     Transient,
     Unauthorized,
 )
-from pixverse_tracker.records import MAX_DEPTH, PRUNED
-from pixverse_tracker.schedule import Durations, Grid, Knowledge
-from pixverse_tracker.tracking import (
-    ERROR_GRACE,
-    MESSAGE_LIMIT,
-    MIN_RATE_FACTOR,
-    Decision,
-    LimiterView,
-    Policy,
-    RowView,
-    Verdict,
-    after_rate_limited,
-    after_unauthorized,
-    backoff_delay,
-    clean_json,
-    decide,
-    effective_rate_factor,
-    first_poll_at,
-    judge,
-    next_poll,
-    not_applied,
-    plan_extra_slots,
-    plan_slots,
-    typed_columns,
-)
+from pixverse_tracker.rules.policy import Policy
+from pixverse_tracker.rules.records import MAX_DEPTH, PRUNED
+from pixverse_tracker.rules.row import Decision, RowView
+from pixverse_tracker.rules.schedule import Durations, Grid, Knowledge
+from pixverse_tracker.rules.state import State
+from pixverse_tracker.rules.timing import backoff_delay, first_poll_at, next_poll
+from pixverse_tracker.rules.verdict import MESSAGE_LIMIT, Verdict, clean_json, judge, typed_columns
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 POLICY = Policy()
@@ -941,7 +932,7 @@ def test_a_poll_sent_at_the_deadline_expires_the_row_however_late_its_answer() -
 
 
 def test_an_identical_record_rewrites_nothing_but_the_poll_bookkeeping() -> None:
-    from pixverse_tracker.tracking import clean_json, record_digest
+    from pixverse_tracker.rules.verdict import clean_json, record_digest
 
     record = generating()
     first = run(Record(record))
@@ -960,7 +951,7 @@ def test_an_identical_record_rewrites_nothing_but_the_poll_bookkeeping() -> None
 
 
 def test_a_changed_record_is_written_with_its_new_digest() -> None:
-    from pixverse_tracker.tracking import record_digest
+    from pixverse_tracker.rules.verdict import record_digest
 
     old = record_digest(generating())
     changed = generating(queue_data={"queue_time": 9, "queue_count": 3})

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from pixverse_tracker.webhooks import (
+from pixverse_tracker.rules.webhooks import (
     MAX_RETRY,
     InvalidCallbackUrl,
     InvalidSecret,

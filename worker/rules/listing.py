@@ -13,7 +13,9 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from pixverse_tracker import ids, schedule, tracking
+from pixverse_tracker.rules import ids, schedule
+from pixverse_tracker.rules.policy import Policy
+from pixverse_tracker.rules.verdict import COMPLETED, TERMINAL_FAILURES, Verdict, judge, status_of
 
 # The fields of the single-video record as documented (useapi-pixverse-get-video.txt), less
 # the optional ones (queue_data?, lip_sync?, customer_paths?) and the error field. A listed
@@ -89,19 +91,19 @@ def is_full_record(entry: Mapping[str, Any]) -> bool:
 
 
 def read_entry(entry: dict[str, Any]) -> Finding:
-    """Judge a listed entry with the same rules as a fetched record (``tracking.judge``).
+    """Judge a listed entry with the same rules as a fetched record (``verdict.judge``).
 
     Only an entry that is really final and complete is taken as the answer. One that merely
     looks final (COMPLETED without a url, a final flag on a status that is not) is fetched by
     id, where the anomaly rules apply; QUEUED with a final flag, which the useapi.net videos
     page documents, is in progress.
     """
-    verdict, _ = tracking.judge(entry)
-    if verdict in (tracking.Verdict.SUCCESS, tracking.Verdict.FAILURE):
+    verdict, _ = judge(entry)
+    if verdict in (Verdict.SUCCESS, Verdict.FAILURE):
         return Finding.FINAL if is_full_record(entry) else Finding.FETCH
-    if verdict is tracking.Verdict.ANOMALY:
-        code, _, _ = tracking.status_of(entry)
-        if code == tracking.COMPLETED or code in tracking.TERMINAL_FAILURES:
+    if verdict is Verdict.ANOMALY:
+        code, _, _ = status_of(entry)
+        if code == COMPLETED or code in TERMINAL_FAILURES:
             return Finding.FETCH
     return Finding.IN_PROGRESS
 
@@ -156,7 +158,7 @@ def group_key(
 
 
 def grid_for(
-    video_id: str, list_missed_at: datetime | None, now: datetime, policy: tracking.Policy
+    video_id: str, list_missed_at: datetime | None, now: datetime, policy: Policy
 ) -> schedule.Grid | None:
     """The account grid this id's checks snap to, or None when it is fetched by id."""
     if policy.list_interval is None:

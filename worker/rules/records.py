@@ -2,7 +2,7 @@
 
 Pure functions. The client cleans every record and list entry with the token it sent
 (``clean(value, secrets)``), so nothing downstream (the rules, the row, the callback body)
-ever holds the token; the rules clean again without it (``tracking.clean_json``), so a value
+ever holds the token; the rules clean again without it (``verdict.clean_json``), so a value
 that did not come through the client is held to the same bounds.
 """
 

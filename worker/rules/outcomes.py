@@ -148,3 +148,25 @@ KIND: dict[type[Any], str] = {
 def kind_of(outcome: Outcome | ListOutcome | SchedulerOutcome) -> str:
     """The stable machine name of an outcome's kind."""
     return KIND[type(outcome)]
+
+
+@dataclass
+class PollCounts:
+    """Per-batch tally of poll outcomes, written once per batch."""
+
+    polls: int = 0
+    errors: int = 0
+    rate_limited: int = 0
+    unauthorized: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcome: Outcome | ListOutcome | SchedulerOutcome) -> None:
+        kind = kind_of(outcome)
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        self.polls += 1
+        if isinstance(outcome, Transient):
+            self.errors += 1
+        elif isinstance(outcome, RateLimited):
+            self.rate_limited += 1
+        elif isinstance(outcome, Unauthorized):
+            self.unauthorized += 1

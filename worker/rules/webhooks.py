@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from pixverse_tracker import addresses
+from pixverse_tracker.rules import addresses
 
 MAX_URL_LENGTH = 2048
 # Standard Webhooks: the message id (the same on every retry), when this attempt was signed

@@ -20,7 +20,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
-from pixverse_tracker import db
+from pixverse_tracker.db.engines import make_engine
+from pixverse_tracker.db.revisions import upgrade
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).with_name("pixverse-tracker"))
@@ -54,8 +55,8 @@ def migrated_database(prefix: str) -> Iterator[str]:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     try:
-        engine = db.make_engine(url, pool=False)
-        db.upgrade(engine)
+        engine = make_engine(url, pool=False)
+        upgrade(engine)
         engine.dispose()
         yield url
     finally:

@@ -41,7 +41,8 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from bench import common
-from pixverse_tracker import api, db
+from pixverse_tracker import api
+from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.rules import listing
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import Settings, load
@@ -362,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
     ):
         env = common.tracker_env(url, prefix, sim.base_url, **settings_env)
         rt = Runtime(load(env))  # validates the compressed settings before anything starts
-        engine = db.make_engine(url, pool=False)
+        engine = make_engine(url, pool=False)
         try:
             print(
                 "benchmark 1: detection latency and calls per video"

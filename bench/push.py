@@ -40,7 +40,8 @@ from sqlalchemy import Engine, text
 from bench import common
 from bench.latency import SPREAD_PER_VIDEO, Observed, Video, compressed_env, workload
 from bench.latency import _play as latency_play
-from pixverse_tracker import db, receiver
+from pixverse_tracker import receiver
+from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import Settings, SettingsError, load
 from pixverse_tracker.simulator import Simulator
@@ -221,7 +222,7 @@ def _run_once(
     ):
         env = common.tracker_env(url, prefix, sim.base_url, **settings_env)
         rt = Runtime(load(env))
-        engine = db.make_engine(url, pool=False)
+        engine = make_engine(url, pool=False)
         server = None
         server_thread = None
         pusher = None
@@ -455,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         videos = workload(args.videos, args.spread, args.speed, args.seed)
         settings_env = compressed_env(real, args.speed)
         wall = load(settings_env)
-        engine = db.make_engine(common.PG_ADMIN_URL, pool=False)
+        engine = make_engine(common.PG_ADMIN_URL, pool=False)
         try:
             print("detection latency with replyUrl pushes (issue 5, item 3)")
             print(f"  machine: {common.machine_summary(engine)}")

@@ -6,15 +6,15 @@ Against a throwaway Postgres database, Redis queues of its own and the in-proces
    (``user:1-pixverse:acct{n % accounts}@example.com-video:{n}``), through the real CLI
    (``pixverse-tracker enqueue -``, fed on stdin from a generator) and reports its wall time,
    ids/s and peak RSS (``wait4`` rusage);
-2. times the dispatch claim (``store.claim_due`` in its own transaction, rolled back so every
+2. times the dispatch claim (``claim_due`` in its own transaction, rolled back so every
    call sees the same full table and an idle limiter) with the default rate budget and a large
    one, before and after ``ANALYZE videos``, each with the runtime's policy (list endpoint on:
    an account's ids share one request, leftover slots claim more rows in up to
-   ``store.CLAIM_ROUNDS`` rounds of two statements) and with the list off (one id per request,
+   ``CLAIM_ROUNDS`` rounds of two statements) and with the list off (one id per request,
    one round), reporting the ids, requests and rounds of each claim; then prints
    ``EXPLAIN (ANALYZE, BUFFERS)`` of both claim statements (the locking ``SELECT ... FOR UPDATE
    SKIP LOCKED`` and the ``UPDATE`` of the ids it returned) and of the ``owned_rows`` query for
-   one batch, all captured from the store's own calls with a ``before_cursor_execute`` listener;
+   one batch, all captured from the SQL layer's own calls with a ``before_cursor_execute`` listener;
 3. unless ``--no-drain``: drains the first ``--drain-ids`` ids (default: all) with one real
    ``worker`` and one ``beat`` at the default settings (list endpoint on), sampling their RSS
    every few seconds, until they are all done or ``--drain-seconds`` have passed; reports ids
@@ -51,9 +51,11 @@ from typing import Any
 from sqlalchemy import Engine, event, text
 
 from bench import common
-from pixverse_tracker import db, store
+from pixverse_tracker.db.claim import CLAIM_PLAN_SETTINGS, owned_rows, steer_claim_plan
+from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service.claim import CLAIM_ROUNDS, claim_due
 from pixverse_tracker.settings import load
 from pixverse_tracker.simulator import Simulator
 
@@ -184,7 +186,7 @@ def enqueue_with_cli(env: dict[str, str], count: int, accounts: int) -> tuple[fl
 
 # --- 2. the claim -----------------------------------------------------------------------------
 
-# The two statements of one claim round (store._claim_rows), and owned_rows.
+# The two statements of one claim round (_claim_rows), and owned_rows.
 LOCK = ("FROM videos", "FOR UPDATE SKIP LOCKED", "ORDER BY videos.next_poll_at")
 CLAIM_UPDATE = ("UPDATE videos SET", "claim_token=", "ANY")
 OWNED = ("SELECT videos.video_id", "videos.claim_token = ", "videos.claimed_until >")
@@ -228,7 +230,7 @@ def claim_once(rt: Runtime, capture: Capture, rate: float, policy: Policy) -> Cl
         capture.active = True
         started = time.perf_counter()
         with session.begin():
-            claim = store.claim_due(
+            claim = claim_due(
                 session,
                 rate_limit=rate,
                 horizon=s.dispatch_interval,
@@ -288,7 +290,7 @@ class Plans:
 def explain(rt: Runtime, capture: Capture, rate: float) -> Plans:
     """EXPLAIN (ANALYZE, BUFFERS) of the claim's two statements and of owned_rows for one batch.
 
-    The statements are captured from the store's own calls (the claim with the runtime's
+    The statements are captured from the SQL layer's own calls (the claim with the runtime's
     policy). owned_rows is explained in the claim's transaction (so the rows carry the token);
     the claim's first round in a fresh transaction with the captured parameters, so it sees the
     same table the timed claims saw: the locking SELECT first, then the UPDATE of the ids it
@@ -298,20 +300,20 @@ def explain(rt: Runtime, capture: Capture, rate: float) -> Plans:
     with rt.sessions() as session, session.begin():
         capture.seen.clear()
         capture.active = True
-        claim = store.claim_due(
+        claim = claim_due(
             session, rate_limit=rate, horizon=s.dispatch_interval, lease=s.lease, policy=rt.policy
         )
         batch = [video_id for video_id, _ in claim.slots][:25]
         assert claim.token is not None
         # owned_rows runs in a transaction of its own in a worker, without the claim's settings
-        session.execute(text("; ".join(f"RESET {name}" for name in store.CLAIM_PLAN_SETTINGS)))
-        store.owned_rows(session, claim.token, batch, 1.0)
+        session.execute(text("; ".join(f"RESET {name}" for name in CLAIM_PLAN_SETTINGS)))
+        owned_rows(session, claim.token, batch, 1.0)
         capture.active = False
         owned_plan = _explain(session, *capture.find(*OWNED))
         session.rollback()
     rounds = len(capture.find_all(*LOCK))
     with rt.sessions() as session, session.begin():
-        store.steer_claim_plan(session)  # as claim_due plans its statements
+        steer_claim_plan(session)  # as claim_due plans its statements
         lock_plan = _explain(session, *capture.find(*LOCK))
         update_plan = _explain(session, *capture.find(*CLAIM_UPDATE))
         session.rollback()
@@ -662,7 +664,7 @@ def run(args: argparse.Namespace) -> int:
     ):
         env = common.tracker_env(url, prefix, sim.base_url, TRACKER_FIRST_POLL_DELAY="0")
         rt = Runtime(load(env))
-        engine = db.make_engine(url, pool=False)
+        engine = make_engine(url, pool=False)
         try:
             return _measure(args, env, rt, engine, sim)
         finally:
@@ -700,10 +702,10 @@ def _measure(
     print()
     policy = rt.policy
     print(
-        f"2. dispatch claim: store.claim_due in its own transaction, rolled back, {args.repeat}x "
+        f"2. dispatch claim: claim_due in its own transaction, rolled back, {args.repeat}x "
         "per row (every call sees all ids due and an idle limiter); with the runtime's policy "
         f"(list endpoint {'on' if policy.list_interval is not None else 'off'}: one request per "
-        f"account's ids, up to {store.CLAIM_ROUNDS} rounds) and with the list off (one request "
+        f"account's ids, up to {CLAIM_ROUNDS} rounds) and with the list off (one request "
         "per id, one round); a round is two statements (locking SELECT, UPDATE)"
     )
     capture = Capture(rt.engine)

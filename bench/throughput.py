@@ -37,7 +37,8 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from bench import common
-from pixverse_tracker import api, db
+from pixverse_tracker import api
+from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import load
 from pixverse_tracker.simulator import Simulator, make_id
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         }
         env = common.tracker_env(url, prefix, sim.base_url, **settings_env)
         rt = Runtime(load(env))
-        engine = db.make_engine(url, pool=False)
+        engine = make_engine(url, pool=False)
         try:
             return _measure(args, env, rt, engine, url, sim)
         finally:

@@ -51,14 +51,16 @@ def probe(database_url: str, case: str, count: int) -> dict[str, Any]:
     from sqlalchemy import create_engine, event, text
 
     import pixverse_tracker
-    from pixverse_tracker import api, db, poller
+    from pixverse_tracker import api, poller
+    from pixverse_tracker.db.engines import make_engine
+    from pixverse_tracker.db.revisions import upgrade
     from pixverse_tracker.runtime import Runtime
     from pixverse_tracker.settings import load
     from pixverse_tracker.simulator import Simulator, make_id
 
     admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
-    engine = db.make_engine(database_url, pool=False)
-    db.upgrade(engine)
+    engine = make_engine(database_url, pool=False)
+    upgrade(engine)
     engine.dispose()
     if case == "listed":
         ids = [f"user:1-pixverse:account{n % 10}@example.com-video:{n}" for n in range(count)]

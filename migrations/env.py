@@ -5,7 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from pixverse_tracker import db
+from pixverse_tracker.db.engines import make_engine
+from pixverse_tracker.db.revisions import VERSION_TABLE, adopt_legacy_revision, ensure_schema
 from pixverse_tracker.models import metadata
 from pixverse_tracker.settings import DATABASE, load
 
@@ -22,13 +23,13 @@ def _include_object(
 def _run(connection: Connection) -> None:
     # Before Alembic reads the version table: the schema it lives in, and the tracker's row
     # moved out of the alembic_version an application may share (in this same transaction).
-    db.ensure_schema(connection)
-    context.config.attributes["moved_revision"] = db.adopt_legacy_revision(connection)
+    ensure_schema(connection)
+    context.config.attributes["moved_revision"] = adopt_legacy_revision(connection)
     context.configure(
         connection=connection,
         target_metadata=metadata,
         include_object=_include_object,
-        version_table=db.VERSION_TABLE,
+        version_table=VERSION_TABLE,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )
@@ -45,7 +46,7 @@ def run_migrations_online() -> None:
     # A bare `alembic upgrade` must name its database too, never migrate a stray local file.
     settings = load(needs=(DATABASE,))
     url = config.attributes.get("database_url") or settings.require_database()
-    engine = db.make_engine(url, pool=False, schema=settings.db_schema)
+    engine = make_engine(url, pool=False, schema=settings.db_schema)
     try:
         # One transaction for the move and the migrations: Alembic joins one begun outside it.
         with engine.begin() as conn:

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import db
+from pixverse_tracker.db.engines import make_engine, session_factory
+from pixverse_tracker.db.revisions import upgrade
 
 # The server the tests use; CI and developer machines have a trust-auth Postgres on loopback.
 PG_ADMIN_URL = os.environ.get(
@@ -49,15 +50,15 @@ def empty_database(prefix: str = "pt_test") -> Iterator[str]:
 def pg_database() -> Iterator[str]:
     """A fresh database with the schema at head, shared by the session."""
     with empty_database() as url:
-        engine = db.make_engine(url, pool=False)
-        db.upgrade(engine)
+        engine = make_engine(url, pool=False)
+        upgrade(engine)
         engine.dispose()
         yield url
 
 
 @pytest.fixture(scope="session")
 def pg_engine(pg_database: str) -> Iterator[Engine]:
-    engine = db.make_engine(pg_database, pool_size=10)
+    engine = make_engine(pg_database, pool_size=10)
     yield engine
     engine.dispose()
 
@@ -74,4 +75,4 @@ def reset_tables(engine: Engine) -> None:
 def pg(pg_engine: Engine) -> Iterator[sessionmaker[Session]]:
     """A session factory on the test database, emptied before each test."""
     reset_tables(pg_engine)
-    yield db.session_factory(pg_engine)
+    yield session_factory(pg_engine)

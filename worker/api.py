@@ -18,13 +18,16 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from pixverse_tracker import runtime, store
+from pixverse_tracker import runtime
+from pixverse_tracker.db.reports import finished_after, get_video
+from pixverse_tracker.db.sql import NOTIFY_CHANNEL
 from pixverse_tracker.models import Video
 from pixverse_tracker.rules import ids, webhooks
 from pixverse_tracker.rules.state import State
 from pixverse_tracker.rules.verdict import COMPLETED
 from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
 from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service import enqueue as service_enqueue
 from pixverse_tracker.settings import DATABASE, SettingsError
 
 # What ``pixverse_tracker`` offers at its top level; the errors are those the calls raise.
@@ -77,7 +80,7 @@ def enqueue_numbered(
         return EnqueueReport(refused=refused)
     rt = _runtime(rt)
     with rt.sessions.begin() as session:
-        result = store.enqueue(
+        result = service_enqueue.enqueue(
             session, valid, rt.policy, retrack=retrack, callback_url=callback_url
         )
     return EnqueueReport(result.added, result.rearmed, result.unchanged, refused)
@@ -149,7 +152,7 @@ def get(video_id: str, *, rt: Runtime | None = None) -> VideoView | None:
     """The tracked video, or None if ``video_id`` is not tracked."""
     rt = _runtime(rt)
     with rt.sessions.begin() as session:
-        video = store.get_video(session, video_id)
+        video = get_video(session, video_id)
         return VideoView.of(video) if video is not None else None
 
 
@@ -194,7 +197,7 @@ def completed_since(
         cursor = Cursor.decode(cursor)
     rt = _runtime(rt)
     with rt.sessions.begin() as session:
-        rows = store.finished_after(
+        rows = finished_after(
             session,
             after=(cursor.done_at, cursor.video_id) if cursor else None,
             settle=SETTLE,
@@ -236,7 +239,7 @@ def _wait_listening(rt: Runtime, video_id: str, deadline: float) -> VideoView | 
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:
-            cursor.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
+            cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
         # LISTEN first, then read: a row that became done in between is seen by the read.
         while True:
             video = get(video_id, rt=rt)
@@ -252,7 +255,7 @@ def _wait_listening(rt: Runtime, video_id: str, deadline: float) -> VideoView | 
         # The connection goes back to the pool: it must not stay in autocommit mode, or the
         # next session on it would lose its transactions.
         try:
-            connection.cursor().execute(f"UNLISTEN {store.NOTIFY_CHANNEL}")
+            connection.cursor().execute(f"UNLISTEN {NOTIFY_CHANNEL}")
             connection.autocommit = False
         except Exception:  # noqa: BLE001 - whatever went wrong, never pool it again
             raw.invalidate()

@@ -14,12 +14,23 @@ from typing import Any, NoReturn, TextIO
 from alembic.util import CommandError as AlembicError
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
-from pixverse_tracker import api, db, maintenance, metrics, runtime, store
-from pixverse_tracker.db import describe_error
+from pixverse_tracker import api, maintenance, metrics, runtime
+from pixverse_tracker.db.engines import describe_error, make_engine
+from pixverse_tracker.db.reports import Summary, count_videos, events_for, get_video, list_videos
+from pixverse_tracker.db.revisions import (
+    LEGACY_VERSION_TABLE,
+    VERSION_TABLE,
+    current_revision,
+    head_revision,
+    is_known_revision,
+    upgrade,
+)
+from pixverse_tracker.db.sql import current_time
 from pixverse_tracker.rules import ids
 from pixverse_tracker.rules.verdict import KNOWN_NAMES
 from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
 from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service import status as service_status
 from pixverse_tracker.settings import (
     DATABASE,
     EVERYTHING,
@@ -70,16 +81,16 @@ def open_runtime(settings: Settings | None = None, *, migrate_sqlite: bool = Tru
     """Settings, engine and a schema check. The embedded SQLite database migrates itself."""
     rt = Runtime(settings or load())
     runtime.install(rt)
-    head = db.head_revision()
-    current = db.current_revision(rt.engine)
+    head = head_revision()
+    current = current_revision(rt.engine)
     if current != head:
-        if current is not None and not db.is_known_revision(current):
+        if current is not None and not is_known_revision(current):
             raise CommandError(
                 f"the database schema is at revision {current}, which this version does not "
                 f"know (it needs {head}): was it migrated by a newer version of the tracker?"
             )
         if rt.settings.is_sqlite and migrate_sqlite:
-            db.upgrade(rt.engine)
+            upgrade(rt.engine)
         elif current is None:
             raise CommandError(
                 "the database has no tracker tables yet: run `pixverse-tracker migrate`"
@@ -169,15 +180,15 @@ VIDEO_HEADERS = ("VIDEO_ID", "STATE", "STATUS", "POLLS", "ERRORS", "AGE", "URL /
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = settings_for("migrate")
-    engine = db.make_engine(settings.database_url, pool=False, schema=settings.db_schema)
+    engine = make_engine(settings.database_url, pool=False, schema=settings.db_schema)
     try:
-        before = db.current_revision(engine)
-        moved = db.upgrade(engine)
-        after = db.current_revision(engine)
+        before = current_revision(engine)
+        moved = upgrade(engine)
+        after = current_revision(engine)
     finally:
         engine.dispose()
     if moved is not None:
-        print(f"moved revision {moved} from {db.LEGACY_VERSION_TABLE} to {db.VERSION_TABLE}")
+        print(f"moved revision {moved} from {LEGACY_VERSION_TABLE} to {VERSION_TABLE}")
     if before == after:
         print(f"schema already at revision {after}")
     else:
@@ -311,7 +322,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.watch:
         return _watch(rt, args.interval)
     with rt.sessions.begin() as session:
-        s = store.summary(session, rt.policy)
+        s = service_status.summary(session, rt.policy)
     if args.json:
         _print_json({k: getattr(s, k) for k in s.__dataclass_fields__}, sys.stdout)
         return EXIT_OK
@@ -320,9 +331,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def status_lines(
-    s: store.Summary, rate_limit: float, settings: Settings | None = None
-) -> list[str]:
+def status_lines(s: Summary, rate_limit: float, settings: Settings | None = None) -> list[str]:
     counts = s.counts
     lines = [
         f"pending {counts['pending']}  done {counts['done']}  abandoned {counts['abandoned']}"
@@ -356,7 +365,7 @@ def status_lines(
     return lines
 
 
-def token_line(s: store.Summary, settings: Settings | None = None) -> str:
+def token_line(s: Summary, settings: Settings | None = None) -> str:
     """What is known of the token while no 401 holds: accepted only once answers prove it."""
     answered = (
         s.polls_last_hour - s.errors_last_hour - s.rate_limited_last_hour - s.unauthorized_last_hour
@@ -379,7 +388,7 @@ def rate_shown(rate: float) -> str:
     return f"{rate:.2g}"
 
 
-def scheduler_line(s: store.Summary, settings: Settings) -> str:
+def scheduler_line(s: Summary, settings: Settings) -> str:
     """What the token-wide scheduler read is doing, in one line."""
     if not settings.scheduler_enabled:
         return "scheduler read: off (TRACKER_SCHEDULER=false): every id by the list and by id"
@@ -397,7 +406,7 @@ def scheduler_line(s: store.Summary, settings: Settings) -> str:
     )
 
 
-def contract_lines(s: store.Summary, settings: Settings) -> list[str]:
+def contract_lines(s: Summary, settings: Settings) -> list[str]:
     """Whether the latency contract holds now, and what stretches it if not."""
     cap = f"{settings.poll_interval_max:g}s"
     paused = [
@@ -433,7 +442,7 @@ def _watch(rt: Runtime, interval: float) -> int:
         try:
             while True:
                 with rt.sessions.begin() as session:
-                    s = store.summary(session, rt.policy)
+                    s = service_status.summary(session, rt.policy)
                 live.update(watch_view(s, rt.settings.rate_limit, rt.settings))
                 time.sleep(interval)
         except KeyboardInterrupt:
@@ -441,7 +450,7 @@ def _watch(rt: Runtime, interval: float) -> int:
     return EXIT_OK
 
 
-def watch_view(s: store.Summary, rate_limit: float, settings: Settings | None = None) -> Any:
+def watch_view(s: Summary, rate_limit: float, settings: Settings | None = None) -> Any:
     """The ``status --watch`` screen for one summary (a rich renderable; pure, testable)."""
     from rich.console import Group
     from rich.table import Table
@@ -497,10 +506,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     limit = args.limit or None
     total = None
     with rt.sessions.begin() as session:
-        now = store.current_time(session)
-        videos = store.list_videos(session, **filters, limit=limit)
+        now = current_time(session)
+        videos = list_videos(session, **filters, limit=limit)
         if limit is not None and len(videos) == limit:
-            total = store.count_videos(session, **filters)
+            total = count_videos(session, **filters)
     if not videos and args.status and not _known_status(args.status):
         raise CommandError(
             f"--status {args.status!r} is not a known status (and no row has it): use a number "
@@ -535,10 +544,10 @@ def _known_status(text: str) -> bool:
 def cmd_show(args: argparse.Namespace) -> int:
     rt = open_runtime(settings_for("show"))
     with rt.sessions.begin() as session:
-        video = store.get_video(session, args.video_id)
+        video = get_video(session, args.video_id)
         if video is None:
             raise CommandError(f"{ids.shown(args.video_id)} is not tracked")
-        history = store.events_for(session, args.video_id)
+        history = events_for(session, args.video_id)
     if args.json:
         data = video_dict(video, with_record=True)
         data["events"] = [

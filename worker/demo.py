@@ -87,8 +87,11 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
     from celery import beat
     from celery.worker import state as worker_state
 
-    from pixverse_tracker import api, cli, store
+    from pixverse_tracker import api, cli
     from pixverse_tracker.app import app
+    from pixverse_tracker.db.reports import list_videos
+    from pixverse_tracker.db.sql import current_time
+    from pixverse_tracker.service.status import summary
     from pixverse_tracker.settings import load
 
     out = out or sys.stdout
@@ -134,7 +137,7 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
         with progress_view(out, len(video_ids)) as show:
             while True:
                 with rt.sessions.begin() as session:
-                    counts = store.summary(session, rt.policy).counts
+                    counts = summary(session, rt.policy).counts
                 show(counts, time.monotonic() - started)
                 if _finished(counts) >= len(video_ids) or time.monotonic() - started > timeout:
                     break
@@ -147,8 +150,8 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
         worker_state.should_terminate = None
     out.write("\n")
     with rt.sessions.begin() as session:
-        now = store.current_time(session)
-        videos = store.list_videos(session, limit=None)
+        now = current_time(session)
+        videos = list_videos(session, limit=None)
     by_id = {v.video_id: v for v in videos}
     rows = cli.video_rows([by_id[v] for v in video_ids], now)
     for row, (_, expected) in zip(rows, SCENARIOS + TEAM, strict=True):

@@ -9,10 +9,12 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from pixverse_tracker import db, store
-from pixverse_tracker.db import describe_error
+from pixverse_tracker.db.engines import describe_error
+from pixverse_tracker.db.reports import Summary, prune_batch
+from pixverse_tracker.db.revisions import current_revision, head_revision
 from pixverse_tracker.logs import event
 from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service import status as service_status
 
 log = logging.getLogger("tracker.maintenance")
 
@@ -27,7 +29,7 @@ def prune(rt: Runtime, older_than: float | None = None) -> tuple[int, int, int]:
     totals = [0, 0, 0]
     while True:
         with rt.sessions.begin() as session:
-            batch = store.prune_batch(session, age)
+            batch = prune_batch(session, age)
         totals = [t + b for t, b in zip(totals, batch, strict=True)]
         if not any(batch):
             break
@@ -48,7 +50,7 @@ def health(rt: Runtime, broker_timeout: float = 5.0) -> list[Check]:
     dispatch (ran lately, while ids are due)."""
     checks: list[Check] = []
     try:
-        current, head = db.current_revision(rt.engine), db.head_revision()
+        current, head = current_revision(rt.engine), head_revision()
         if current != head:
             # Reachable, but the tables the other checks read are missing or out of date.
             problem = "not migrated" if current is None else f"schema at {current}, needs {head}"
@@ -57,7 +59,7 @@ def health(rt: Runtime, broker_timeout: float = 5.0) -> list[Check]:
             return checks
         checks.append(Check("database", True, f"reachable, schema at {current}"))
         with rt.sessions.begin() as session:
-            summary = store.summary(session, rt.policy)
+            summary = service_status.summary(session, rt.policy)
         if summary.auth_failing:
             checks.append(Check("upstream_auth", False, f"token rejected: {summary.auth_error}"))
         else:
@@ -74,7 +76,7 @@ def health(rt: Runtime, broker_timeout: float = 5.0) -> list[Check]:
 STALE_DISPATCHES = 3
 
 
-def dispatch_check(summary: store.Summary, interval: float) -> Check:
+def dispatch_check(summary: Summary, interval: float) -> Check:
     """Whether dispatch runs: with ids due, the last one must be under STALE_DISPATCHES
     intervals old. Dispatch runs on a worker when beat sends it, so either being down fails.
 

@@ -167,12 +167,13 @@ GAUGES = {
 
 def table_reader(rt: Any) -> Callable[[], list[Gauge]]:
     """A zero-argument function reading the table gauges through ``rt`` (a Runtime)."""
-    from pixverse_tracker import store
+    from pixverse_tracker.db.outbox import callbacks_owed
+    from pixverse_tracker.service.status import summary
 
     def read() -> list[Gauge]:
         with rt.sessions.begin() as session:
-            s = store.summary(session, rt.policy)
-            owed = store.callbacks_owed(session)
+            s = summary(session, rt.policy)
+            owed = callbacks_owed(session)
         age = (s.now - s.oldest_pending_since).total_seconds() if s.oldest_pending_since else 0
         gauges: list[Gauge] = [("tracker_videos", {"state": k}, s.counts[k]) for k in STATES]
         gauges += [

@@ -23,8 +23,11 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from pixverse_tracker import db, metrics, store
-from pixverse_tracker.db import describe_error
+from pixverse_tracker import metrics
+from pixverse_tracker.db.claim import adopt, owned_rows, set_leases
+from pixverse_tracker.db.control import add_poll_counts, note_auth_ok
+from pixverse_tracker.db.engines import describe_error, is_unavailable
+from pixverse_tracker.db.videos import note_list_missed, note_list_offsets, release
 from pixverse_tracker.logs import event
 from pixverse_tracker.rules import listing, schedule
 from pixverse_tracker.rules.decide import decide, not_applied
@@ -44,6 +47,10 @@ from pixverse_tracker.rules.outcomes import (
 from pixverse_tracker.rules.row import Decision, RowView
 from pixverse_tracker.rules.state import State
 from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service.apply import apply
+from pixverse_tracker.service.claim import claim_due
+from pixverse_tracker.service.knowledge import knowledge
+from pixverse_tracker.service.limiter import note_rate_limited, note_unauthorized, reserve_slots
 
 log = logging.getLogger("tracker.poll")
 _rng = random.SystemRandom()
@@ -99,7 +106,7 @@ def dispatch(rt: Runtime) -> list[Batch]:
     """Claim what the global rate allows for the next dispatch interval, in batches."""
     s = rt.settings
     with rt.sessions.begin() as session:
-        claim = store.claim_due(
+        claim = claim_due(
             session,
             rate_limit=s.rate_limit,
             horizon=s.dispatch_interval,
@@ -179,7 +186,7 @@ _Job = _Fetch | _List
 
 
 class KnowledgeCache:
-    """The schedule's view of our own table (store.knowledge), re-read now and then.
+    """The schedule's view of our own table (knowledge), re-read now and then.
 
     Every dozen dispatch intervals (a minute by default): finished videos change the
     distribution slowly, and one read per batch would cost a query per task.
@@ -206,7 +213,7 @@ class KnowledgeCache:
         try:
             with rt.sessions() as session:
                 prior = schedule.prior_for(rt.policy.typical_duration)
-                known = store.knowledge(session, prior=prior)
+                known = knowledge(session, prior=prior)
         except SQLAlchemyError as exc:
             event(log, logging.WARNING, "knowledge_not_read", error=describe_error(exc))
             return cached[1] if cached is not None else None
@@ -390,7 +397,7 @@ class _BatchRun:
             else:
                 self._read_entry(video_id, found, page, answers, follow)
         # Finished videos on the page that this batch did not claim: answer them now rather
-        # than at their own next poll (a claim elsewhere keeps them; see store.adopt).
+        # than at their own next poll (a claim elsewhere keeps them; see adopt).
         with self.lock:
             mine = set(self.rows)
         finished: list[str] = []
@@ -425,7 +432,7 @@ class _BatchRun:
     def _note_offsets(self, video_ids: list[str], offset: int) -> int:
         try:
             with self.rt.sessions.begin() as session:
-                return store.note_list_offsets(session, video_ids, offset)
+                return note_list_offsets(session, video_ids, offset)
         except SQLAlchemyError as exc:
             # Only a head start is lost: they learn their page at their own next read.
             event(log, logging.WARNING, "offsets_not_noted", error=describe_error(exc))
@@ -434,7 +441,7 @@ class _BatchRun:
     def _adopt(self, video_ids: list[str]) -> dict[str, RowView]:
         try:
             with self.rt.sessions.begin() as session:
-                adopted = store.adopt(session, self.batch.token, video_ids, self.rt.settings.lease)
+                adopted = adopt(session, self.batch.token, video_ids, self.rt.settings.lease)
         except SQLAlchemyError as exc:
             # Only a head start is lost: those videos are found at their own next poll.
             event(
@@ -478,10 +485,10 @@ class _BatchRun:
         lease = timedelta(seconds=s.lease)
         try:
             with self.rt.sessions.begin() as session:
-                _, slots = store.reserve_slots(session, len(jobs), s.rate_limit, self.rt.policy)
+                _, slots = reserve_slots(session, len(jobs), s.rate_limit, self.rt.policy)
                 # The batch goes on past the slots it was claimed for: its leases follow.
                 renewed = [(_ids_of(j), slot + lease) for j, slot in zip(jobs, slots, strict=False)]
-                store.set_leases(session, self.batch.token, renewed)
+                set_leases(session, self.batch.token, renewed)
         except SQLAlchemyError as exc:
             event(log, logging.WARNING, "slots_not_reserved", error=describe_error(exc))
             return  # their ids stay unanswered and are released
@@ -497,18 +504,18 @@ class _BatchRun:
         if isinstance(outcome, Unauthorized):
             self.halt()
             with self.rt.sessions.begin() as session:
-                until = store.note_unauthorized(session, outcome.message, policy)
+                until = note_unauthorized(session, outcome.message, policy)
             self._pause(until)
             event(log, logging.ERROR, "auth_rejected", paused_until=until.isoformat())
         elif isinstance(outcome, RateLimited):
             self.halt()
             with self.rt.sessions.begin() as session:
-                until = store.note_rate_limited(session, outcome.retry_after, policy)
+                until = note_rate_limited(session, outcome.retry_after, policy)
             self._pause(until)
             event(log, logging.WARNING, "rate_limited", throttled_until=until.isoformat())
         elif self.auth_failing and not isinstance(outcome, Transient):
             with self.rt.sessions.begin() as session:
-                store.note_auth_ok(session)
+                note_auth_ok(session)
             self.auth_failing = False
             event(log, logging.INFO, "auth_ok")
 
@@ -560,7 +567,7 @@ class _BatchRun:
         try:
             applied = self._write(decisions, sent_at)
         except Exception as exc:
-            if isinstance(exc, SQLAlchemyError) and db.is_unavailable(exc):
+            if isinstance(exc, SQLAlchemyError) and is_unavailable(exc):
                 raise
             # Something in these answers was refused: each on its own, so only its id pays.
             applied = [self._write_alone(item, sent_at) for item in decisions]
@@ -578,17 +585,14 @@ class _BatchRun:
         self, decisions: Sequence[tuple[str, Decision, str | None]], sent_at: datetime
     ) -> list[bool]:
         with self.rt.sessions.begin() as session:
-            return [
-                store.apply(session, v, self.batch.token, d, url, sent_at)
-                for v, d, url in decisions
-            ]
+            return [apply(session, v, self.batch.token, d, url, sent_at) for v, d, url in decisions]
 
     def _write_alone(self, item: tuple[str, Decision, str | None], sent_at: datetime) -> bool:
         video_id, decision, url = item
         try:
             return self._write([item], sent_at)[0]
         except Exception as exc:
-            if isinstance(exc, SQLAlchemyError) and db.is_unavailable(exc):
+            if isinstance(exc, SQLAlchemyError) and is_unavailable(exc):
                 raise
             http_status = decision.changes.get("last_http_status")
             failed = self._not_applied(video_id, exc, sent_at, http_status)
@@ -707,7 +711,7 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
     # after it (and its commit), a slow machine would date every answer too early.
     before = time.monotonic()
     with rt.sessions.begin() as session:
-        now, run.rows, run.auth_failing = store.owned_rows(session, batch.token, ids, 0.0)
+        now, run.rows, run.auth_failing = owned_rows(session, batch.token, ids, 0.0)
     run.db_start, run.mono_start = now, before
     run.leases = {v: row.claimed_until for v, row in run.rows.items() if row.claimed_until}
     run.report.stale = len(ids) - len(run.rows)
@@ -758,7 +762,7 @@ def poll_batch(rt: Runtime, batch: Batch) -> BatchReport:
     _release(rt, run, unsent)
     try:
         with rt.sessions.begin() as session:
-            store.add_poll_counts(session, run.report.counts)
+            add_poll_counts(session, run.report.counts)
     except SQLAlchemyError as exc:
         event(log, logging.WARNING, "counts_not_stored", error=describe_error(exc))
     return run.report
@@ -830,8 +834,8 @@ def _release(rt: Runtime, run: _BatchRun, unsent: Sequence[str]) -> None:
     try:
         with rt.sessions.begin() as session:
             if missed:
-                store.note_list_missed(session, run.batch.token, missed)
-            run.report.released = store.release(session, run.batch.token, unsent, run.pause_until)
+                note_list_missed(session, run.batch.token, missed)
+            run.report.released = release(session, run.batch.token, unsent, run.pause_until)
         event(log, logging.INFO, "released", ids=len(unsent), until=str(run.pause_until))
     except SQLAlchemyError as exc:
         event(log, logging.WARNING, "release_failed", ids=len(unsent), error=describe_error(exc))

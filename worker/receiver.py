@@ -26,9 +26,10 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from pixverse_tracker import connection_limits, logs, store
+from pixverse_tracker import connection_limits, logs
 from pixverse_tracker.connection_limits import ConnectionLimits
-from pixverse_tracker.db import describe_error
+from pixverse_tracker.db.engines import describe_error
+from pixverse_tracker.db.videos import mark_due
 from pixverse_tracker.rules import ids
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.settings import DATABASE, LOGGING, Secret, SettingsError, load
@@ -228,7 +229,7 @@ class _Receiver:
             # The pushed record is deliberately ignored: it is unsigned and may be forged,
             # stale or replayed. The next poll reads the truth from the upstream itself.
             with self._rt.sessions.begin() as session:
-                moved = store.mark_due(session, video_id)
+                moved = mark_due(session, video_id)
         except SQLAlchemyError as exc:
             # Nothing is lost by refusing: the row keeps its poll schedule, and an upstream
             # that retries will find us back.

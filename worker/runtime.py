@@ -17,8 +17,8 @@ from requests.adapters import HTTPAdapter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import db
 from pixverse_tracker.client import UseapiClient
+from pixverse_tracker.db.engines import make_engine, session_factory
 from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.settings import EVERYTHING, Settings, load
 
@@ -39,13 +39,13 @@ class Runtime:
     def engine(self) -> Engine:
         # Every poll thread may hold a connection while it applies its answer.
         size = self.settings.poll_concurrency + 2
-        return db.make_engine(
+        return make_engine(
             self.settings.database_url, pool_size=size, schema=self.settings.db_schema
         )
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
-        return db.session_factory(self.engine)
+        return session_factory(self.engine)
 
     @cached_property
     def client(self) -> UseapiClient:

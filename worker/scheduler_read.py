@@ -1,12 +1,12 @@
 """The token-wide scheduler read: one request that says which jobs are still executing, for
 every account of the token at once (``GET /v2/pixverse/scheduler/``).
 
-Beat asks for it every ``TRACKER_SCHEDULER_INTERVAL`` seconds; ``store.begin_scheduler_read``
+Beat asks for it every ``TRACKER_SCHEDULER_INTERVAL`` seconds; ``begin_scheduler_read``
 lets at most one read go out per interval across all beats and workers, on a slot of the
 global limiter. What an answer means (upstream.md):
 
 - a pending id it lists is still executing: the read is a look at it, and no other request
-  needs to ask about it until the cap has passed (``store.scheduler_answered`` moves its next
+  needs to ask about it until the cap has passed (``scheduler_answered`` moves its next
   look there, and every later read moves it again);
 - a pending id an earlier read listed and this one does not has just finished or failed: it is
   due at once, and this module dispatches at once so it is fetched within a slot or two;
@@ -25,8 +25,10 @@ import time
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from pixverse_tracker import metrics, poller, store
-from pixverse_tracker.db import describe_error
+from pixverse_tracker import metrics, poller
+from pixverse_tracker.db.control import add_poll_counts
+from pixverse_tracker.db.engines import describe_error
+from pixverse_tracker.db.scheduler import scheduler_answered, scheduler_failed
 from pixverse_tracker.logs import event
 from pixverse_tracker.rules.outcomes import (
     Executing,
@@ -39,6 +41,12 @@ from pixverse_tracker.rules.outcomes import (
     kind_of,
 )
 from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service.limiter import (
+    begin_scheduler_read,
+    note_rate_limited,
+    note_unauthorized,
+    reserve_slots,
+)
 
 log = logging.getLogger("tracker.scheduler")
 
@@ -50,7 +58,7 @@ def read(rt: Runtime) -> list[poller.Batch]:
     if not s.scheduler_enabled:
         return []
     with rt.sessions.begin() as session:
-        start = store.begin_scheduler_read(
+        start = begin_scheduler_read(
             session, rate_limit=s.rate_limit, interval=s.scheduler_interval, policy=rt.policy
         )
     if start.slot is None:
@@ -63,7 +71,7 @@ def read(rt: Runtime) -> list[poller.Batch]:
         # Missed it (this process is busy): one more slot, or no read this interval, rather
         # than a read fired on another request's slot.
         with rt.sessions.begin() as session:
-            now, slots = store.reserve_slots(session, 1, s.rate_limit, rt.policy)
+            now, slots = reserve_slots(session, 1, s.rate_limit, rt.policy)
         if not slots or not _wait_for_slot((slots[0] - now).total_seconds(), spacing):
             event(log, logging.DEBUG, "scheduler_skipped", reason="missed its slot")
             return []
@@ -74,9 +82,9 @@ def read(rt: Runtime) -> list[poller.Batch]:
     counts.add(outcome)
     try:
         with rt.sessions.begin() as session:
-            store.add_poll_counts(session, counts)
+            add_poll_counts(session, counts)
             if isinstance(outcome, Executing):
-                result = store.scheduler_answered(
+                result = scheduler_answered(
                     session,
                     outcome.ids,
                     complete=outcome.dropped == 0,
@@ -85,11 +93,11 @@ def read(rt: Runtime) -> list[poller.Batch]:
                     refresh=s.dispatch_interval + 2 * s.scheduler_interval,
                 )
             else:
-                failures = store.scheduler_failed(session, _reason(outcome))
+                failures = scheduler_failed(session, _reason(outcome))
                 if isinstance(outcome, Unauthorized):
-                    store.note_unauthorized(session, outcome.message, rt.policy)
+                    note_unauthorized(session, outcome.message, rt.policy)
                 elif isinstance(outcome, RateLimited):
-                    store.note_rate_limited(session, outcome.retry_after, rt.policy)
+                    note_rate_limited(session, outcome.retry_after, rt.policy)
     except SQLAlchemyError as exc:
         event(log, logging.WARNING, "scheduler_not_stored", error=describe_error(exc))
         return []

@@ -19,8 +19,9 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from pixverse_tracker import metrics, outbound, store
-from pixverse_tracker.db import describe_error
+from pixverse_tracker import metrics, outbound
+from pixverse_tracker.db.engines import describe_error
+from pixverse_tracker.db.outbox import Delivery, claim_deliveries, delivery_result
 from pixverse_tracker.logs import event
 from pixverse_tracker.rules.addresses import AddressPolicy
 from pixverse_tracker.rules.webhooks import (
@@ -50,7 +51,7 @@ def lease(webhook_timeout: float) -> float:
 class _Sender(threading.Thread):
     """One sender thread: its first delivery, then whatever else is owed, one at a time."""
 
-    def __init__(self, deliverer: Deliverer, token: str, first: store.Delivery) -> None:
+    def __init__(self, deliverer: Deliverer, token: str, first: Delivery) -> None:
         super().__init__(name="webhook-sender", daemon=True)
         self.deliverer = deliverer
         self.token = token
@@ -88,9 +89,9 @@ class Deliverer:
         self._lock = threading.Lock()
         self._rng = random.SystemRandom()
 
-    def claim(self, limit: int) -> tuple[str, list[store.Delivery]]:
+    def claim(self, limit: int) -> tuple[str, list[Delivery]]:
         with self.rt.sessions.begin() as session:
-            return store.claim_deliveries(
+            return claim_deliveries(
                 session, limit=limit, lease=lease(self.rt.settings.webhook_timeout)
             )
 
@@ -118,7 +119,7 @@ class Deliverer:
             self.release(free - len(started))
         return started
 
-    def deliver(self, token: str, delivery: store.Delivery) -> bool:
+    def deliver(self, token: str, delivery: Delivery) -> bool:
         """POST one claimed delivery and store what came of it at once; True if delivered."""
         s = self.rt.settings
         secret = s.webhook_secret.reveal()
@@ -138,7 +139,7 @@ class Deliverer:
         )
         try:
             with self.rt.sessions.begin() as session:
-                store.delivery_result(
+                delivery_result(
                     session, delivery.id, token, attempt.ok, attempt.status, error, retry_at
                 )
         except Exception as exc:  # noqa: BLE001 - the lease brings it back; at-least-once

@@ -33,8 +33,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from pixverse_tracker import db
 from pixverse_tracker.cli import build_parser
+from pixverse_tracker.db.engines import make_engine
+from pixverse_tracker.db.revisions import VERSION_TABLE, upgrade
 from tests.conftest import REDIS_URL, empty_database, reset_tables
 from tests.e2e.conftest import CLI, base_env
 
@@ -492,12 +493,12 @@ def test_unmigrated_postgres_says_to_run_migrate_then_migrate_twice(
     assert first.code == 0, first
     assert re.fullmatch(r"schema migrated from empty to \S+", first.out.strip()), first
     revision = first.out.split()[-1]
-    assert sql(engine, f"SELECT version_num FROM {db.VERSION_TABLE}") == [(revision,)]
+    assert sql(engine, f"SELECT version_num FROM {VERSION_TABLE}") == [(revision,)]
     second = cli("migrate", env=env, cwd=tmp_path)
     assert second.code == 0, second
     assert second.out.strip() == f"schema already at revision {revision}"
     assert "Traceback" not in first.both + second.both
-    assert sql(engine, f"SELECT version_num FROM {db.VERSION_TABLE}") == [(revision,)]
+    assert sql(engine, f"SELECT version_num FROM {VERSION_TABLE}") == [(revision,)]
 
 
 def test_run_and_worker_need_the_token_and_worker_needs_a_broker(
@@ -1035,10 +1036,10 @@ def test_migrate_on_a_database_from_a_newer_version_is_one_line(
 ) -> None:
     url, engine = empty_pg
     env = base_env(DATABASE_URL=url)
-    migrator = db.make_engine(url, pool=False)
-    db.upgrade(migrator)
+    migrator = make_engine(url, pool=False)
+    upgrade(migrator)
     migrator.dispose()
-    sql(engine, f"UPDATE {db.VERSION_TABLE} SET version_num = '9999_from_the_future'")
+    sql(engine, f"UPDATE {VERSION_TABLE} SET version_num = '9999_from_the_future'")
     result = cli("migrate", env=env, cwd=tmp_path)
     assert_one_line_error(result, "9999_from_the_future")
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from pixverse_tracker import db
+from pixverse_tracker.db.engines import make_engine
+from pixverse_tracker.db.revisions import upgrade
 from pixverse_tracker.settings import load
 from pixverse_tracker.simulator import Simulator, make_id
 from tests.e2e import scenarios
@@ -229,8 +230,8 @@ def test_postgres_restarts_and_killed_backends_are_survived(
 ) -> None:  # fmt: skip
     # The tracker's database lives on a PostgreSQL of the test's own: it is the one restarted.
     url = private_postgres.create_database("tracker")
-    engine = db.make_engine(url, pool=False)
-    db.upgrade(engine)
+    engine = make_engine(url, pool=False)
+    upgrade(engine)
     processes.env = {**tracker_env, "DATABASE_URL": url}
     population = scenarios.population(QUICK, delays=(4, 8, 12))
     assert scenarios.enqueue(processes.env, population).returncode == 0

@@ -13,11 +13,14 @@ import pytest
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import api, store
+from pixverse_tracker import api
+from pixverse_tracker.db.claim import owned_rows
+from pixverse_tracker.db.sql import current_time
 from pixverse_tracker.models import Video
 from pixverse_tracker.rules import decide
 from pixverse_tracker.rules.outcomes import NotYet, Record
 from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service.apply import apply
 from pixverse_tracker.settings import load
 
 
@@ -35,18 +38,18 @@ def rt(pg: sessionmaker[Session], pg_database: str) -> Iterator[Runtime]:
 def _finish(rt: Runtime, video_id: str, record: dict[str, object]) -> None:
     """Claim ``video_id`` and apply ``record`` to it, as a worker would."""
     with rt.sessions.begin() as session:
-        until = store.current_time(session) + timedelta(minutes=1)
+        until = current_time(session) + timedelta(minutes=1)
         session.execute(
             update(Video)
             .where(Video.video_id == video_id)
             .values(claim_token="tok", claimed_until=until)
         )
     with rt.sessions.begin() as session:
-        now, rows, _ = store.owned_rows(session, "tok", [video_id], 0)
+        now, rows, _ = owned_rows(session, "tok", [video_id], 0)
     outcome = Record(record) if record else NotYet()
     decision = decide.decide(rows[video_id], outcome, now, rt.policy, random.Random(1))
     with rt.sessions.begin() as session:
-        assert store.apply(session, video_id, "tok", decision)
+        assert apply(session, video_id, "tok", decision)
 
 
 def _age_done_rows(rt: Runtime, seconds: int) -> None:
@@ -133,9 +136,9 @@ def test_wait_for_works_on_the_embedded_sqlite_database(tmp_path: Path) -> None:
         load({"DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}", "TRACKER_FIRST_POLL_DELAY": "0"})
     )
     try:
-        from pixverse_tracker import db
+        from pixverse_tracker.db.revisions import upgrade
 
-        db.upgrade(runtime.engine)
+        upgrade(runtime.engine)
         api.enqueue([vid(1)], rt=runtime)
         threading.Timer(
             0.3, _finish, args=(runtime, vid(1), {"video_id": vid(1), **COMPLETED})

@@ -13,8 +13,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import db, store
+from pixverse_tracker.db.engines import make_engine, session_factory
+from pixverse_tracker.db.sql import current_time
 from pixverse_tracker.rules.policy import Policy
+from pixverse_tracker.service import enqueue as service_enqueue
+from pixverse_tracker.service.claim import Claim, claim_due
+from pixverse_tracker.service.limiter import SLOT_LEAD, reserve_slots
 
 DUE_NOW = Policy(first_poll_delay=0.0)
 SPACING_5_PER_S = timedelta(microseconds=200_000)
@@ -26,7 +30,7 @@ def vid(n: int) -> str:
 
 def enqueue(pg: sessionmaker[Session], ids: Sequence[str], policy: Policy = DUE_NOW) -> None:
     with pg.begin() as session:
-        store.enqueue(session, list(ids), policy)
+        service_enqueue.enqueue(session, list(ids), policy)
 
 
 def claim_in(
@@ -37,18 +41,18 @@ def claim_in(
     lease: float = 60.0,
     policy: Policy = DUE_NOW,
     max_count: int = 10_000,
-) -> store.Claim:
-    return store.claim_due(
+) -> Claim:
+    return claim_due(
         session, rate_limit=rate, horizon=horizon, lease=lease, policy=policy, max_count=max_count
     )
 
 
-def claim(pg: sessionmaker[Session], **kw: Any) -> store.Claim:
+def claim(pg: sessionmaker[Session], **kw: Any) -> Claim:
     with pg.begin() as session:
         return claim_in(session, **kw)
 
 
-def ids_of(c: store.Claim) -> list[str]:
+def ids_of(c: Claim) -> list[str]:
     return [v for v, _ in c.slots]
 
 
@@ -81,8 +85,8 @@ def test_a_claim_takes_no_more_than_the_rate_allows_over_the_horizon_with_even_s
     assert got.token is not None and got.reason is None
     assert len(got.slots) == 10
     slots = [at for _, at in got.slots]
-    # the first slot leaves time to hand the batch to a worker (store.SLOT_LEAD)
-    assert min(slots) == got.now + timedelta(seconds=store.SLOT_LEAD)
+    # the first slot leaves time to hand the batch to a worker (SLOT_LEAD)
+    assert min(slots) == got.now + timedelta(seconds=SLOT_LEAD)
     assert_evenly_spaced(slots, SPACING_5_PER_S)
     assert len(set(slots)) == 10
     next_slot = scalar(pg, "SELECT next_slot_at FROM tracker_control")
@@ -197,12 +201,12 @@ def test_concurrent_dispatchers_never_claim_the_same_row(
     total, workers = 2000, 4
     enqueue(pg, [vid(n) for n in range(total)])
     barrier = threading.Barrier(workers)
-    claims: list[list[store.Claim]] = [[] for _ in range(workers)]
+    claims: list[list[Claim]] = [[] for _ in range(workers)]
     errors: list[BaseException] = []
 
     def dispatcher(index: int) -> None:
-        engine = db.make_engine(pg_database, pool=False)
-        sessions = db.session_factory(engine)
+        engine = make_engine(pg_database, pool=False)
+        sessions = session_factory(engine)
         try:
             barrier.wait(timeout=10)
             while True:
@@ -289,7 +293,7 @@ def test_a_dispatcher_waits_for_the_control_row_then_continues_from_the_next_fre
         holder.commit()
     second.join(timeout=10)
     assert "error" not in out, out.get("error")
-    later: store.Claim = out["claim"]
+    later: Claim = out["claim"]
 
     assert len(later.slots) >= 1
     assert not set(ids_of(first)) & set(ids_of(later))
@@ -314,11 +318,11 @@ def test_a_dispatcher_that_waited_for_the_control_row_dates_its_claim_from_after
         _wait_for_lock_waiter(pg)
         time.sleep(1.0)
         with pg() as clock:
-            released_at = store.current_time(clock)
+            released_at = current_time(clock)
         holder.commit()
     second.join(timeout=10)
     assert "error" not in out, out.get("error")
-    later: store.Claim = out["claim"]
+    later: Claim = out["claim"]
     assert later.slots
     # the lock was granted after released_at, so the claim's clock and lease must start after it
     assert later.now >= released_at
@@ -401,7 +405,7 @@ def test_a_request_booked_late_in_the_interval_does_not_hold_back_slots_handed_o
     got = claim(pg, rate=5.0, horizon=5.0)
     assert len(got.slots) == 1
     with pg.begin() as session:
-        now, extra = store.reserve_slots(session, 2, 5.0, DUE_NOW)
+        now, extra = reserve_slots(session, 2, 5.0, DUE_NOW)
     # the next page or record fetch of another batch goes out now, not after the late one
     assert len(extra) == 2 and extra[0] - now < timedelta(seconds=0.5)
     assert extra[1] - extra[0] == SPACING_5_PER_S
@@ -413,12 +417,12 @@ def test_extra_slots_follow_the_global_schedule_and_none_are_given_while_throttl
     enqueue(pg, [vid(n) for n in range(10)])
     first = claim(pg, rate=5.0, horizon=1.0)
     with pg.begin() as session:
-        _, extra = store.reserve_slots(session, 3, 5.0, DUE_NOW)
+        _, extra = reserve_slots(session, 3, 5.0, DUE_NOW)
     booked = [at for _, at in first.slots]
     assert_evenly_spaced(booked + extra, SPACING_5_PER_S)
     sql(pg, "UPDATE tracker_control SET throttled_until = now() + interval '1 minute'")
     with pg.begin() as session:
-        assert store.reserve_slots(session, 3, 5.0, DUE_NOW)[1] == []
+        assert reserve_slots(session, 3, 5.0, DUE_NOW)[1] == []
 
 
 def test_with_the_list_on_the_ids_of_one_account_share_one_request(

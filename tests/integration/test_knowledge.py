@@ -1,13 +1,14 @@
-"""What the adaptive schedule reads from our own table (store.knowledge), against real Postgres."""
+"""What the adaptive schedule reads from our own table (knowledge), against real Postgres."""
 
 from __future__ import annotations
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import store
 from pixverse_tracker.rules import schedule
 from pixverse_tracker.rules.policy import Policy
+from pixverse_tracker.service.enqueue import enqueue
+from pixverse_tracker.service.knowledge import knowledge
 
 
 def vid(n: int) -> str:
@@ -34,14 +35,14 @@ def test_completion_and_generation_times_come_from_finished_rows_only(
     pg: sessionmaker[Session],
 ) -> None:
     with pg.begin() as session:
-        store.enqueue(session, [vid(n) for n in range(6)], Policy())
+        enqueue(session, [vid(n) for n in range(6)], Policy())
     finish(pg, 0, "done", 30.0, 20.0)
     finish(pg, 1, "done", 90.0, 60.0)
     finish(pg, 2, "done", 45.0, None)  # never seen GENERATING: a completion time only
     finish(pg, 3, "abandoned", 600.0, None)  # gave up: says nothing about how long videos take
     # 4 and 5 stay pending
     with pg() as session:
-        known = store.knowledge(session)
+        known = knowledge(session)
     assert known.completion.values == (30.0, 45.0, 90.0)
     assert known.generation.values == (20.0, 60.0)
     assert known.prior is schedule.PRIOR_COMPLETION
@@ -51,11 +52,11 @@ def test_only_the_newest_finished_rows_are_read_and_the_prior_is_the_callers(
     pg: sessionmaker[Session],
 ) -> None:
     with pg.begin() as session:
-        store.enqueue(session, [vid(n) for n in range(5)], Policy())
+        enqueue(session, [vid(n) for n in range(5)], Policy())
     for n in range(5):
         finish(pg, n, "done", 10.0 * (n + 1), None)  # the later finished, the newer
     slow = schedule.prior_for(600.0)
     with pg() as session:
-        known = store.knowledge(session, limit=2, prior=slow)
+        known = knowledge(session, limit=2, prior=slow)
     assert known.completion.values == (40.0, 50.0)
     assert known.prior is slow

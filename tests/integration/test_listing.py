@@ -16,7 +16,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import poller, store
+from pixverse_tracker import poller
+from pixverse_tracker.db.reports import done_event_counts
 from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.simulator import Simulator
 from tests.integration.test_poller import (
@@ -103,7 +104,7 @@ def test_one_list_request_answers_for_every_id_of_an_account(
     assert 2 <= len(lists) <= 12, len(lists)
     assert all(r.status == 200 for r in lists)
     with pg() as session:
-        assert store.done_event_counts(session) == dict.fromkeys(ids, 1)
+        assert done_event_counts(session) == dict.fromkeys(ids, 1)
 
 
 def test_brief_list_entries_are_fetched_by_id_once_finished(

@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import db
+from pixverse_tracker.db.engines import make_engine
+from pixverse_tracker.db.revisions import VERSION_TABLE, current_revision, head_revision, upgrade
 from tests.conftest import empty_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,10 +30,10 @@ def fresh_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def migrated(fresh_url: str) -> Iterator[Engine]:
-    """The fresh database after one ``db.upgrade``."""
-    engine = db.make_engine(fresh_url, pool=False)
-    assert db.current_revision(engine) is None, "the fresh database should start unmigrated"
-    db.upgrade(engine)
+    """The fresh database after one ``upgrade``."""
+    engine = make_engine(fresh_url, pool=False)
+    assert current_revision(engine) is None, "the fresh database should start unmigrated"
+    upgrade(engine)
     yield engine
     engine.dispose()
 
@@ -61,13 +62,13 @@ def _record_statements(engine: Engine) -> tuple[list[str], Any]:
 
 
 def test_upgrade_reaches_head_and_a_second_upgrade_changes_nothing(migrated: Engine) -> None:
-    head = db.head_revision()
+    head = head_revision()
     assert head is not None
-    assert db.current_revision(migrated) == head
+    assert current_revision(migrated) == head
 
     seen, listener = _record_statements(migrated)
     try:
-        db.upgrade(migrated)
+        upgrade(migrated)
     finally:
         event.remove(migrated, "before_cursor_execute", listener)
 
@@ -77,9 +78,9 @@ def test_upgrade_reaches_head_and_a_second_upgrade_changes_nothing(migrated: Eng
         if s.lstrip().upper().startswith(("CREATE", "ALTER", "DROP", "INSERT", "UPDATE"))
     ]
     assert writes == []
-    assert db.current_revision(migrated) == head
+    assert current_revision(migrated) == head
     with migrated.connect() as conn:
-        version_rows = text(f"SELECT count(*) FROM {db.VERSION_TABLE}")
+        version_rows = text(f"SELECT count(*) FROM {VERSION_TABLE}")
         assert conn.execute(version_rows).scalar_one() == 1
         assert conn.execute(text("SELECT count(*) FROM tracker_control")).scalar_one() == 1
 
@@ -151,11 +152,11 @@ def test_the_same_migrations_build_a_sqlite_database_that_alembic_check_accepts(
 ) -> None:
     path = tmp_path / "tracker.db"
     url = f"sqlite:///{path.as_posix()}"
-    engine = db.make_engine(url)
+    engine = make_engine(url)
     try:
-        db.upgrade(engine)
-        db.upgrade(engine)
-        assert db.current_revision(engine) == db.head_revision()
+        upgrade(engine)
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
         inspector = inspect(engine)
         assert {"videos", "video_events", "tracker_control", "poll_minutes"} <= set(
             inspector.get_table_names()

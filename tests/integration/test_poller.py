@@ -3,7 +3,7 @@ in-process simulator, with timings compressed to fractions of a second.
 
 Each test builds its own ``Runtime`` from a settings dict, drives ``poller.dispatch`` and
 ``poller.poll_batch`` in a small loop, and checks what a user would notice: the rows, their
-events, the control row, ``status`` (``store.summary``) and what the upstream was sent.
+events, the control row, ``status`` (``service_status.summary``) and what the upstream was sent.
 """
 
 from __future__ import annotations
@@ -24,10 +24,19 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import api, poller, store
+from pixverse_tracker import api, poller
+from pixverse_tracker.db import claim as db_claim
+from pixverse_tracker.db import videos as db_videos
+from pixverse_tracker.db.reports import Summary, done_event_counts
+from pixverse_tracker.db.sql import NOTIFY_CHANNEL
 from pixverse_tracker.poller import Batch, BatchReport
 from pixverse_tracker.rules import decide, limiter, timing
 from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service import claim as service_claim
+from pixverse_tracker.service import limiter as service_limiter
+from pixverse_tracker.service import status as service_status
+from pixverse_tracker.service.apply import apply
+from pixverse_tracker.service.limiter import SLOT_LEAD
 from pixverse_tracker.settings import load
 from pixverse_tracker.simulator import LoggedRequest, Simulator, make_id
 
@@ -155,9 +164,9 @@ def clock_pair(pg: sessionmaker[Session]) -> tuple[datetime, float]:
     return value, (before + after) / 2
 
 
-def summary(rt: Runtime) -> store.Summary:
+def summary(rt: Runtime) -> Summary:
     with rt.sessions() as session:
-        return store.summary(session, rt.policy)
+        return service_status.summary(session, rt.policy)
 
 
 def authorized(requests: list[LoggedRequest]) -> list[LoggedRequest]:
@@ -175,7 +184,7 @@ def listening(pg_engine: Engine) -> Iterator[psycopg2.extensions.connection]:
     conn = psycopg2.connect(dsn)
     conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
     with conn.cursor() as cursor:
-        cursor.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
+        cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
     try:
         yield conn
     finally:
@@ -313,7 +322,7 @@ def test_a_mixed_batch_ends_in_the_states_the_readme_promises(
     # done rows: one done event each, one NOTIFY each; the view lists the COMPLETED ones
     done = {v for v, r in got.items() if r["state"] == "done"}
     with pg() as session:
-        assert dict(store.done_event_counts(session)) == dict.fromkeys(done, 1)
+        assert dict(done_event_counts(session)) == dict.fromkeys(done, 1)
         view = set(session.execute(text("SELECT video_id FROM completed_videos")).scalars())
     assert sorted(notified) == sorted(done)
     assert view == done - {MIXED["failed"], MIXED["moderated"]}
@@ -618,7 +627,7 @@ def test_a_batch_that_reaches_its_worker_late_takes_new_slots_instead_of_firing_
         (batch,) = poller.dispatch(rt)
         offsets = sorted(offset for _, offset in batch.items)
         assert len(offsets) >= 2
-        assert offsets[0] >= store.SLOT_LEAD - 1e-3, "a slot no worker could have used"
+        assert offsets[0] >= SLOT_LEAD - 1e-3, "a slot no worker could have used"
         time.sleep(offsets[-2] + 0.1)  # every slot but the last is missed, no lease has ended
         report = poller.poll_batch(rt, batch)
 
@@ -719,7 +728,7 @@ def test_an_answer_that_cannot_be_stored_keeps_the_id_claimed_until_its_lease_en
     pg: sessionmaker[Session], pg_database: str, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     video_id = make_id("completed_0", 1)
-    real_apply = store.apply
+    real_apply = apply
     calls = {"n": 0}
 
     def flaky_apply(*args: Any, **kwargs: Any) -> bool:
@@ -728,7 +737,7 @@ def test_an_answer_that_cannot_be_stored_keeps_the_id_claimed_until_its_lease_en
             raise OperationalError("UPDATE videos ...", {}, Exception("server closed connection"))
         return real_apply(*args, **kwargs)
 
-    monkeypatch.setattr(store, "apply", flaky_apply)
+    monkeypatch.setattr(poller, "apply", flaky_apply)
     with tracker(pg_database, sim) as rt:
         enqueue(rt, [video_id])
         (batch,) = poller.dispatch(rt)
@@ -792,7 +801,16 @@ def test_every_time_the_poller_writes_is_in_database_time(
     sim: Simulator,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for module in (poller, decide, timing, limiter, store):
+    for module in (
+        poller,
+        decide,
+        timing,
+        limiter,
+        db_claim,
+        db_videos,
+        service_claim,
+        service_limiter,
+    ):
         monkeypatch.setattr(module, "datetime", _SkewedDatetime)
     monkeypatch.setattr(poller, "time", _SkewedTime)
     done_id = make_id("completed_0", 1)

@@ -24,13 +24,16 @@ import requests
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import receiver, store
+from pixverse_tracker import receiver
 from pixverse_tracker.connection_limits import ConnectionLimits
+from pixverse_tracker.db.reports import events_for
+from pixverse_tracker.db.sql import current_time
 from pixverse_tracker.logs import JsonFormatter, KeyValueFormatter
 from pixverse_tracker.models import Video
 from pixverse_tracker.receiver import ReceiverConfig, from_env, make_app, make_dev_server
 from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service import enqueue as service_enqueue
 from pixverse_tracker.settings import Secret, SettingsError, load
 
 SECRET = "cb-Secret_0123456789-DISTINCTIVE"
@@ -155,7 +158,7 @@ def down_app() -> Iterator[WSGIApplication]:
 
 def enqueue(rt: Runtime, *video_ids: str) -> None:
     with rt.sessions.begin() as session:
-        store.enqueue(session, list(video_ids), LATER)
+        service_enqueue.enqueue(session, list(video_ids), LATER)
 
 
 def row(rt: Runtime, video_id: str) -> dict[str, Any]:
@@ -178,17 +181,17 @@ def hinted_at(rt: Runtime, video_id: str) -> Any:
 
 def kinds(rt: Runtime, video_id: str) -> list[str]:
     with rt.sessions() as session:
-        return [e.kind for e in store.events_for(session, video_id)]
+        return [e.kind for e in events_for(session, video_id)]
 
 
 def now(rt: Runtime) -> Any:
     with rt.sessions() as session:
-        return store.current_time(session)
+        return current_time(session)
 
 
 def finish(rt: Runtime, video_id: str) -> None:
     with rt.sessions.begin() as session:
-        at = store.current_time(session)
+        at = current_time(session)
         session.execute(
             update(Video)
             .where(Video.video_id == video_id)
@@ -199,7 +202,7 @@ def finish(rt: Runtime, video_id: str) -> None:
 def claim(rt: Runtime, video_id: str) -> None:
     """As a dispatch would: a token, and a lease (and due time) a minute ahead."""
     with rt.sessions.begin() as session:
-        until = store.current_time(session) + timedelta(minutes=1)
+        until = current_time(session) + timedelta(minutes=1)
         session.execute(
             update(Video)
             .where(Video.video_id == video_id)

@@ -21,11 +21,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import poller, scheduler_read, store
+from pixverse_tracker import poller, scheduler_read
+from pixverse_tracker.db.scheduler import scheduler_answered
 from pixverse_tracker.rules.decide import decide
 from pixverse_tracker.rules.outcomes import NotYet
 from pixverse_tracker.rules.row import RowView
 from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service.apply import apply
 from pixverse_tracker.simulator import Simulator, make_id
 from tests.integration.test_poller import (
     BASE_ENV,
@@ -222,7 +224,7 @@ def test_the_scheduler_can_be_turned_off(
     assert rows(pg)[video_id]["state"] == "done"
 
 
-# --- the SQL of one answer (store.scheduler_answered) -----------------------------------------
+# --- the SQL of one answer (scheduler_answered) -----------------------------------------
 
 
 def test_an_answer_with_items_without_an_id_takes_nobody_as_gone(
@@ -232,13 +234,13 @@ def test_an_answer_with_items_without_an_id_takes_nobody_as_gone(
     with tracker(pg_database, sim) as rt:
         enqueue(rt, ids)
         with pg.begin() as session:
-            store.scheduler_answered(session, ids, complete=True, defer=15)
+            scheduler_answered(session, ids, complete=True, defer=15)
         with pg.begin() as session:
             # one item had no usable id: it may be ours, so nobody has left
-            result = store.scheduler_answered(session, [ids[0]], complete=False, defer=15)
+            result = scheduler_answered(session, [ids[0]], complete=False, defer=15)
         assert result.gone == [] and result.listed == 1
         with pg.begin() as session:
-            result = store.scheduler_answered(session, [ids[0]], complete=True, defer=15)
+            result = scheduler_answered(session, [ids[0]], complete=True, defer=15)
         assert result.gone == [ids[1]]
     got = rows(pg)
     assert got[ids[1]]["scheduler_seen_at"] is None
@@ -253,16 +255,16 @@ def test_a_listed_row_is_rewritten_only_when_its_next_look_comes_near(
     with tracker(pg_database, sim) as rt:
         enqueue(rt, [video_id])
         with pg.begin() as session:
-            first = store.scheduler_answered(session, [video_id], complete=True, defer=15)
+            first = scheduler_answered(session, [video_id], complete=True, defer=15)
         deferred = rows(pg)[video_id]["next_poll_at"]
         assert deferred == first.now + timedelta(seconds=15)
         with pg.begin() as session:
-            store.scheduler_answered(session, [video_id], complete=True, defer=15)
+            scheduler_answered(session, [video_id], complete=True, defer=15)
         # the next look is still 15 s away: no new row version for a read that changes nothing
         assert rows(pg)[video_id]["next_poll_at"] == deferred
         sql(pg, "UPDATE videos SET next_poll_at = now() + interval '5 seconds'")
         with pg.begin() as session:
-            again = store.scheduler_answered(session, [video_id], complete=True, defer=15)
+            again = scheduler_answered(session, [video_id], complete=True, defer=15)
         assert rows(pg)[video_id]["next_poll_at"] == again.now + timedelta(seconds=15)
 
 
@@ -273,18 +275,18 @@ def test_an_id_that_leaves_while_its_poll_is_in_flight_is_looked_at_again_at_onc
     with tracker(pg_database, sim) as rt:
         enqueue(rt, [video_id])
         with pg.begin() as session:
-            store.scheduler_answered(session, [video_id], complete=True, defer=15)
+            scheduler_answered(session, [video_id], complete=True, defer=15)
         sql(pg, "UPDATE videos SET next_poll_at = now()")
         (batch,) = poller.dispatch(rt)
         sent_at = db_now(pg)  # the request goes out ...
         with pg.begin() as session:  # ... and the video finishes and leaves meanwhile
-            result = store.scheduler_answered(session, [], complete=True, defer=15)
+            result = scheduler_answered(session, [], complete=True, defer=15)
         assert result.gone == [video_id]
         lease_end = rows(pg)[video_id]["next_poll_at"]
         assert lease_end > db_now(pg)  # a claimed row keeps its claim
         row = RowView(video_id, rows(pg)[video_id]["enqueued_at"])
         decision = decide(row, NotYet(), db_now(pg), rt.policy, random.Random(1))
         with pg.begin() as session:
-            assert store.apply(session, video_id, batch.token, decision, None, sent_at)
+            assert apply(session, video_id, batch.token, decision, None, sent_at)
     # "not yet" was sent before it left: looked at again at once, not after the cap
     assert rows(pg)[video_id]["next_poll_at"] <= db_now(pg)

@@ -18,8 +18,15 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from pixverse_tracker import api, db
+from pixverse_tracker import api
 from pixverse_tracker.cli import main
+from pixverse_tracker.db.engines import make_engine
+from pixverse_tracker.db.revisions import (
+    VERSION_TABLE,
+    alembic_config,
+    current_revision,
+    head_revision,
+)
 from pixverse_tracker.simulator import Simulator, make_id
 from tests.conftest import empty_database
 from tests.integration.test_migrations import _alembic_check
@@ -34,12 +41,12 @@ def blank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str,
     """An empty database on either backend: its URL and an engine without a schema setting."""
     if request.param == "sqlite":
         url = f"sqlite:///{(tmp_path / 'shared.db').as_posix()}"
-        engine = db.make_engine(url, pool=False)
+        engine = make_engine(url, pool=False)
         yield url, engine
         engine.dispose()
         return
     with empty_database("pt_shared") as url:
-        engine = db.make_engine(url, pool=False)
+        engine = make_engine(url, pool=False)
         yield url, engine
         engine.dispose()
 
@@ -76,15 +83,15 @@ def an_application_with_its_own_alembic(engine: Engine, revision: str = FOREIGN_
 def as_an_earlier_version_left_it(engine: Engine, revision: str) -> None:
     """The tracker at ``revision`` with its row in ``alembic_version``, as earlier versions kept
     it: migrated today, then its version table renamed back to Alembic's default name."""
-    config = db.alembic_config()
+    config = alembic_config()
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
-        conn.execute(text(f"ALTER TABLE {db.VERSION_TABLE} RENAME TO alembic_version"))
+        conn.execute(text(f"ALTER TABLE {VERSION_TABLE} RENAME TO alembic_version"))
         if conn.dialect.name == "postgresql":
             conn.execute(
                 text(
-                    f"ALTER TABLE alembic_version RENAME CONSTRAINT {db.VERSION_TABLE}_pkc "
+                    f"ALTER TABLE alembic_version RENAME CONSTRAINT {VERSION_TABLE}_pkc "
                     "TO alembic_version_pkc"
                 )
             )
@@ -96,7 +103,7 @@ def tables_in(engine: Engine, schema: str) -> set[str]:
 
 
 def head() -> str:
-    revision = db.head_revision()
+    revision = head_revision()
     assert revision is not None
     return revision
 
@@ -116,7 +123,7 @@ def test_migrate_succeeds_on_a_database_with_another_projects_alembic_history(
 
     assert out.strip() == f"schema migrated from empty to {head()}"
     assert sql(engine, "SELECT version_num FROM alembic_version") == [(FOREIGN_REVISION,)]
-    assert sql(engine, f"SELECT version_num FROM {db.VERSION_TABLE}") == [(head(),)]
+    assert sql(engine, f"SELECT version_num FROM {VERSION_TABLE}") == [(head(),)]
     assert sql(engine, "SELECT id, email FROM accounts") == [(1, "me@example.com")]
     # the application's tables are not drift in the tracker's models
     check = _alembic_check(url)
@@ -129,7 +136,7 @@ def test_an_application_revision_with_the_same_id_as_ours_stays_the_applications
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, engine = blank
-    ours = ScriptDirectory.from_config(db.alembic_config()).get_base()
+    ours = ScriptDirectory.from_config(alembic_config()).get_base()
     assert isinstance(ours, str)
     an_application_with_its_own_alembic(engine, revision=ours)
 
@@ -147,7 +154,7 @@ def test_an_earlier_tracker_database_upgrades_and_its_revision_moves_to_its_own_
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, engine = blank
-    previous = ScriptDirectory.from_config(db.alembic_config()).get_revision(head()).down_revision
+    previous = ScriptDirectory.from_config(alembic_config()).get_revision(head()).down_revision
     assert isinstance(previous, str)
     as_an_earlier_version_left_it(engine, previous)
     sql(
@@ -156,15 +163,15 @@ def test_an_earlier_tracker_database_upgrades_and_its_revision_moves_to_its_own_
         "VALUES ('kept', 'pending', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
     )
     # until migrate moves it, the revision is still read where it is
-    assert db.current_revision(engine) == previous
+    assert current_revision(engine) == previous
 
     out = migrate(monkeypatch, capsys, url)
 
     assert out.splitlines() == [
-        f"moved revision {previous} from alembic_version to {db.VERSION_TABLE}",
+        f"moved revision {previous} from alembic_version to {VERSION_TABLE}",
         f"schema migrated from {previous} to {head()}",
     ]
-    assert sql(engine, f"SELECT version_num FROM {db.VERSION_TABLE}") == [(head(),)]
+    assert sql(engine, f"SELECT version_num FROM {VERSION_TABLE}") == [(head(),)]
     assert "alembic_version" not in inspect(engine).get_table_names()  # it held only ours
     assert sql(engine, "SELECT video_id, state FROM videos") == [("kept", "pending")]
     assert migrate(monkeypatch, capsys, url).strip() == f"schema already at revision {head()}"
@@ -214,7 +221,7 @@ def test_the_whole_tracker_works_in_its_own_schema_beside_an_applications_tables
         assert done is not None and done.state == "done" and done.url
         assert video in heard(listener, 2.0)  # NOTIFY reaches listeners as before
 
-    assert tables_in(admin, SCHEMA) == TRACKER_TABLES | {db.VERSION_TABLE}
+    assert tables_in(admin, SCHEMA) == TRACKER_TABLES | {VERSION_TABLE}
     views = sql(admin, f"SELECT viewname FROM pg_views WHERE schemaname = '{SCHEMA}'")
     assert views == [("completed_videos",)]
     indexes = sql(admin, f"SELECT indexname FROM pg_indexes WHERE schemaname = '{SCHEMA}'")

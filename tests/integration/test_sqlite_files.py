@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from pixverse_tracker import db
+from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.settings import SettingsError
 
 NOBODY = 65534
@@ -23,7 +23,7 @@ def mode(path: Path) -> int:
 def write_something(url: str) -> dict[str, int]:
     """Open the database and write in WAL mode: the mode of each file in its folder meanwhile
     (SQLite removes its -wal and -shm files when the last connection closes)."""
-    engine = db.make_engine(url)
+    engine = make_engine(url)
     try:
         with engine.begin() as conn:
             conn.execute(text("CREATE TABLE IF NOT EXISTS t (a INTEGER)"))
@@ -56,7 +56,7 @@ def test_database_files_left_readable_by_an_older_version_are_closed_to_0600(
     for path in (database, folder / "tracker.db-wal"):
         path.touch()
         path.chmod(0o644)
-    db.make_engine(f"sqlite:///{database}").dispose()
+    make_engine(f"sqlite:///{database}").dispose()
     assert mode(database) == 0o600 and mode(folder / "tracker.db-wal") == 0o600
     assert mode(folder) == 0o755  # a folder that exists is the user's: checked, never changed
 
@@ -67,7 +67,7 @@ def test_a_folder_that_belongs_to_another_user_is_refused_with_one_line(tmp_path
     folder.mkdir(mode=0o755)
     os.chown(folder, NOBODY, NOBODY)
     with pytest.raises(SettingsError) as refused:
-        db.make_engine(f"sqlite:///{folder / 'tracker.db'}")
+        make_engine(f"sqlite:///{folder / 'tracker.db'}")
     message = str(refused.value)
     assert "\n" not in message
     assert message == (
@@ -84,7 +84,7 @@ def test_a_folder_writable_by_every_user_is_refused_but_one_writable_by_its_grou
     shared.mkdir()
     shared.chmod(0o1777)  # sticky, like /tmp: others still plant files that do not exist yet
     with pytest.raises(SettingsError, match=r"is writable by every user \(mode 1777\)"):
-        db.make_engine(f"sqlite:///{shared / 'tracker.db'}")
+        make_engine(f"sqlite:///{shared / 'tracker.db'}")
     assert list(shared.iterdir()) == []
 
     grouped = tmp_path / "grouped"

@@ -15,12 +15,22 @@ import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import api, store
+from pixverse_tracker import api
+from pixverse_tracker.db.claim import owned_rows
+from pixverse_tracker.db.control import add_poll_counts, note_auth_ok
+from pixverse_tracker.db.sql import NOTIFY_CHANNEL, current_time
+from pixverse_tracker.db.videos import release
 from pixverse_tracker.rules.decide import decide
 from pixverse_tracker.rules.outcomes import NotYet, PollCounts, Record
 from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.rules.row import Decision
 from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service import apply as service_apply
+from pixverse_tracker.service import enqueue as service_enqueue
+from pixverse_tracker.service.claim import Claim, claim_due
+from pixverse_tracker.service.enqueue import EnqueueResult
+from pixverse_tracker.service.limiter import note_rate_limited, note_unauthorized
+from pixverse_tracker.service.status import summary
 from pixverse_tracker.settings import load
 
 DUE_NOW = Policy(first_poll_delay=0.0)
@@ -56,26 +66,26 @@ def progress_record(video_id: str) -> dict[str, Any]:
 
 def enqueue(
     pg: sessionmaker[Session], ids: Sequence[str], policy: Policy = DUE_NOW, **kw: Any
-) -> store.EnqueueResult:
+) -> EnqueueResult:
     with pg.begin() as session:
-        return store.enqueue(session, list(ids), policy, **kw)
+        return service_enqueue.enqueue(session, list(ids), policy, **kw)
 
 
-def claim(pg: sessionmaker[Session], *, lease: float = 60.0, rate: float = 1000.0) -> store.Claim:
+def claim(pg: sessionmaker[Session], *, lease: float = 60.0, rate: float = 1000.0) -> Claim:
     with pg.begin() as session:
-        return store.claim_due(session, rate_limit=rate, horizon=1.0, lease=lease, policy=DUE_NOW)
+        return claim_due(session, rate_limit=rate, horizon=1.0, lease=lease, policy=DUE_NOW)
 
 
 def decision_for(pg: sessionmaker[Session], token: str, video_id: str, outcome: Any) -> Decision:
     with pg() as session:
-        now, views, _ = store.owned_rows(session, token, [video_id], margin=0.0)
+        now, views, _ = owned_rows(session, token, [video_id], margin=0.0)
     assert video_id in views, "the claim should still own the row"
     return decide(views[video_id], outcome, now, DUE_NOW, random.Random(RNG_SEED))
 
 
 def apply(pg: sessionmaker[Session], video_id: str, token: str, decision: Decision) -> bool:
     with pg.begin() as session:
-        return store.apply(session, video_id, token, decision)
+        return service_apply.apply(session, video_id, token, decision)
 
 
 def row(pg: sessionmaker[Session], video_id: str) -> dict[str, Any]:
@@ -369,8 +379,8 @@ def test_a_non_final_record_keeps_the_row_pending_and_gives_the_claim_back(
 def test_owned_rows_finds_nothing_for_a_stale_token(pg: sessionmaker[Session]) -> None:
     token = claimed_token(pg, vid(1))
     with pg() as session:
-        _, mine, _ = store.owned_rows(session, token, [vid(1)], margin=1.0)
-        _, stale, _ = store.owned_rows(session, "0" * 32, [vid(1)], margin=1.0)
+        _, mine, _ = owned_rows(session, token, [vid(1)], margin=1.0)
+        _, stale, _ = owned_rows(session, "0" * 32, [vid(1)], margin=1.0)
     assert list(mine) == [vid(1)]
     assert mine[vid(1)].poll_count == 0 and mine[vid(1)].has_record is False
     assert stale == {}
@@ -383,8 +393,8 @@ def test_owned_rows_finds_nothing_when_less_than_the_margin_of_lease_remains(
     token = claim(pg, lease=10.0).token
     assert token is not None
     with pg() as session:
-        _, roomy, _ = store.owned_rows(session, token, [vid(1)], margin=5.0)
-        _, tight, _ = store.owned_rows(session, token, [vid(1)], margin=15.0)
+        _, roomy, _ = owned_rows(session, token, [vid(1)], margin=5.0)
+        _, tight, _ = owned_rows(session, token, [vid(1)], margin=15.0)
     assert list(roomy) == [vid(1)]
     assert tight == {}
 
@@ -395,7 +405,7 @@ def test_owned_rows_reports_whether_the_upstream_is_rejecting_the_token(
     token = claimed_token(pg, vid(1))
     sql(pg, "UPDATE tracker_control SET auth_failing = true")
     with pg() as session:
-        _, views, failing = store.owned_rows(session, token, [vid(1)], margin=0.0)
+        _, views, failing = owned_rows(session, token, [vid(1)], margin=0.0)
     assert failing is True and list(views) == [vid(1)]
 
 
@@ -407,9 +417,9 @@ def test_release_frees_claimed_rows_without_counting_a_poll_or_an_error(
     assert got.token is not None and len(got.slots) == 2
 
     with pg.begin() as session:
-        assert store.release(session, "f" * 32, [vid(1), vid(2)], None) == 0
-        assert store.release(session, got.token, [vid(1), vid(2)], None) == 2
-        now = store.current_time(session)
+        assert release(session, "f" * 32, [vid(1), vid(2)], None) == 0
+        assert release(session, got.token, [vid(1), vid(2)], None) == 2
+        now = current_time(session)
 
     for video_id in (vid(1), vid(2)):
         r = row(pg, video_id)
@@ -426,7 +436,7 @@ def test_release_until_a_time_makes_the_rows_due_then(pg: sessionmaker[Session])
     assert got.token is not None
     later = got.now + timedelta(minutes=5)
     with pg.begin() as session:
-        assert store.release(session, got.token, [vid(1)], later) == 1
+        assert release(session, got.token, [vid(1)], later) == 1
     assert row(pg, vid(1))["next_poll_at"] == later
     assert claim(pg).slots == []
 
@@ -440,7 +450,7 @@ def listener(pg_engine: Engine) -> Iterator[psycopg2.extensions.connection]:
     conn = psycopg2.connect(dsn)
     conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
     with conn.cursor() as cursor:
-        cursor.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
+        cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
     yield conn
     conn.close()
 
@@ -477,7 +487,7 @@ def test_a_rolled_back_apply_notifies_nobody(
     token = claimed_token(pg, vid(1))
     decision = decision_for(pg, token, vid(1), Record(final_record(vid(1))))
     with pg() as session:
-        assert store.apply(session, vid(1), token, decision) is True
+        assert service_apply.apply(session, vid(1), token, decision) is True
         session.rollback()
     assert heard(listener, 0.5) == []
     assert row(pg, vid(1))["state"] == "pending"
@@ -510,7 +520,7 @@ def control(pg: sessionmaker[Session]) -> dict[str, Any]:
 def test_a_429_halves_the_rate_once_and_pauses_for_retry_after(pg: sessionmaker[Session]) -> None:
     policy = Policy(rate_limit_pause=15.0, rate_recovery=60.0)
     with pg.begin() as session:
-        until = store.note_rate_limited(session, 30.0, policy)
+        until = note_rate_limited(session, 30.0, policy)
     first = control(pg)
     assert first["rate_factor"] == 0.5
     assert first["throttled_until"] == until
@@ -518,20 +528,20 @@ def test_a_429_halves_the_rate_once_and_pauses_for_retry_after(pg: sessionmaker[
 
     # a second 429 inside the pause does not halve again; a longer Retry-After extends the pause
     with pg.begin() as session:
-        store.note_rate_limited(session, 120.0, policy)
+        note_rate_limited(session, 120.0, policy)
     second = control(pg)
     assert second["rate_factor"] == 0.5 and second["rate_factor_at"] == first["rate_factor_at"]
     assert second["throttled_until"] > first["throttled_until"] + timedelta(seconds=60)
 
     # a shorter one never shortens it
     with pg.begin() as session:
-        store.note_rate_limited(session, 1.0, policy)
+        note_rate_limited(session, 1.0, policy)
     assert control(pg)["throttled_until"] == second["throttled_until"]
 
 
 def test_a_429_without_retry_after_pauses_for_the_default(pg: sessionmaker[Session]) -> None:
     with pg.begin() as session:
-        store.note_rate_limited(session, None, Policy(rate_limit_pause=15.0))
+        note_rate_limited(session, None, Policy(rate_limit_pause=15.0))
     got = control(pg)
     assert got["throttled_until"] - got["rate_factor_at"] == timedelta(seconds=15)
 
@@ -541,7 +551,7 @@ def test_a_401_marks_auth_failing_and_pauses_and_auth_ok_clears_it(
 ) -> None:
     policy = Policy(auth_pause=60.0)
     with pg.begin() as session:
-        until = store.note_unauthorized(session, "Unauthorized: bad token", policy)
+        until = note_unauthorized(session, "Unauthorized: bad token", policy)
     first = control(pg)
     assert first["auth_failing"] is True
     assert first["auth_error"] == "Unauthorized: bad token"
@@ -549,14 +559,14 @@ def test_a_401_marks_auth_failing_and_pauses_and_auth_ok_clears_it(
     assert first["auth_paused_until"] - first["auth_failed_at"] == timedelta(seconds=60)
 
     with pg.begin() as session:
-        store.note_unauthorized(session, "still bad", policy)
+        note_unauthorized(session, "still bad", policy)
     second = control(pg)
     assert second["auth_failed_at"] == first["auth_failed_at"]  # when it started failing
     assert second["auth_error"] == "still bad"
     assert second["auth_paused_until"] > first["auth_paused_until"]
 
     with pg.begin() as session:
-        store.note_auth_ok(session)
+        note_auth_ok(session)
     cleared = control(pg)
     assert cleared["auth_failing"] is False
     assert cleared["auth_paused_until"] is None and cleared["auth_error"] is None
@@ -565,7 +575,7 @@ def test_a_401_marks_auth_failing_and_pauses_and_auth_ok_clears_it(
 def away_from_a_minute_boundary(pg: sessionmaker[Session]) -> None:
     """Each upsert reads the clock itself; make sure a new minute does not start in between."""
     with pg() as session:
-        second = store.current_time(session).second
+        second = current_time(session).second
     if second >= 58:
         time.sleep(61 - second)
 
@@ -573,13 +583,9 @@ def away_from_a_minute_boundary(pg: sessionmaker[Session]) -> None:
 def test_poll_counts_in_the_same_minute_add_up_in_one_row(pg: sessionmaker[Session]) -> None:
     away_from_a_minute_boundary(pg)
     with pg.begin() as session:
-        store.add_poll_counts(
-            session, PollCounts(polls=3, errors=1, rate_limited=0, unauthorized=1)
-        )
-        store.add_poll_counts(
-            session, PollCounts(polls=2, errors=0, rate_limited=2, unauthorized=0)
-        )
-        store.add_poll_counts(session, PollCounts())  # nothing polled: nothing written
+        add_poll_counts(session, PollCounts(polls=3, errors=1, rate_limited=0, unauthorized=1))
+        add_poll_counts(session, PollCounts(polls=2, errors=0, rate_limited=2, unauthorized=0))
+        add_poll_counts(session, PollCounts())  # nothing polled: nothing written
     with pg() as session:
         rows = session.execute(
             text("SELECT minute, polls, errors, rate_limited, unauthorized FROM poll_minutes")
@@ -613,11 +619,11 @@ def test_summary_reports_states_oldest_pending_recent_polls_and_auth(
         "(date_trunc('minute', now()) - interval '2 hours', 100, 50)",
     )
     with pg.begin() as session:
-        store.add_poll_counts(session, PollCounts(polls=3, errors=2))
-        store.note_unauthorized(session, "bad token", Policy())
+        add_poll_counts(session, PollCounts(polls=3, errors=2))
+        note_unauthorized(session, "bad token", Policy())
 
     with pg() as session:
-        s = store.summary(session, Policy())
+        s = summary(session, Policy())
 
     assert s.counts == {"pending": 2, "done": 1, "abandoned": 1}
     assert s.due_now == 1
@@ -630,7 +636,7 @@ def test_summary_reports_states_oldest_pending_recent_polls_and_auth(
 
 def test_summary_of_an_empty_tracker_is_all_zero(pg: sessionmaker[Session]) -> None:
     with pg() as session:
-        s = store.summary(session, Policy())
+        s = summary(session, Policy())
     assert s.counts == {"pending": 0, "done": 0, "abandoned": 0}
     assert s.oldest_pending_id is None and s.polls_last_hour == 0
     assert s.auth_failing is False and s.rate_factor == 1.0

@@ -192,11 +192,11 @@ def test_a_rolled_back_state_change_leaves_no_callback_behind(
     simulator: Simulator,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pixverse_tracker import store
+    from pixverse_tracker.service import apply as service_apply
 
     receiver = Receiver([])
     rt = _runtime(pg_database, simulator)
-    original = store._add_events
+    original = service_apply.add_events
 
     def fail_after_outbox(*args: Any, **kwargs: Any) -> None:
         raise store_error
@@ -206,11 +206,11 @@ def test_a_rolled_back_state_change_leaves_no_callback_behind(
     store_error = OperationalError("INSERT", {}, Exception("connection lost"))
     try:
         api.enqueue([make_id("completed_0", 8)], callback_url=receiver.url, rt=rt)
-        monkeypatch.setattr(store, "_add_events", fail_after_outbox)
+        monkeypatch.setattr(service_apply, "add_events", fail_after_outbox)
         for batch in poller.dispatch(rt):
             poller.poll_batch(rt, batch)
         assert _outbox(rt) == []  # the failed transaction took its outbox row with it
-        monkeypatch.setattr(store, "_add_events", original)
+        monkeypatch.setattr(service_apply, "add_events", original)
         with rt.sessions.begin() as session:
             session.execute(text("UPDATE videos SET next_poll_at = now(), claim_token = NULL"))
         _drive_until_finished(rt)

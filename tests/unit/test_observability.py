@@ -16,8 +16,8 @@ from pixverse_tracker.cli import (
     status_lines,
     watch_view,
 )
+from pixverse_tracker.db.reports import Summary
 from pixverse_tracker.settings import load
-from pixverse_tracker.store import Summary
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

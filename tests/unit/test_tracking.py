@@ -886,7 +886,7 @@ def test_a_plan_never_spaces_slots_closer_than_the_rate_nor_hands_out_too_many(
 def test_successive_plans_never_hand_out_slots_closer_than_the_rate(
     rate: float, horizon: float, gaps: list[float], takes: list[int]
 ) -> None:
-    # The dispatcher stores next_slot_at = plan.slot(claimed) after each claim (store.py).
+    # The dispatcher stores next_slot_at = plan.slot(claimed) after each claim (service/claim.py).
     limiter = LimiterView()
     now = NOW
     slots: list[datetime] = []

@@ -6,6 +6,7 @@ Pure: the control row's values come in as a ``LimiterView``, the changes go out 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +38,16 @@ class SlotPlan:
 
     def slot(self, index: int) -> datetime:
         return self.first + timedelta(seconds=index * self.spacing)
+
+
+def place(dues: Sequence[datetime], plan: SlotPlan) -> list[datetime]:
+    """The slot of each request, given its rows' due times in order: the plan's next slot, or
+    the due time if that is later, and never closer than the plan's spacing to the one before."""
+    slots: list[datetime] = []
+    spacing = timedelta(seconds=plan.spacing)
+    for due in dues:
+        slots.append(max(plan.first, due) if not slots else max(slots[-1] + spacing, due))
+    return slots
 
 
 def _blocked(limiter: LimiterView, now: datetime) -> str | None:

@@ -8,13 +8,14 @@ that account on its pages. Pure functions; ``poller.py`` does the requests.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
 from pixverse_tracker.rules import ids, schedule
 from pixverse_tracker.rules.policy import Policy
+from pixverse_tracker.rules.timing import first_poll_at
 from pixverse_tracker.rules.verdict import COMPLETED, TERMINAL_FAILURES, Verdict, judge, status_of
 
 # The fields of the single-video record as documented (useapi-pixverse-get-video.txt), less
@@ -165,3 +166,20 @@ def grid_for(
         return None
     account = group_key(video_id, list_missed_at, now, policy.list_retry)
     return schedule.Grid.for_account(account, policy.list_interval) if account else None
+
+
+def first_polls(
+    video_ids: Sequence[str], now: datetime, policy: Policy, known: schedule.Knowledge | None
+) -> dict[str, datetime]:
+    """First polls of ids read through the list: on their account's grid (one per account)."""
+    by_account: dict[str, datetime] = {}
+    firsts: dict[str, datetime] = {}
+    for video_id in video_ids:
+        account = group_key(video_id, None, now, policy.list_retry)
+        if account is None:
+            continue
+        if account not in by_account:
+            grid = grid_for(video_id, None, now, policy)
+            by_account[account] = first_poll_at(now, policy, known, grid)
+        firsts[video_id] = by_account[account]
+    return firsts

@@ -36,7 +36,7 @@ MIN_SAMPLES = 30
 # before the first ones usually finish and in the long tail; against blind backoff that is
 # fewer calls *and* lower latency (docs/performance.md has the figures).
 CHECK_PROBABILITY = 0.2
-# How many of the newest finished rows the distributions are read from (store.knowledge).
+# How many of the newest finished rows the distributions are read from (service.knowledge).
 SAMPLE_ROWS = 1000
 # A queue_data.queue_time beyond this is not an estimate we would act on.
 MAX_QUEUE_TIME = 6 * 3600.0
@@ -107,7 +107,7 @@ PRIOR_LAST_SHARE = 0.99
 
 @dataclass(frozen=True)
 class Knowledge:
-    """What our own table says about how long videos take (``store.knowledge`` reads it)."""
+    """What our own table says about how long videos take (``service.knowledge`` reads it)."""
 
     completion: Durations = field(default_factory=Durations)  # done_at - enqueued_at
     generation: Durations = field(default_factory=Durations)  # done_at - started_at

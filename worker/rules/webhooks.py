@@ -1,7 +1,7 @@
 """Completion callbacks to applications ("webhooks"): URL rules, the signed body, retry timing.
 
 Pure functions. When a row becomes done or abandoned and has a callback URL (its own, or
-TRACKER_WEBHOOK_URL), ``store.apply`` writes the delivery into ``callback_outbox`` in the same
+TRACKER_WEBHOOK_URL), ``service.apply`` writes the delivery into ``callback_outbox`` in the same
 transaction; ``sender`` POSTs what is owed. Signatures follow Standard Webhooks
 (https://www.standardwebhooks.com), so receivers can verify with an existing library.
 """

@@ -17,10 +17,10 @@ from requests.adapters import HTTPAdapter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker.client import UseapiClient
 from pixverse_tracker.db.engines import make_engine, session_factory
 from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.settings import EVERYTHING, Settings, load
+from pixverse_tracker.upstream.transport import UseapiClient
 
 if TYPE_CHECKING:
     from pixverse_tracker.sender import Deliverer

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from pixverse_tracker.client import VIDEOS_PATH, UseapiClient
 from pixverse_tracker.rules.outcomes import Deleted, NotYet, Record, Transient
+from pixverse_tracker.upstream.transport import UseapiClient
+from pixverse_tracker.upstream.urls import VIDEOS_PATH
 
 TOKEN = "tok-NETWORK-SECRET-4b1d"
 MB = 1024 * 1024

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from pixverse_tracker.client import UseapiClient
 from pixverse_tracker.rules.outcomes import (
     Executing,
     RateLimited,
@@ -23,6 +22,7 @@ from pixverse_tracker.rules.outcomes import (
     Unauthorized,
 )
 from pixverse_tracker.simulator import SchedulerRead, Simulator, make_id
+from pixverse_tracker.upstream.transport import UseapiClient
 from tests.integration.test_simulator import TOKEN, get, poll
 
 SCHEDULER = "/v2/pixverse/scheduler/"

@@ -19,14 +19,6 @@ import urllib3
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-from pixverse_tracker.client import (
-    MAX_MESSAGE_CHARS,
-    MAX_RETRY_AFTER,
-    VIDEOS_PATH,
-    UseapiClient,
-    parse_retry_after,
-    video_url,
-)
 from pixverse_tracker.rules.outcomes import (
     Deleted,
     NotYet,
@@ -37,6 +29,9 @@ from pixverse_tracker.rules.outcomes import (
     Transient,
     Unauthorized,
 )
+from pixverse_tracker.upstream.bodies import MAX_MESSAGE_CHARS, MAX_RETRY_AFTER, parse_retry_after
+from pixverse_tracker.upstream.transport import UseapiClient
+from pixverse_tracker.upstream.urls import VIDEOS_PATH, video_url
 
 # Distinctive, and full of characters that percent-encode, so an echo in any form is caught.
 TOKEN = "tok-SECRET+7f3a/9c1e=5b_d00d"

@@ -16,13 +16,6 @@ import urllib3
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pixverse_tracker.client import (
-    MAX_EMAIL_CHARS,
-    MAX_LIST_LIMIT,
-    MAX_MESSAGE_CHARS,
-    VIDEOS_PATH,
-    list_url,
-)
 from pixverse_tracker.rules.outcomes import (
     ListOutcome,
     Page,
@@ -33,6 +26,8 @@ from pixverse_tracker.rules.outcomes import (
     Unauthorized,
     kind_of,
 )
+from pixverse_tracker.upstream.bodies import MAX_MESSAGE_CHARS
+from pixverse_tracker.upstream.urls import MAX_EMAIL_CHARS, MAX_LIST_LIMIT, VIDEOS_PATH, list_url
 from tests.unit.test_client import (
     BASE,
     DELETED_404,

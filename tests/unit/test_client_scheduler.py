@@ -10,7 +10,6 @@ import pytest
 import requests
 import urllib3
 
-from pixverse_tracker.client import MAX_MESSAGE_CHARS, SCHEDULER_PATH, scheduler_url
 from pixverse_tracker.rules.outcomes import (
     Executing,
     RateLimited,
@@ -20,6 +19,8 @@ from pixverse_tracker.rules.outcomes import (
     Unauthorized,
     kind_of,
 )
+from pixverse_tracker.upstream.bodies import MAX_MESSAGE_CHARS
+from pixverse_tracker.upstream.urls import SCHEDULER_PATH, scheduler_url
 from tests.unit.test_client import (
     BASE,
     ENCODED_TOKEN,

@@ -8,8 +8,8 @@ import requests
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pixverse_tracker.client import VIDEOS_PATH, video_url
 from pixverse_tracker.rules.ids import problem_with
+from pixverse_tracker.upstream.urls import VIDEOS_PATH, video_url
 
 BASE = "https://api.useapi.net"
 NASTY = st.sampled_from(["/", "?", "#", "%", "..", ".", "%2F", "%2e%2e", "\\", " ", "\n", "@", ":"])

@@ -44,7 +44,7 @@ from bench import common
 from pixverse_tracker import api
 from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.rules import listing
-from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import Settings, load
 from pixverse_tracker.simulator import Simulator
 

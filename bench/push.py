@@ -42,7 +42,7 @@ from bench.latency import SPREAD_PER_VIDEO, Observed, Video, compressed_env, wor
 from bench.latency import _play as latency_play
 from pixverse_tracker import receiver
 from pixverse_tracker.db.engines import make_engine
-from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import Settings, SettingsError, load
 from pixverse_tracker.simulator import Simulator
 

@@ -54,8 +54,8 @@ from bench import common
 from pixverse_tracker.db.claim import CLAIM_PLAN_SETTINGS, owned_rows, steer_claim_plan
 from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.rules.policy import Policy
-from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.service.claim import CLAIM_ROUNDS, claim_due
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import load
 from pixverse_tracker.simulator import Simulator
 

@@ -39,7 +39,7 @@ from sqlalchemy import Engine, text
 from bench import common
 from pixverse_tracker import api
 from pixverse_tracker.db.engines import make_engine
-from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import load
 from pixverse_tracker.simulator import Simulator, make_id
 

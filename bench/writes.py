@@ -8,8 +8,8 @@ database migrated by that code's own migrations and that code's own simulator:
 
 1. ``--ids`` ids are enqueued and polled once (their first answer is a change: a first record,
    a status event);
-2. every row is made due again and polled once more, through the same ``poller.dispatch`` and
-   ``poller.poll_batch`` a worker runs; this second round, where nothing changes, is measured:
+2. every row is made due again and polled once more, through the same ``dispatch`` and
+   ``poll_batch`` a worker runs; this second round, where nothing changes, is measured:
    the statements the tracker's engine sent (by verb), its transactions and pool checkouts
    (each with a pre-ping), rows inserted and updated per table (``pg_stat_user_tables``, flushed
    by closing the connections), and WAL bytes (``pg_current_wal_insert_lsn``, server-wide: run
@@ -51,10 +51,12 @@ def probe(database_url: str, case: str, count: int) -> dict[str, Any]:
     from sqlalchemy import create_engine, event, text
 
     import pixverse_tracker
-    from pixverse_tracker import api, poller
+    from pixverse_tracker import api
     from pixverse_tracker.db.engines import make_engine
     from pixverse_tracker.db.revisions import upgrade
-    from pixverse_tracker.runtime import Runtime
+    from pixverse_tracker.service.batch import poll_batch
+    from pixverse_tracker.service.dispatch import dispatch
+    from pixverse_tracker.service.runtime import Runtime
     from pixverse_tracker.settings import load
     from pixverse_tracker.simulator import Simulator, make_id
 
@@ -91,7 +93,7 @@ def probe(database_url: str, case: str, count: int) -> dict[str, Any]:
         rt = Runtime(load(env))
         try:
             api.enqueue(ids, rt=rt)
-            _round(rt, poller, admin, text, 1)  # the first answers change things
+            _round(rt, dispatch, poll_batch, admin, text, 1)  # the first answers change things
             admin_sql = text(
                 "UPDATE videos SET next_poll_at = now(), claim_token = NULL, claimed_until = NULL"
             )
@@ -119,7 +121,7 @@ def probe(database_url: str, case: str, count: int) -> dict[str, Any]:
             event.listen(rt.engine, "commit", on_commit)
             event.listen(rt.engine.pool, "checkout", on_checkout)
             sent_before = len(sim.requests)
-            polls = _round(rt, poller, admin, text, 2)
+            polls = _round(rt, dispatch, poll_batch, admin, text, 2)
             requests = len(sim.requests) - sent_before
             admin.dispose()  # _round's own checks
             rt.engine.dispose()
@@ -142,7 +144,7 @@ def probe(database_url: str, case: str, count: int) -> dict[str, Any]:
     }
 
 
-def _round(rt: Any, poller: Any, admin: Any, text: Any, round_: int) -> int:
+def _round(rt: Any, dispatch: Any, poll_batch: Any, admin: Any, text: Any, round_: int) -> int:
     """Dispatch and poll until every id has been answered ``round_`` times; the answers."""
     polls = 0
     deadline = time.monotonic() + 300
@@ -155,9 +157,9 @@ def _round(rt: Any, poller: Any, admin: Any, text: Any, round_: int) -> int:
             return polls
         if time.monotonic() > deadline:
             raise RuntimeError(f"round {round_}: {left} ids still unanswered after 300 s")
-        batches = poller.dispatch(rt)
+        batches = dispatch(rt)
         for batch in batches:
-            polls += poller.poll_batch(rt, batch).applied
+            polls += poll_batch(rt, batch).applied
         if not batches:
             time.sleep(0.05)
 

@@ -66,7 +66,7 @@ class Video(Base):
     # there, so the ids of a big account are read page by page at once, not from the top.
     list_offset: Mapped[int | None] = mapped_column(Integer)
     # When the upstream's scheduler (GET /v2/pixverse/scheduler/) last listed it as executing.
-    # Set: a later read without it means it has just finished (worker/scheduler_read.py).
+    # Set: a later read without it means it has just finished (worker/service/scheduler_read.py).
     scheduler_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     poll_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

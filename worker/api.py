@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from pixverse_tracker import runtime
 from pixverse_tracker.db.reports import finished_after, get_video
 from pixverse_tracker.db.sql import NOTIFY_CHANNEL
 from pixverse_tracker.models import Video
@@ -26,8 +25,9 @@ from pixverse_tracker.rules import ids, webhooks
 from pixverse_tracker.rules.state import State
 from pixverse_tracker.rules.verdict import COMPLETED
 from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
-from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.service import enqueue as service_enqueue
+from pixverse_tracker.service import runtime
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import DATABASE, SettingsError
 
 # What ``pixverse_tracker`` offers at its top level; the errors are those the calls raise.

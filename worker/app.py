@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 from celery import Celery, signals
 from kombu.entity import Queue
 
-from pixverse_tracker import logs, metrics
+from pixverse_tracker import logs
 from pixverse_tracker.settings import Settings, SettingsError, load
+from pixverse_tracker.web.metrics import serve
 
 app = Celery("pixverse_tracker", include=["pixverse_tracker.tasks"])
 
@@ -28,7 +29,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     dispatch_queue = f"{settings.queue_prefix}.dispatch"
     poll_queue = f"{settings.queue_prefix}.poll"
     # Its own queue, so a deliver tick never waits behind poll batches (the POSTs themselves
-    # run on the webhook senders' threads, see worker/sender.py).
+    # run on the webhook senders' threads, see service/sender.py).
     deliver_queue = f"{settings.queue_prefix}.deliver"
     # No message carries an `expires`: Celery compares it with the receiving worker's wall
     # clock, so a worker whose clock is minutes off would drop every task. Staleness is judged
@@ -88,7 +89,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
     }
     if settings.scheduler_enabled:
-        # The token-wide read of the jobs still executing (worker/scheduler_read.py).
+        # The token-wide read of the jobs still executing (service/scheduler_read.py).
         config["beat_schedule"]["scheduler"] = {
             "task": "tracker.scheduler",
             "schedule": settings.scheduler_interval,
@@ -146,21 +147,19 @@ def _stop_if_misconfigured() -> Iterator[None]:
 def _require_token(**_: Any) -> None:
     # `celery -A pixverse_tracker.app worker` must stop at start-up too, not poll with no token, nor
     # with no DATABASE_URL (the runtime `pixverse-tracker` installs has passed both checks).
-    from pixverse_tracker import runtime
+    from pixverse_tracker.service import runtime
 
     with _stop_if_misconfigured():
         settings = runtime.get().settings
         settings.require_token()
-    metrics.serve(settings.metrics_port)  # its own counters; the table gauges come from beat
+    serve(settings.metrics_port)  # its own counters; the table gauges come from beat
 
 
 @signals.beat_init.connect
 def _beat_metrics(**_: Any) -> None:
-    from pixverse_tracker import runtime
+    from pixverse_tracker.service import runtime
 
     with _stop_if_misconfigured():
         rt = runtime.get()
     # Beat polls nothing: it serves the table gauges without the (empty) worker metrics.
-    metrics.serve(
-        rt.settings.beat_metrics_port, rt, work=False, variable="TRACKER_BEAT_METRICS_PORT"
-    )
+    serve(rt.settings.beat_metrics_port, rt, work=False, variable="TRACKER_BEAT_METRICS_PORT")

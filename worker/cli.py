@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TextIO
 from alembic.util import CommandError as AlembicError
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
-from pixverse_tracker import api, maintenance, metrics, runtime
+from pixverse_tracker import api
 from pixverse_tracker.db.engines import describe_error, make_engine
 from pixverse_tracker.db.reports import Summary, count_videos, events_for, get_video, list_videos
 from pixverse_tracker.db.revisions import (
@@ -29,8 +29,9 @@ from pixverse_tracker.db.sql import current_time
 from pixverse_tracker.rules import ids
 from pixverse_tracker.rules.verdict import KNOWN_NAMES
 from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
-from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service import maintenance, runtime
 from pixverse_tracker.service import status as service_status
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import (
     DATABASE,
     EVERYTHING,
@@ -40,6 +41,7 @@ from pixverse_tracker.settings import (
     SettingsError,
     load,
 )
+from pixverse_tracker.web import metrics as web_metrics
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -305,7 +307,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from pixverse_tracker.app import app
 
-    metrics.serve(settings.metrics_port, runtime.get())  # one process: all metrics here
+    web_metrics.serve(settings.metrics_port, runtime.get())  # one process: all metrics here
     # Beat in a thread of this process: with the in-process broker it is the only way the
     # dispatch ticks reach the worker, and on one machine it saves a process.
     clock = beat.EmbeddedService(app, thread=True, scheduler_cls=app.conf.beat_scheduler)

@@ -31,7 +31,7 @@ from pixverse_tracker.connection_limits import ConnectionLimits
 from pixverse_tracker.db.engines import describe_error
 from pixverse_tracker.db.videos import mark_due
 from pixverse_tracker.rules import ids
-from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import DATABASE, LOGGING, Secret, SettingsError, load
 
 log = logging.getLogger("tracker.callbacks")

@@ -1,13 +1,16 @@
-"""The Celery tasks: thin wrappers that pass ids and call ``poller``."""
+"""The Celery tasks: thin wrappers that pass ids and call the service layer."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from pixverse_tracker import maintenance, poller, runtime, scheduler_read, sender
 from pixverse_tracker.app import app
 from pixverse_tracker.logs import event
+from pixverse_tracker.service import dispatch as service_dispatch
+from pixverse_tracker.service import maintenance, runtime, scheduler_read, sender
+from pixverse_tracker.service.batch import poll_batch
+from pixverse_tracker.service.dispatch import Batch
 
 log = logging.getLogger("tracker.tasks")
 
@@ -16,7 +19,7 @@ log = logging.getLogger("tracker.tasks")
 def dispatch() -> int:
     """Claim due ids within the global rate budget and send them out as poll batches."""
     rt = runtime.get()
-    batches = poller.dispatch(rt)
+    batches = service_dispatch.dispatch(rt)
     for batch in batches:
         # No `expires`: a stale message is recognised by its claim token in database time
         # (owned_rows), which a worker with a wrong clock cannot misjudge.
@@ -51,7 +54,7 @@ def deliver() -> int:
 @app.task(name="tracker.poll", ignore_result=True)
 def poll(message: dict[str, Any]) -> dict[str, int]:
     """Poll one batch of claimed ids."""
-    report = poller.poll_batch(runtime.get(), poller.Batch.from_message(message))
+    report = poll_batch(runtime.get(), Batch.from_message(message))
     event(
         log,
         logging.INFO,

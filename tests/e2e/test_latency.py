@@ -15,8 +15,9 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from pixverse_tracker import api, poller
-from pixverse_tracker.runtime import Runtime
+from pixverse_tracker import api
+from pixverse_tracker.service.dispatch import dispatch
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import Settings, load
 from pixverse_tracker.simulator import Simulator
 from tests.e2e.conftest import Processes, pending_count, wait_until
@@ -159,7 +160,7 @@ def test_a_claim_whose_poll_message_was_never_sent_waits_only_its_lease(
             conn.execute(text("UPDATE videos SET next_poll_at = now()"))  # due now
         # A dispatcher killed between committing its claim and publishing the poll messages:
         # the claim is in the database, and no worker will ever hear of it.
-        batches = poller.dispatch(rt)
+        batches = dispatch(rt)
     finally:
         rt.close()
     assert sum(len(b.items) + len(b.lists) for b in batches) >= 1

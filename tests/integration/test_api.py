@@ -19,8 +19,8 @@ from pixverse_tracker.db.sql import current_time
 from pixverse_tracker.models import Video
 from pixverse_tracker.rules import decide
 from pixverse_tracker.rules.outcomes import NotYet, Record
-from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.service.apply import apply
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import load
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import api, cli, runtime
+from pixverse_tracker import api, cli
 from pixverse_tracker.app import celery_config
+from pixverse_tracker.service import runtime
 from pixverse_tracker.settings import EVERYTHING, SettingsError
 from tests.conftest import REDIS_URL
 

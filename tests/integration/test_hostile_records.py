@@ -20,11 +20,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import poller
 from pixverse_tracker.rules.decide import decide as real_decide
 from pixverse_tracker.rules.outcomes import Record
 from pixverse_tracker.rules.records import MAX_DEPTH, PRUNED, REDACTED
 from pixverse_tracker.rules.row import RowView
+from pixverse_tracker.service import answers
 from pixverse_tracker.simulator import Simulator, make_id
 from tests.integration.test_poller import BASE_ENV, drive, enqueue, kinds, rows, sql, tracker
 
@@ -202,7 +202,7 @@ def test_an_answer_that_raises_while_applied_backs_off_and_expires_with_one_log_
     if where == "the rules raise":
         # a stand-in for a bug nobody has found yet, as the deep record once was
         video_id = make_id("completed_0", 5)
-        monkeypatch.setattr(poller, "decide", _raising_decide(video_id))
+        monkeypatch.setattr(answers, "decide", _raising_decide(video_id))
     else:
         video_id = refusing_trigger
     with tracker(pg_database, sim, TRACKER_GIVE_UP_AFTER="2.5") as rt:

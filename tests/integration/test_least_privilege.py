@@ -12,8 +12,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import api, poller
-from pixverse_tracker.runtime import Runtime
+from pixverse_tracker import api
+from pixverse_tracker.service.batch import poll_batch
+from pixverse_tracker.service.dispatch import dispatch
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import load
 from pixverse_tracker.simulator import Simulator, make_id
 
@@ -65,8 +67,8 @@ def test_a_worker_role_without_ddl_or_delete_tracks_videos_to_the_end(worker_url
             ids = [make_id("completed_0.2", 1), make_id("deleted_0", 2), make_id("errors_1_0", 3)]
             api.enqueue(ids, rt=rt)
             for _ in range(30):
-                for batch in poller.dispatch(rt):
-                    poller.poll_batch(rt, batch)
+                for batch in dispatch(rt):
+                    poll_batch(rt, batch)
                 states = {v: api.get(v, rt=rt).state for v in ids}  # type: ignore[union-attr]
                 if "pending" not in states.values():
                     break

@@ -16,9 +16,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import poller
 from pixverse_tracker.db.reports import done_event_counts
-from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service.dispatch import dispatch
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.simulator import Simulator
 from tests.integration.test_poller import (
     BASE_ENV,
@@ -154,7 +154,7 @@ def test_ids_the_pages_do_not_show_are_fetched_by_id_and_stay_so_for_a_while(
         assert missed["list_missed_at"] is not None and missed["poll_count"] == 1
         # from now on it is fetched by id while its siblings share their list reads
         sql(pg, "UPDATE videos SET next_poll_at = now()")
-        batches = poller.dispatch(rt)
+        batches = dispatch(rt)
     assert [v for b in batches for v, _ in b.items] == [unknown]
     assert sorted(v for b in batches for _, _, ids, _ in b.lists for v in ids) == sorted(listed)
     assert all(video_requests(sim, v) == 0 for v in listed)
@@ -176,7 +176,7 @@ def test_a_finished_video_on_a_page_is_answered_even_if_not_due(
         deadline = time.monotonic() + 6
         while rows(pg)[later]["state"] == "pending":
             assert time.monotonic() < deadline, rows(pg)[later]
-            run_batches(rt, poller.dispatch(rt))
+            run_batches(rt, dispatch(rt))
             time.sleep(0.02)
 
     row = rows(pg)[later]
@@ -310,7 +310,7 @@ def test_ids_of_two_accounts_and_an_image_take_three_requests_in_one_dispatch(
     with tracker(pg_database, sim, TRACKER_FIRST_POLL_DELAY="0") as rt:
         enqueue(rt, ids)
         sql(pg, "UPDATE videos SET next_poll_at = now()")
-        batches = poller.dispatch(rt)
+        batches = dispatch(rt)
     lists = sorted((a, sorted(v)) for b in batches for a, _, v, _ in b.lists)
     assert lists == [
         ("other@example.com", sorted([vid(1, "other"), vid(2, "other")])),
@@ -358,7 +358,7 @@ def test_a_burst_deeper_than_the_page_limit_is_read_on_the_list_and_then_page_by
         # side: five requests, no chain from the top, nothing by id.
         sql(pg, "UPDATE videos SET next_poll_at = now()")
         before = len(sim.list_requests())
-        batches = poller.dispatch(rt)
+        batches = dispatch(rt)
         reads = sorted((o, len(v)) for b in batches for _, _, v, o in b.lists)
         assert reads == [(0, 40), (40, 40), (80, 40), (120, 40), (160, 40)]
         assert not [v for b in batches for v, _ in b.items]
@@ -379,7 +379,7 @@ def test_an_id_pushed_down_by_newer_videos_is_found_on_a_later_page(
         # 10 videos made since (on the website, not tracked) push the oldest 10 to page 2
         created(sim, "never", [vid(n) for n in range(1000, 1010)])
         sql(pg, "UPDATE videos SET next_poll_at = now()")
-        run_batches(rt, poller.dispatch(rt))
+        run_batches(rt, dispatch(rt))
     got = rows(pg)
     assert {got[vid(n)]["list_offset"] for n in range(1, 11)} == {40}
     assert {got[vid(n)]["list_offset"] for n in range(11, 41)} == {0}
@@ -397,7 +397,7 @@ def test_one_deep_id_due_reads_down_to_it_and_teaches_the_whole_burst_its_pages(
         enqueue(rt, ids)
         sql(pg, "UPDATE videos SET next_poll_at = now() + interval '1 hour'")
         sql(pg, "UPDATE videos SET next_poll_at = now() WHERE video_id = :v", v=vid(1))
-        run_batches(rt, poller.dispatch(rt))
+        run_batches(rt, dispatch(rt))
     got = rows(pg)
     assert video_requests(sim, vid(1)) == 0 and got[vid(1)]["poll_count"] == 1
     assert got[vid(1)]["list_missed_at"] is None

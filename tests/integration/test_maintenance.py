@@ -8,8 +8,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import api, maintenance, poller
-from pixverse_tracker.runtime import Runtime
+from pixverse_tracker import api
+from pixverse_tracker.service import maintenance
+from pixverse_tracker.service.dispatch import dispatch
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import load
 from tests.conftest import REDIS_URL
 
@@ -124,7 +126,7 @@ def test_health_fails_when_no_dispatch_ran_for_three_intervals_while_ids_are_due
     check = {c.name: c for c in maintenance.health(rt)}["dispatch"]
     assert not check.ok and check.detail.startswith("has never run")
 
-    poller.dispatch(rt)  # what beat's next tick does: health is fine again
+    dispatch(rt)  # what beat's next tick does: health is fine again
     check = {c.name: c for c in maintenance.health(rt)}["dispatch"]
     assert check.ok and check.detail.startswith("last dispatch")
 

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from pixverse_tracker import metrics
+from pixverse_tracker.web.metrics import serve
 
 
 def test_a_metrics_port_in_use_logs_one_line_naming_the_port_and_the_variable(
@@ -18,7 +18,7 @@ def test_a_metrics_port_in_use_logs_one_line_naming_the_port_and_the_variable(
         taken.listen()
         port = taken.getsockname()[1]
         with caplog.at_level(logging.WARNING, logger="tracker.metrics"):
-            served = metrics.serve(port, variable="TRACKER_BEAT_METRICS_PORT")
+            served = serve(port, variable="TRACKER_BEAT_METRICS_PORT")
     assert served is False
     (record,) = [r for r in caplog.records if r.name == "tracker.metrics"]
     # the line, wherever the log handler looks for it: the message or the event's fields

@@ -1,8 +1,8 @@
 """The poll loop end to end, Celery-free: dispatch + poll_batch against real Postgres and the
 in-process simulator, with timings compressed to fractions of a second.
 
-Each test builds its own ``Runtime`` from a settings dict, drives ``poller.dispatch`` and
-``poller.poll_batch`` in a small loop, and checks what a user would notice: the rows, their
+Each test builds its own ``Runtime`` from a settings dict, drives ``dispatch`` and
+``poll_batch`` in a small loop, and checks what a user would notice: the rows, their
 events, the control row, ``status`` (``service_status.summary``) and what the upstream was sent.
 """
 
@@ -24,19 +24,25 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import api, poller
+from pixverse_tracker import api
 from pixverse_tracker.db import claim as db_claim
 from pixverse_tracker.db import videos as db_videos
 from pixverse_tracker.db.reports import Summary, done_event_counts
 from pixverse_tracker.db.sql import NOTIFY_CHANNEL
-from pixverse_tracker.poller import Batch, BatchReport
 from pixverse_tracker.rules import decide, limiter, timing
-from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service import answers, batch_state, job_queue
+from pixverse_tracker.service import batch as batch_module
 from pixverse_tracker.service import claim as service_claim
+from pixverse_tracker.service import dispatch as dispatch_module
 from pixverse_tracker.service import limiter as service_limiter
 from pixverse_tracker.service import status as service_status
 from pixverse_tracker.service.apply import apply
+from pixverse_tracker.service.batch import poll_batch
+from pixverse_tracker.service.batch_state import BatchReport
+from pixverse_tracker.service.dispatch import Batch, dispatch
 from pixverse_tracker.service.limiter import SLOT_LEAD
+from pixverse_tracker.service.pacing import late_tolerance
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import load
 from pixverse_tracker.simulator import LoggedRequest, Simulator, make_id
 
@@ -86,7 +92,7 @@ def enqueue(rt: Runtime, ids: list[str]) -> None:
 
 
 def run_batches(rt: Runtime, batches: list[Batch]) -> list[BatchReport]:
-    return [poller.poll_batch(rt, batch) for batch in batches]
+    return [poll_batch(rt, batch) for batch in batches]
 
 
 def pending_count(pg: sessionmaker[Session]) -> int:
@@ -111,7 +117,7 @@ def drive(
     deadline = time.monotonic() + timeout
     while not finished():
         assert time.monotonic() < deadline, f"still pending after {timeout}s: {rows(pg)}"
-        batches = poller.dispatch(rt)
+        batches = dispatch(rt)
         reports.extend(run_batches(rt, batches))
         if not batches:
             time.sleep(0.02)
@@ -378,7 +384,7 @@ def test_a_401_pauses_all_polling_probes_once_after_the_pause_and_recovers_witho
     with tracker(pg_database, sim, TRACKER_RATE_LIMIT="10") as rt:
         enqueue(rt, ids)
 
-        first = poller.dispatch(rt)
+        first = dispatch(rt)
         assert sum(len(b.items) for b in first) == len(ids)
         reports = run_batches(rt, first)
         fired = sum(r.polled for r in reports)
@@ -403,7 +409,7 @@ def test_a_401_pauses_all_polling_probes_once_after_the_pause_and_recovers_witho
         paused_until = ctl["auth_paused_until"]
         empty_calls = 0
         while True:
-            batches = poller.dispatch(rt)
+            batches = dispatch(rt)
             if batches:
                 break
             empty_calls += 1
@@ -417,12 +423,12 @@ def test_a_401_pauses_all_polling_probes_once_after_the_pause_and_recovers_witho
         ctl = control(pg)
         assert ctl["auth_failing"] is True and ctl["auth_paused_until"] > paused_until
         assert summary(rt).auth_failing is True
-        assert poller.dispatch(rt) == []  # paused again
+        assert dispatch(rt) == []  # paused again
 
         # the token works again: the next probe clears the flag by itself, then everything runs
         sim.token = TOKEN
         paused_until = ctl["auth_paused_until"]
-        while not (batches := poller.dispatch(rt)):
+        while not (batches := dispatch(rt)):
             time.sleep(0.05)
         assert sum(len(b.items) for b in batches) == 1
         probed = batches[0].items[0][0]
@@ -431,7 +437,7 @@ def test_a_401_pauses_all_polling_probes_once_after_the_pause_and_recovers_witho
         assert ctl["auth_failing"] is False
         assert ctl["auth_paused_until"] is None and ctl["auth_error"] is None
         assert summary(rt).auth_failing is False
-        batches = poller.dispatch(rt)
+        batches = dispatch(rt)
         # no longer one at a time: every other id at once (and the probed one again if its
         # next poll falls within this dispatch interval)
         claimed = {v for b in batches for v, _ in b.items}
@@ -456,13 +462,13 @@ def test_only_one_probe_is_out_at_a_time_while_the_token_is_known_bad(
     sim.token = "someone-revoked-it"
     with tracker(pg_database, sim) as rt:
         enqueue(rt, ids)
-        run_batches(rt, poller.dispatch(rt))
+        run_batches(rt, dispatch(rt))
         assert control(pg)["auth_failing"] is True
-        while not (probe := poller.dispatch(rt)):
+        while not (probe := dispatch(rt)):
             time.sleep(0.05)
         assert sum(len(b.items) for b in probe) == 1
         # the probe has not answered yet; a second dispatch must not send another one
-        second = poller.dispatch(rt)
+        second = dispatch(rt)
         run_batches(rt, probe + second)
         assert sum(len(b.items) for b in second) == 0
 
@@ -488,7 +494,7 @@ def test_a_429_stops_the_batch_halves_the_rate_pauses_and_penalises_nobody(
         enqueue(rt, [head])
         enqueue(rt, others)
 
-        batches = poller.dispatch(rt)
+        batches = dispatch(rt)
         assert len(batches) == 1 and batches[0].items[0][0] == head
         assert len(batches[0].items) == 1 + len(others)
         (report,) = run_batches(rt, batches)
@@ -516,7 +522,7 @@ def test_a_429_stops_the_batch_halves_the_rate_pauses_and_penalises_nobody(
         # nothing is claimed while throttled
         throttled_until = ctl["throttled_until"]
         while db_now(pg) < throttled_until - timedelta(seconds=0.05):
-            assert poller.dispatch(rt) == []
+            assert dispatch(rt) == []
             time.sleep(0.05)
 
         drive(rt, pg, timeout=6)
@@ -549,7 +555,7 @@ def test_ids_queued_behind_a_429_are_released_not_left_claimed_until_the_lease_e
     with tracker(pg_database, sim, TRACKER_POLL_CONCURRENCY="1") as rt:
         enqueue(rt, [head])
         enqueue(rt, others)
-        batches = poller.dispatch(rt)
+        batches = dispatch(rt)
         assert batches[0].items[0][0] == head
         (report,) = run_batches(rt, batches)
         assert [r.video_id for r in sim.requests] == [head]
@@ -624,12 +630,12 @@ def test_a_batch_that_reaches_its_worker_late_takes_new_slots_instead_of_firing_
     # 5/s: slots 0.2 s apart, so a request sent on a missed slot is told apart from jitter
     with tracker(pg_database, sim, TRACKER_RATE_LIMIT="5") as rt:
         enqueue(rt, ids)
-        (batch,) = poller.dispatch(rt)
+        (batch,) = dispatch(rt)
         offsets = sorted(offset for _, offset in batch.items)
         assert len(offsets) >= 2
         assert offsets[0] >= SLOT_LEAD - 1e-3, "a slot no worker could have used"
         time.sleep(offsets[-2] + 0.1)  # every slot but the last is missed, no lease has ended
-        report = poller.poll_batch(rt, batch)
+        report = poll_batch(rt, batch)
 
     n = len(offsets)
     assert report.polled == n and report.applied == n and report.released == 0, report
@@ -639,7 +645,7 @@ def test_a_batch_that_reaches_its_worker_late_takes_new_slots_instead_of_firing_
     starts = sorted(r.started for r in sim.requests)
     assert len(starts) == n
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.2 - poller.late_tolerance(0.2), gaps
+    assert min(gaps) >= 0.2 - late_tolerance(0.2), gaps
 
 
 # --- fencing -------------------------------------------------------------------------------------------
@@ -651,15 +657,15 @@ def test_a_batch_with_a_wrong_token_polls_nothing_and_changes_nothing(
     ids = [make_id("completed_0", n) for n in range(3)]
     with tracker(pg_database, sim) as rt:
         enqueue(rt, ids)
-        (batch,) = poller.dispatch(rt)
+        (batch,) = dispatch(rt)
         before = rows(pg)
         forged = Batch("0" * 32, batch.start, batch.items)
-        report = poller.poll_batch(rt, forged)
+        report = poll_batch(rt, forged)
         assert (report.polled, report.applied, report.stale) == (0, 0, len(ids))
         assert sim.requests == []
         assert rows(pg) == before
 
-        poller.poll_batch(rt, batch)  # the real one still works
+        poll_batch(rt, batch)  # the real one still works
         assert {r["state"] for r in rows(pg).values()} == {"done"}
 
 
@@ -669,26 +675,26 @@ def test_an_old_batch_rerun_after_its_rows_were_claimed_again_polls_nothing(
     ids = [make_id("completed_0", n) for n in range(3)]
     with tracker(pg_database, sim) as rt:
         enqueue(rt, ids)
-        (old,) = poller.dispatch(rt)
+        (old,) = dispatch(rt)
         # the old worker died: its lease ran out and another dispatch claimed the rows again
         sql(
             pg,
             "UPDATE videos SET claimed_until = now() - interval '1 second', next_poll_at = now() - interval '1 second'",
         )
-        (new,) = poller.dispatch(rt)
+        (new,) = dispatch(rt)
         assert new.token != old.token and {v for v, _ in new.items} == set(ids)
         before = rows(pg)
 
-        report = poller.poll_batch(rt, old)
+        report = poll_batch(rt, old)
         assert (report.polled, report.applied) == (0, 0)
         assert sim.requests == []
         assert rows(pg) == before
 
-        assert poller.poll_batch(rt, new).applied == len(ids)
+        assert poll_batch(rt, new).applied == len(ids)
         after = rows(pg)
         # a duplicate delivery of either message, now, changes nothing either
-        assert poller.poll_batch(rt, new).polled == 0
-        assert poller.poll_batch(rt, old).polled == 0
+        assert poll_batch(rt, new).polled == 0
+        assert poll_batch(rt, old).polled == 0
         assert rows(pg) == after
     assert len(sim.requests) == len(ids)
     assert all(r["state"] == "done" and r["poll_count"] == 1 for r in after.values())
@@ -701,13 +707,13 @@ def test_a_late_answer_from_a_superseded_claim_is_dropped(
     sim.latency = 0.6
     with tracker(pg_database, sim, TRACKER_HTTP_TIMEOUT="1.5") as rt:
         enqueue(rt, [video_id])
-        (old,) = poller.dispatch(rt)
+        (old,) = dispatch(rt)
         result: list[BatchReport] = []
-        thread = threading.Thread(target=lambda: result.append(poller.poll_batch(rt, old)))
+        thread = threading.Thread(target=lambda: result.append(poll_batch(rt, old)))
         thread.start()
         time.sleep(0.3)  # the old request is in flight now
         sql(pg, "UPDATE videos SET claimed_until = now(), next_poll_at = now()")
-        (new,) = poller.dispatch(rt)
+        (new,) = dispatch(rt)
         thread.join(5)
         assert result and (result[0].polled, result[0].applied, result[0].stale) == (1, 0, 1)
         row = rows(pg)[video_id]
@@ -715,7 +721,7 @@ def test_a_late_answer_from_a_superseded_claim_is_dropped(
         assert row["poll_count"] == 0 and row["record"] is None
         assert "done" not in kinds(pg, video_id)
 
-        assert poller.poll_batch(rt, new).applied == 1
+        assert poll_batch(rt, new).applied == 1
     row = rows(pg)[video_id]
     assert row["state"] == "done" and row["poll_count"] == 1
     assert kinds(pg, video_id).count("done") == 1
@@ -737,10 +743,10 @@ def test_an_answer_that_cannot_be_stored_keeps_the_id_claimed_until_its_lease_en
             raise OperationalError("UPDATE videos ...", {}, Exception("server closed connection"))
         return real_apply(*args, **kwargs)
 
-    monkeypatch.setattr(poller, "apply", flaky_apply)
+    monkeypatch.setattr(answers, "apply", flaky_apply)
     with tracker(pg_database, sim) as rt:
         enqueue(rt, [video_id])
-        (batch,) = poller.dispatch(rt)
+        (batch,) = dispatch(rt)
         (report,) = run_batches(rt, [batch])
         assert (report.polled, report.applied, report.failed_to_store) == (1, 0, 1)
         assert [r.status for r in sim.requests] == [200]  # the answer was final, and lost
@@ -757,7 +763,7 @@ def test_an_answer_that_cannot_be_stored_keeps_the_id_claimed_until_its_lease_en
 
         # not claimed again while the lease holds
         for _ in range(5):
-            assert poller.dispatch(rt) == []
+            assert dispatch(rt) == []
             time.sleep(0.1)
         assert len(sim.requests) == 1
 
@@ -802,7 +808,10 @@ def test_every_time_the_poller_writes_is_in_database_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for module in (
-        poller,
+        answers,
+        batch_state,
+        dispatch_module,
+        batch_module,
         decide,
         timing,
         limiter,
@@ -812,12 +821,13 @@ def test_every_time_the_poller_writes_is_in_database_time(
         service_limiter,
     ):
         monkeypatch.setattr(module, "datetime", _SkewedDatetime)
-    monkeypatch.setattr(poller, "time", _SkewedTime)
+    for module in (batch_module, batch_state, job_queue):
+        monkeypatch.setattr(module, "time", _SkewedTime)
     done_id = make_id("completed_0", 1)
     waiting_id = make_id("never", 2)
     with tracker(pg_database, sim) as rt:
         enqueue(rt, [done_id, waiting_id])
-        run_batches(rt, poller.dispatch(rt))
+        run_batches(rt, dispatch(rt))
         now = db_now(pg)
 
     second = timedelta(seconds=1)

@@ -32,8 +32,8 @@ from pixverse_tracker.logs import JsonFormatter, KeyValueFormatter
 from pixverse_tracker.models import Video
 from pixverse_tracker.receiver import ReceiverConfig, from_env, make_app, make_dev_server
 from pixverse_tracker.rules.policy import Policy
-from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.service import enqueue as service_enqueue
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import Secret, SettingsError, load
 
 SECRET = "cb-Secret_0123456789-DISTINCTIVE"

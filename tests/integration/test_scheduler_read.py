@@ -21,13 +21,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import poller, scheduler_read
 from pixverse_tracker.db.scheduler import scheduler_answered
 from pixverse_tracker.rules.decide import decide
 from pixverse_tracker.rules.outcomes import NotYet
 from pixverse_tracker.rules.row import RowView
-from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service import scheduler_read
 from pixverse_tracker.service.apply import apply
+from pixverse_tracker.service.dispatch import dispatch
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.simulator import Simulator, make_id
 from tests.integration.test_poller import (
     BASE_ENV,
@@ -75,7 +76,7 @@ def drive(
     deadline = time.monotonic() + timeout
     while not finished():
         assert time.monotonic() < deadline, f"still pending after {timeout}s: {rows(pg)}"
-        batches = scheduler_read.read(rt) + poller.dispatch(rt)
+        batches = scheduler_read.read(rt) + dispatch(rt)
         run_batches(rt, batches)
         if not batches:
             time.sleep(0.02)
@@ -277,7 +278,7 @@ def test_an_id_that_leaves_while_its_poll_is_in_flight_is_looked_at_again_at_onc
         with pg.begin() as session:
             scheduler_answered(session, [video_id], complete=True, defer=15)
         sql(pg, "UPDATE videos SET next_poll_at = now()")
-        (batch,) = poller.dispatch(rt)
+        (batch,) = dispatch(rt)
         sent_at = db_now(pg)  # the request goes out ...
         with pg.begin() as session:  # ... and the video finishes and leaves meanwhile
             result = scheduler_answered(session, [], complete=True, defer=15)

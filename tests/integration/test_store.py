@@ -24,12 +24,12 @@ from pixverse_tracker.rules.decide import decide
 from pixverse_tracker.rules.outcomes import NotYet, PollCounts, Record
 from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.rules.row import Decision
-from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.service import apply as service_apply
 from pixverse_tracker.service import enqueue as service_enqueue
 from pixverse_tracker.service.claim import Claim, claim_due
 from pixverse_tracker.service.enqueue import EnqueueResult
 from pixverse_tracker.service.limiter import note_rate_limited, note_unauthorized
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.service.status import summary
 from pixverse_tracker.settings import load
 

@@ -12,9 +12,12 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
-from pixverse_tracker import api, poller, sender
+from pixverse_tracker import api
 from pixverse_tracker.rules.webhooks import ID_HEADER, IDEMPOTENCY_HEADER
-from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service import sender
+from pixverse_tracker.service.batch import poll_batch
+from pixverse_tracker.service.dispatch import dispatch
+from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import load
 from pixverse_tracker.simulator import Simulator, make_id
 from tests.endpoints import Receiver
@@ -51,8 +54,8 @@ def _runtime(pg_database: str, simulator: Simulator, **extra: str) -> Runtime:
 
 def _drive_until_finished(rt: Runtime, rounds: int = 40) -> None:
     for _ in range(rounds):
-        for batch in poller.dispatch(rt):
-            poller.poll_batch(rt, batch)
+        for batch in dispatch(rt):
+            poll_batch(rt, batch)
         with rt.sessions.begin() as session:
             left = session.execute(text("SELECT count(*) FROM videos WHERE state = 'pending'"))
             if left.scalar_one() == 0:
@@ -207,8 +210,8 @@ def test_a_rolled_back_state_change_leaves_no_callback_behind(
     try:
         api.enqueue([make_id("completed_0", 8)], callback_url=receiver.url, rt=rt)
         monkeypatch.setattr(service_apply, "add_events", fail_after_outbox)
-        for batch in poller.dispatch(rt):
-            poller.poll_batch(rt, batch)
+        for batch in dispatch(rt):
+            poll_batch(rt, batch)
         assert _outbox(rt) == []  # the failed transaction took its outbox row with it
         monkeypatch.setattr(service_apply, "add_events", original)
         with rt.sessions.begin() as session:
@@ -410,8 +413,8 @@ def test_an_allowlisted_network_is_delivered_to_without_allowing_every_private_a
     ["127.0.0.1", "[::1]", "2130706433", "0x7f.1", "127.1", "localhost", "0177.0.0.1"],
 )
 def test_every_spelling_of_loopback_is_recognised_and_refused_by_default(host: str) -> None:
-    from pixverse_tracker import outbound
     from pixverse_tracker.rules.addresses import AddressPolicy
+    from pixverse_tracker.service import outbound
 
     receiver = Receiver([])
     try:
@@ -453,8 +456,8 @@ def test_an_address_that_is_never_allowed_is_refused_at_enqueue_and_nothing_is_s
 
 
 def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to() -> None:
-    from pixverse_tracker import outbound
     from pixverse_tracker.rules.addresses import AddressPolicy
+    from pixverse_tracker.service import outbound
 
     receiver = Receiver([])
     lookups: list[str] = []
@@ -526,8 +529,8 @@ def test_https_to_a_pinned_address_keeps_the_urls_name_for_sni_and_the_certifica
     import subprocess
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from pixverse_tracker import outbound
     from pixverse_tracker.rules.addresses import AddressPolicy
+    from pixverse_tracker.service import outbound
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
@@ -585,8 +588,8 @@ def test_https_to_a_pinned_address_keeps_the_urls_name_for_sni_and_the_certifica
 
 
 def test_a_path_and_query_beyond_ascii_arrive_percent_encoded() -> None:
-    from pixverse_tracker import outbound
     from pixverse_tracker.rules.addresses import AddressPolicy
+    from pixverse_tracker.service import outbound
 
     receiver = Receiver([])
     try:

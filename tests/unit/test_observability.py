@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import generate_latest
 from rich.console import Console
 
-from pixverse_tracker import metrics
 from pixverse_tracker.cli import (
     contract_lines,
     rate_shown,
@@ -17,7 +16,17 @@ from pixverse_tracker.cli import (
     watch_view,
 )
 from pixverse_tracker.db.reports import Summary
+from pixverse_tracker.service.metrics import (
+    LIST_READS,
+    OUTCOMES,
+    POLLS,
+    SCHEDULER_READS,
+    STATES,
+    Gauge,
+    record_request,
+)
 from pixverse_tracker.settings import load
+from pixverse_tracker.web.metrics import TableCollector, registry, unavailable
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -80,27 +89,27 @@ def _value(counter: object, **labels: str) -> float:
 
 
 def test_polls_are_counted_by_outcome_with_their_latency() -> None:
-    before = _value(metrics.POLLS, outcome="not_yet")
-    metrics.record_request("video", "not_yet", 0.3)
-    assert _value(metrics.POLLS, outcome="not_yet") == before + 1
-    exposition = generate_latest(metrics.registry()).decode()
+    before = _value(POLLS, outcome="not_yet")
+    record_request("video", "not_yet", 0.3)
+    assert _value(POLLS, outcome="not_yet") == before + 1
+    exposition = generate_latest(registry()).decode()
     assert 'tracker_polls_total{outcome="not_yet"}' in exposition
     assert 'tracker_upstream_latency_seconds_bucket{endpoint="video",le="0.5"}' in exposition
 
 
 def test_list_pages_and_scheduler_reads_have_counters_of_their_own_not_polls() -> None:
-    polls = sum(_value(metrics.POLLS, outcome=k) for k in metrics.OUTCOMES["video"])
-    pages = _value(metrics.LIST_READS, outcome="page")
-    reads = _value(metrics.SCHEDULER_READS, outcome="scheduler")
-    metrics.record_request("list", "page", 0.2)
-    metrics.record_request("scheduler", "scheduler", 0.1)
-    assert _value(metrics.LIST_READS, outcome="page") == pages + 1
-    assert _value(metrics.SCHEDULER_READS, outcome="scheduler") == reads + 1
-    assert sum(_value(metrics.POLLS, outcome=k) for k in metrics.OUTCOMES["video"]) == polls
+    polls = sum(_value(POLLS, outcome=k) for k in OUTCOMES["video"])
+    pages = _value(LIST_READS, outcome="page")
+    reads = _value(SCHEDULER_READS, outcome="scheduler")
+    record_request("list", "page", 0.2)
+    record_request("scheduler", "scheduler", 0.1)
+    assert _value(LIST_READS, outcome="page") == pages + 1
+    assert _value(SCHEDULER_READS, outcome="scheduler") == reads + 1
+    assert sum(_value(POLLS, outcome=k) for k in OUTCOMES["video"]) == polls
 
 
 def test_every_known_outcome_is_a_series_from_the_start_so_alerts_can_rate_it() -> None:
-    exposition = generate_latest(metrics.registry()).decode()
+    exposition = generate_latest(registry()).decode()
     for name in (
         "tracker_polls_total",
         "tracker_list_reads_total",
@@ -111,15 +120,14 @@ def test_every_known_outcome_is_a_series_from_the_start_so_alerts_can_rate_it() 
     assert 'tracker_callbacks_total{result="failed"}' in exposition
 
 
-def _table() -> list[metrics.Gauge]:
+def _table() -> list[Gauge]:
     return [
-        ("tracker_videos", {"state": s}, float(n))
-        for s, n in zip(metrics.STATES, (7, 40, 2), strict=True)
+        ("tracker_videos", {"state": s}, float(n)) for s, n in zip(STATES, (7, 40, 2), strict=True)
     ]
 
 
 def test_beat_serves_the_table_and_process_metrics_but_no_empty_worker_metrics() -> None:
-    exposition = generate_latest(metrics.registry(_table, work=False)).decode()
+    exposition = generate_latest(registry(_table, work=False)).decode()
     assert 'tracker_videos{state="pending"} 7.0' in exposition
     assert 'tracker_videos{state="done"} 40.0' in exposition
     assert "tracker_database_up 1.0" in exposition
@@ -130,7 +138,7 @@ def test_beat_serves_the_table_and_process_metrics_but_no_empty_worker_metrics()
 
 
 def test_a_worker_serves_its_counters_and_process_metrics_but_no_table_gauges() -> None:
-    exposition = generate_latest(metrics.registry()).decode()
+    exposition = generate_latest(registry()).decode()
     assert "tracker_polls_total" in exposition
     assert "process_resident_memory_bytes" in exposition
     assert "tracker_videos{" not in exposition
@@ -139,13 +147,13 @@ def test_a_worker_serves_its_counters_and_process_metrics_but_no_table_gauges() 
 def test_table_gauges_come_from_the_reader_and_a_failing_read_reports_database_down() -> None:
     calls = {"n": 0}
 
-    def read() -> list[metrics.Gauge]:
+    def read() -> list[Gauge]:
         calls["n"] += 1
         if calls["n"] > 1:
             raise RuntimeError("database gone")
         return [*_table(), ("tracker_auth_paused", {}, 1.0)]
 
-    collector = metrics.TableCollector(read, ttl=0)
+    collector = TableCollector(read, ttl=0)
     first = {
         (s.name, s.labels.get("state")): s.value for m in collector.collect() for s in m.samples
     }
@@ -163,11 +171,11 @@ def test_table_gauges_come_from_the_reader_and_a_failing_read_reports_database_d
 def test_table_gauges_are_cached_between_rapid_scrapes() -> None:
     calls = {"n": 0}
 
-    def read() -> list[metrics.Gauge]:
+    def read() -> list[Gauge]:
         calls["n"] += 1
         return [("tracker_due", {}, float(calls["n"]))]
 
-    collector = metrics.TableCollector(read, ttl=60)
+    collector = TableCollector(read, ttl=60)
     list(collector.collect())
     list(collector.collect())
     assert calls["n"] == 1
@@ -175,11 +183,11 @@ def test_table_gauges_are_cached_between_rapid_scrapes() -> None:
 
 def test_a_metrics_port_that_cannot_be_had_is_one_line_naming_the_port_and_the_variable() -> None:
     in_use = OSError(errno.EADDRINUSE, "Address already in use")
-    line = metrics.unavailable(9809, "TRACKER_BEAT_METRICS_PORT", in_use)
+    line = unavailable(9809, "TRACKER_BEAT_METRICS_PORT", in_use)
     assert line.startswith("metrics port 9809 (TRACKER_BEAT_METRICS_PORT) is already in use")
     assert "\n" not in line
     denied = OSError(errno.EACCES, "Permission denied")
-    line = metrics.unavailable(80, "TRACKER_METRICS_PORT", denied)
+    line = unavailable(80, "TRACKER_METRICS_PORT", denied)
     assert line.startswith(
         "metrics port 80 (TRACKER_METRICS_PORT) cannot be opened: Permission denied"
     )

@@ -1,12 +1,12 @@
-"""The per-process pacer and the late-start rule (worker/poller.py, worker/scheduler_read.py)."""
+"""The per-process pacer and the late-start rule (service/pacing.py, service/scheduler_read.py)."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from pixverse_tracker import poller, scheduler_read
-from pixverse_tracker.poller import Pacer, late_tolerance
+from pixverse_tracker.service import scheduler_read
+from pixverse_tracker.service.pacing import PACER, Pacer, late_tolerance
 
 
 def test_the_pacer_spaces_starts_and_refuses_one_it_cannot_start_in_time() -> None:
@@ -32,6 +32,6 @@ def test_a_scheduler_read_waiting_for_its_slot_does_not_hold_earlier_slots() -> 
         time.sleep(0.1)
         now = time.monotonic()
         # a batch's request due now, in the same process, meanwhile
-        assert poller.PACER.reserve(now, 0.2, latest=now + late_tolerance(0.2)) is not None
+        assert PACER.reserve(now, 0.2, latest=now + late_tolerance(0.2)) is not None
     finally:
         waiter.join(5)

@@ -178,7 +178,7 @@ def test_retry_delays_grow_from_ten_seconds_and_never_exceed_an_hour(
 
 
 def test_by_default_private_addresses_are_refused_and_the_deadline_ends_before_the_lease() -> None:
-    from pixverse_tracker import sender
+    from pixverse_tracker.service import sender
     from pixverse_tracker.settings import load
 
     s = load({})

@@ -2,7 +2,8 @@
 
 ``GET /v2/pixverse/videos/?email=`` returns an account's videos, newest first, with their
 status, including those still queued or generating. One such request answers for every id of
-that account on its pages. Pure functions; ``poller.py`` does the requests.
+that account on its pages. Pure functions; ``service.batch`` and ``service.list_reads`` do
+the requests.
 """
 
 from __future__ import annotations

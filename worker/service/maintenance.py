@@ -13,8 +13,8 @@ from pixverse_tracker.db.engines import describe_error
 from pixverse_tracker.db.reports import Summary, prune_batch
 from pixverse_tracker.db.revisions import current_revision, head_revision
 from pixverse_tracker.logs import event
-from pixverse_tracker.runtime import Runtime
 from pixverse_tracker.service import status as service_status
+from pixverse_tracker.service.runtime import Runtime
 
 log = logging.getLogger("tracker.maintenance")
 

@@ -10,7 +10,6 @@ import os
 import threading
 from collections.abc import Collection
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -21,9 +20,6 @@ from pixverse_tracker.db.engines import make_engine, session_factory
 from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.settings import EVERYTHING, Settings, load
 from pixverse_tracker.upstream.transport import UseapiClient
-
-if TYPE_CHECKING:
-    from pixverse_tracker.sender import Deliverer
 
 
 class Runtime:
@@ -69,13 +65,6 @@ class Runtime:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
-
-    @cached_property
-    def deliverer(self) -> Deliverer:
-        # Imported here: the sender module refers back to Runtime.
-        from pixverse_tracker.sender import Deliverer
-
-        return Deliverer(self)
 
     @cached_property
     def policy(self) -> Policy:

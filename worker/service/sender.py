@@ -16,10 +16,9 @@ import logging
 import random
 import threading
 import time
+import weakref
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
-from pixverse_tracker import metrics, outbound
 from pixverse_tracker.db.engines import describe_error
 from pixverse_tracker.db.outbox import Delivery, claim_deliveries, delivery_result
 from pixverse_tracker.logs import event
@@ -31,9 +30,8 @@ from pixverse_tracker.rules.webhooks import (
     signed_headers,
     signing_key,
 )
-
-if TYPE_CHECKING:
-    from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service import metrics, outbound
+from pixverse_tracker.service.runtime import Runtime
 
 log = logging.getLogger("tracker.webhooks")
 
@@ -157,14 +155,28 @@ class Deliverer:
         return attempt.ok
 
 
+_lock = threading.Lock()
+# One Deliverer per runtime (and so per process): weak keys, so it goes with its runtime.
+_deliverers: weakref.WeakKeyDictionary[Runtime, Deliverer] = weakref.WeakKeyDictionary()
+
+
+def deliverer(rt: Runtime) -> Deliverer:
+    """This runtime's webhook senders, made on first use."""
+    with _lock:
+        found = _deliverers.get(rt)
+        if found is None:
+            found = _deliverers[rt] = Deliverer(rt)
+        return found
+
+
 def start(rt: Runtime) -> int:
     """Hand owed deliveries to this process's idle senders; returns how many were started."""
-    return len(rt.deliverer.start())
+    return len(deliverer(rt).start())
 
 
 def deliver_due(rt: Runtime) -> int:
     """Deliver everything owed now and wait for it; returns how many succeeded."""
-    senders = rt.deliverer.start()
+    senders = deliverer(rt).start()
     for sender in senders:
         sender.join()
     return sum(sender.delivered for sender in senders)

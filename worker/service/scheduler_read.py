@@ -25,7 +25,6 @@ import time
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from pixverse_tracker import metrics, poller
 from pixverse_tracker.db.control import add_poll_counts
 from pixverse_tracker.db.engines import describe_error
 from pixverse_tracker.db.scheduler import scheduler_answered, scheduler_failed
@@ -40,20 +39,23 @@ from pixverse_tracker.rules.outcomes import (
     Unauthorized,
     kind_of,
 )
-from pixverse_tracker.runtime import Runtime
+from pixverse_tracker.service.dispatch import Batch, dispatch
 from pixverse_tracker.service.limiter import (
     begin_scheduler_read,
     note_rate_limited,
     note_unauthorized,
     reserve_slots,
 )
+from pixverse_tracker.service.metrics import record_request
+from pixverse_tracker.service.pacing import PACER, late_tolerance
+from pixverse_tracker.service.runtime import Runtime
 
 log = logging.getLogger("tracker.scheduler")
 
 
-def read(rt: Runtime) -> list[poller.Batch]:
+def read(rt: Runtime) -> list[Batch]:
     """Read the scheduler if a read is due, apply the answer, and return the poll batches of a
-    dispatch when ids have left it (the caller sends them, as after ``poller.dispatch``)."""
+    dispatch when ids have left it (the caller sends them, as after ``dispatch``)."""
     s = rt.settings
     if not s.scheduler_enabled:
         return []
@@ -77,7 +79,7 @@ def read(rt: Runtime) -> list[poller.Batch]:
             return []
 
     outcome = rt.client.scheduler()
-    metrics.record_request("scheduler", kind_of(outcome), outcome.latency)
+    record_request("scheduler", kind_of(outcome), outcome.latency)
     counts = PollCounts()
     counts.add(outcome)
     try:
@@ -126,18 +128,18 @@ def read(rt: Runtime) -> list[poller.Batch]:
     )
     # Ids that just finished are due now: claim and send them at once rather than at the
     # next dispatch tick.
-    return poller.dispatch(rt) if result.gone else []
+    return dispatch(rt) if result.gone else []
 
 
 def _wait_for_slot(wait: float, spacing: float) -> bool:
     """Sleep until a slot ``wait`` seconds away; False when it cannot start on time there."""
     slot_at = time.monotonic() + max(0.0, wait)
-    tolerance = poller.late_tolerance(spacing)
+    tolerance = late_tolerance(spacing)
     # Sleep first and reserve at the slot, as a batch does: a reservation made seconds ahead
     # would hold this process's pacer past every earlier slot of its batches, and they would
     # all miss theirs.
     time.sleep(max(0.0, slot_at - time.monotonic()))
-    at = poller.PACER.reserve(slot_at, spacing, latest=slot_at + tolerance)
+    at = PACER.reserve(slot_at, spacing, latest=slot_at + tolerance)
     if at is None:
         return False
     time.sleep(max(0.0, at - time.monotonic()))

@@ -279,7 +279,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "use `pixverse-tracker run` for the embedded one-process mode"
         )
     open_runtime(settings, migrate_sqlite=False)
-    from pixverse_tracker.app import app
+    from pixverse_tracker.jobs.app import app
 
     app.worker_main(_worker_argv(settings, args.celery_args))
     return EXIT_OK
@@ -293,7 +293,7 @@ def cmd_beat(args: argparse.Namespace) -> int:
             "use `pixverse-tracker run` for the embedded one-process mode"
         )
     open_runtime(settings, migrate_sqlite=False)
-    from pixverse_tracker.app import app
+    from pixverse_tracker.jobs.app import app
 
     app.start(["beat", f"--loglevel={settings.log_level}", *args.celery_args])
     return EXIT_OK
@@ -305,7 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     open_runtime(settings)
     from celery import beat
 
-    from pixverse_tracker.app import app
+    from pixverse_tracker.jobs.app import app
 
     web_metrics.serve(settings.metrics_port, runtime.get())  # one process: all metrics here
     # Beat in a thread of this process: with the in-process broker it is the only way the

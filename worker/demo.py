@@ -88,9 +88,9 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
     from celery.worker import state as worker_state
 
     from pixverse_tracker import api, cli
-    from pixverse_tracker.app import app
     from pixverse_tracker.db.reports import list_videos
     from pixverse_tracker.db.sql import current_time
+    from pixverse_tracker.jobs.app import app
     from pixverse_tracker.service.status import summary
     from pixverse_tracker.settings import load
 

@@ -532,7 +532,7 @@ def test_a_bare_celery_worker_or_beat_without_database_url_stops_at_start_naming
     args = [
         celery,
         "-A",
-        "pixverse_tracker.app",
+        "pixverse_tracker.jobs.app",
         command,
         *(["--pool=threads"] * (command == "worker")),
     ]
@@ -551,7 +551,7 @@ def test_a_bare_celery_worker_or_beat_without_database_url_stops_at_start_naming
 def test_the_celery_worker_command_without_a_token_refuses_to_start_with_one_line(
     pg_url: str, tmp_path: Path
 ) -> None:
-    # README: `celery -A pixverse_tracker.app worker` works like `pixverse-tracker worker`
+    # README: `celery -A pixverse_tracker.jobs.app worker` works like `pixverse-tracker worker`
     celery = str(Path(CLI).with_name("celery"))
     env = base_env(
         DATABASE_URL=pg_url,
@@ -559,7 +559,14 @@ def test_the_celery_worker_command_without_a_token_refuses_to_start_with_one_lin
         TRACKER_QUEUE_PREFIX=f"notoken-{uuid.uuid4().hex[:8]}",
         TRACKER_METRICS_PORT="0",
     )
-    argv = [celery, "-A", "pixverse_tracker.app", "worker", "--pool=threads", "--without-mingle"]
+    argv = [
+        celery,
+        "-A",
+        "pixverse_tracker.jobs.app",
+        "worker",
+        "--pool=threads",
+        "--without-mingle",
+    ]
     try:
         done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, timeout=60)
     except subprocess.TimeoutExpired:

@@ -110,7 +110,7 @@ def test_compose_publishes_the_metrics_and_offers_monitoring_and_flower_under_pr
     assert '"worker"' in targets and "9808" in targets and "beat:9809" in targets
     assert scrape["rule_files"] == ["/etc/prometheus/alerts.yml"]
     # Flower is Celery's, over the tracker's app; the workers' remote control follows one setting
-    assert services["flower"]["command"][:3] == ["celery", "-A", "pixverse_tracker.app"]
+    assert services["flower"]["command"][:3] == ["celery", "-A", "pixverse_tracker.jobs.app"]
     assert services["worker"]["environment"]["TRACKER_CELERY_CONTROL"] == "false"
 
 

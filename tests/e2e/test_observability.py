@@ -154,7 +154,7 @@ def test_celery_inspect_ping_and_flower_see_a_worker_run_with_celery_control_on(
 
     def ping() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [CELERY, "-A", "pixverse_tracker.app", "inspect", "ping", "--timeout", "5"],
+            [CELERY, "-A", "pixverse_tracker.jobs.app", "inspect", "ping", "--timeout", "5"],
             env=processes.env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
 
@@ -168,7 +168,14 @@ def test_celery_inspect_ping_and_flower_see_a_worker_run_with_celery_control_on(
     # Flower as docker-compose runs it, over the tracker's app and its exchanges
     port = free_port()
     processes.start_raw(
-        [CELERY, "-A", "pixverse_tracker.app", "flower", f"--port={port}", "--address=127.0.0.1"]
+        [
+            CELERY,
+            "-A",
+            "pixverse_tracker.jobs.app",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+        ]
     )
 
     def workers() -> dict[str, object]:

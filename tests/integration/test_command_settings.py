@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from pixverse_tracker import api, cli
-from pixverse_tracker.app import celery_config
+from pixverse_tracker.jobs.app import celery_config
 from pixverse_tracker.service import runtime
 from pixverse_tracker.settings import EVERYTHING, SettingsError
 from tests.conftest import REDIS_URL

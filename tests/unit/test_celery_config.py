@@ -7,7 +7,7 @@ import logging
 import pytest
 from kombu import Connection
 
-from pixverse_tracker.app import celery_config
+from pixverse_tracker.jobs.app import celery_config
 from pixverse_tracker.settings import load
 
 

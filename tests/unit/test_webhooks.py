@@ -216,7 +216,7 @@ def test_the_default_callback_urls_query_is_not_shown_by_repr() -> None:
 
 
 def test_deliver_ticks_have_a_queue_of_their_own_next_to_dispatch_and_poll() -> None:
-    from pixverse_tracker.app import celery_config
+    from pixverse_tracker.jobs.app import celery_config
     from pixverse_tracker.settings import load
 
     config = celery_config(load({"TRACKER_QUEUE_PREFIX": "t1"}))

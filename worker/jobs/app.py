@@ -1,6 +1,7 @@
 """The Celery app: its configuration, queues and beat schedule, taken from the settings.
 
-``celery -A pixverse_tracker.app worker|beat`` works; so do ``pixverse-tracker worker|beat|run``.
+``celery -A pixverse_tracker.jobs.app worker|beat`` works; so do
+``pixverse-tracker worker|beat|run``.
 The configuration is read when Celery first needs it, not at import time.
 """
 
@@ -19,7 +20,7 @@ from pixverse_tracker import logs
 from pixverse_tracker.settings import Settings, SettingsError, load
 from pixverse_tracker.web.metrics import serve
 
-app = Celery("pixverse_tracker", include=["pixverse_tracker.tasks"])
+app = Celery("pixverse_tracker", include=["pixverse_tracker.jobs.tasks"])
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -133,8 +134,8 @@ def _setup_logging(**_: Any) -> None:
 @contextmanager
 def _stop_if_misconfigured() -> Iterator[None]:
     # Celery logs and swallows an exception raised by a signal handler, so a bare
-    # `celery -A pixverse_tracker.app worker|beat` would run on misconfigured; SystemExit gets
-    # through.
+    # `celery -A pixverse_tracker.jobs.app worker|beat` would run on misconfigured; SystemExit
+    # gets through.
     try:
         yield
     except SettingsError as exc:
@@ -145,8 +146,9 @@ def _stop_if_misconfigured() -> Iterator[None]:
 
 @signals.worker_init.connect
 def _require_token(**_: Any) -> None:
-    # `celery -A pixverse_tracker.app worker` must stop at start-up too, not poll with no token, nor
-    # with no DATABASE_URL (the runtime `pixverse-tracker` installs has passed both checks).
+    # `celery -A pixverse_tracker.jobs.app worker` must stop at start-up too, not poll with no
+    # token, nor with no DATABASE_URL (the runtime `pixverse-tracker` installs has passed both
+    # checks).
     from pixverse_tracker.service import runtime
 
     with _stop_if_misconfigured():

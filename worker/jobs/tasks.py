@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pixverse_tracker.app import app
+from pixverse_tracker.jobs.app import app
 from pixverse_tracker.logs import event
 from pixverse_tracker.service import dispatch as service_dispatch
 from pixverse_tracker.service import maintenance, runtime, scheduler_read, sender

@@ -6,10 +6,11 @@ tail to 20 min, ~3% failing, ~2% never finishing) is played twice through real
 divided by ``--speed``, each run on a fresh database, queue prefix and simulator:
 
 (a) polling only, as ``bench.latency`` does;
-(b) with pushes: the callbacks receiver (``pixverse_tracker.receiver.make_dev_server``, the
-    server behind ``pixverse-tracker callbacks``) runs in a thread of this process, and a
-    scheduler thread plays useapi.net: at each video's simulated completion (or failure) it
-    POSTs the record, as JSON with ``video_id``, to ``/callbacks/<secret>``.
+(b) with pushes: the callbacks receiver
+    (``pixverse_tracker.web.builtin_server.make_dev_server``, the server behind
+    ``pixverse-tracker callbacks``) runs in a thread of this process, and a scheduler thread
+    plays useapi.net: at each video's simulated completion (or failure) it POSTs the record,
+    as JSON with ``video_id``, to ``/callbacks/<secret>``.
 
 For both runs it prints done_at minus the simulated completion (p50 / p95 / max, real seconds)
 and upstream calls per video, and for (b) compares the latency with the dispatch interval and
@@ -40,11 +41,13 @@ from sqlalchemy import Engine, text
 from bench import common
 from bench.latency import SPREAD_PER_VIDEO, Observed, Video, compressed_env, workload
 from bench.latency import _play as latency_play
-from pixverse_tracker import receiver
 from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import Settings, SettingsError, load
 from pixverse_tracker.simulator import Simulator
+from pixverse_tracker.web.builtin_server import make_dev_server
+from pixverse_tracker.web.receiver import CALLBACK_PREFIX
+from pixverse_tracker.web.receiver_config import SECRET_VARIABLE, from_env
 
 PUSH_THREADS = 8  # concurrent POSTs to the receiver, so one slow answer delays no other push
 
@@ -229,14 +232,14 @@ def _run_once(
         try:
             if name == "push":
                 secret = secrets.token_urlsafe(32)
-                config = receiver.from_env({receiver.SECRET_VARIABLE: secret})
-                server = receiver.make_dev_server("127.0.0.1", 0, rt, config)
+                config = from_env({SECRET_VARIABLE: secret})
+                server = make_dev_server("127.0.0.1", 0, rt, config)
                 server_thread = threading.Thread(
                     target=server.serve_forever, name="receiver", daemon=True
                 )
                 server_thread.start()
                 host, port = server.server_address[0], server.server_address[1]
-                pusher = _Pusher(f"http://{host}:{port}{receiver.CALLBACK_PREFIX}{secret}")
+                pusher = _Pusher(f"http://{host}:{port}{CALLBACK_PREFIX}{secret}")
             load_before = os.getloadavg()[0]
             observed = _play(args, videos, env, rt, engine, sim, pusher)
             result = Run(name, observed, videos, args.speed, load=(load_before, os.getloadavg()[0]))

@@ -47,7 +47,7 @@ from bench import common
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 WAITRESS_SERVE = str(Path(sys.executable).with_name("waitress-serve"))
-APP = "pixverse_tracker.receiver:application"
+APP = "pixverse_tracker.web.receiver:application"
 
 SERVERS: dict[str, list[str]] = {
     "builtin": [common.CLI, "callbacks", "--host", "{host}", "--port", "{port}"],

@@ -602,13 +602,14 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_callbacks(args: argparse.Namespace) -> int:
-    from pixverse_tracker import receiver
+    from pixverse_tracker.web import serve as web_serve
+    from pixverse_tracker.web.receiver_config import from_env
 
     settings = settings_for("callbacks", (DATABASE, LOGGING))
-    config = receiver.from_env()
+    config = from_env()
     rt = open_runtime(settings)
     try:
-        receiver.serve(args.host, args.port, rt, config, args.server)
+        web_serve.serve(args.host, args.port, rt, config, args.server)
     except OSError as exc:
         raise CommandError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"

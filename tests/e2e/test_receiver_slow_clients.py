@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pixverse_tracker.connection_limits import RESERVED_FILES, ConnectionLimits
+from pixverse_tracker.web.connection_limits import RESERVED_FILES, ConnectionLimits
 from tests.e2e.conftest import CLI, TOKEN, base_env, free_port, wait_until
 
 pytestmark = pytest.mark.e2e

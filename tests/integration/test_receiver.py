@@ -24,17 +24,20 @@ import requests
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import receiver
-from pixverse_tracker.connection_limits import ConnectionLimits
 from pixverse_tracker.db.reports import events_for
 from pixverse_tracker.db.sql import current_time
 from pixverse_tracker.logs import JsonFormatter, KeyValueFormatter
 from pixverse_tracker.models import Video
-from pixverse_tracker.receiver import ReceiverConfig, from_env, make_app, make_dev_server
 from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.service import enqueue as service_enqueue
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import Secret, SettingsError, load
+from pixverse_tracker.web import receiver
+from pixverse_tracker.web.builtin_server import make_dev_server
+from pixverse_tracker.web.connection_limits import ConnectionLimits
+from pixverse_tracker.web.receiver import make_app
+from pixverse_tracker.web.receiver_config import ReceiverConfig, from_env
+from pixverse_tracker.web.serve import callback_url
 
 SECRET = "cb-Secret_0123456789-DISTINCTIVE"
 CALLBACK_PATH = f"/callbacks/{SECRET}"
@@ -708,7 +711,7 @@ def test_the_development_server_takes_a_push_over_http_and_keeps_the_secret_off_
     assert wrong.status_code == 404
     assert (health.status_code, health.text) == (200, "ok")
     assert row(rt, vid(1))["next_poll_at"] <= now(rt)
-    assert receiver.callback_url(server) == f"{base}/callbacks/****"
+    assert callback_url(server) == f"{base}/callbacks/****"
     out, err = capfd.readouterr()
     assert SECRET not in out + err
 

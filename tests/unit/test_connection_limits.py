@@ -6,7 +6,8 @@ import resource
 
 import pytest
 
-from pixverse_tracker.connection_limits import (
+from pixverse_tracker.settings import SettingsError
+from pixverse_tracker.web.connection_limits import (
     RESERVED_FILES,
     ConnectionLimits,
     FileFit,
@@ -14,7 +15,6 @@ from pixverse_tracker.connection_limits import (
     fit,
     from_env,
 )
-from pixverse_tracker.settings import SettingsError
 
 UNLIMITED = resource.RLIM_INFINITY
 

@@ -6,7 +6,7 @@ headers within ``header_timeout`` of its first byte (or of the accept), its body
 ``body_timeout`` of the end of its headers. A connection that misses one is closed. The cap
 bounds how many connections are open at once; beyond it, new ones wait in the listen queue
 instead of taking memory, threads or file descriptors. Both receiver servers apply these
-(``pixverse_tracker.receiver``'s built-in server and ``pixverse_tracker.receiver_waitress``).
+(``web.builtin_server`` and ``web.waitress_server``).
 """
 
 from __future__ import annotations

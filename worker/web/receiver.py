@@ -1,104 +1,41 @@
-"""The receiver for useapi.net's ``replyUrl`` pushes: a WSGI app turning each push into a hint."""
+"""The receiver for useapi.net's ``replyUrl`` pushes: a WSGI app turning each push into a hint
+(the id is due now; nothing pushed is stored), and the same app built from the environment for
+production WSGI servers (``gunicorn 'pixverse_tracker.web.receiver:application'``)."""
 
 from __future__ import annotations
 
-import dataclasses
-import errno
 import hashlib
 import hmac
-import io
 import json
 import logging
 import os
 import re
-import signal
-import socket
-import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from socketserver import ThreadingMixIn
 from typing import Any, BinaryIO
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from pixverse_tracker import connection_limits, logs
-from pixverse_tracker.connection_limits import ConnectionLimits
+from pixverse_tracker import logs
 from pixverse_tracker.db.engines import describe_error
 from pixverse_tracker.db.videos import mark_due
 from pixverse_tracker.rules import ids
 from pixverse_tracker.service.runtime import Runtime
-from pixverse_tracker.settings import DATABASE, LOGGING, Secret, SettingsError, load
+from pixverse_tracker.settings import DATABASE, LOGGING, SettingsError, load
+from pixverse_tracker.web.receiver_config import DIGITS, ReceiverConfig, from_env
 
 log = logging.getLogger("tracker.callbacks")
+
 
 CALLBACK_PREFIX = "/callbacks/"
 HEALTH_PATH = "/healthz"
 MASKED_PATH = CALLBACK_PREFIX + "****"
-
-SECRET_VARIABLE = "TRACKER_CALLBACK_SECRET"
-MAX_BYTES_VARIABLE = "TRACKER_CALLBACK_MAX_BYTES"
-DEFAULT_MAX_BYTES = 262_144
-MIN_MAX_BYTES, MAX_MAX_BYTES = 1024, 16 * 1_048_576
-MIN_SECRET_LENGTH, MAX_SECRET_LENGTH = 16, 256
-# The secret is a URL path segment: only unreserved characters (RFC 3986) survive every client,
-# proxy and server unchanged, so anything else would make "right secret" depend on encoding.
-_SECRET_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
-_DIGITS = re.compile(r"[0-9]{1,20}")
 READ_CHUNK = 65_536
 RETRY_AFTER_SECONDS = "30"
-
-
-# --- configuration ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReceiverConfig:
-    """The receiver's own settings: the secret in its URL and the largest body it reads."""
-
-    secret: Secret
-    max_body_bytes: int = DEFAULT_MAX_BYTES
-    limits: ConnectionLimits = dataclasses.field(default_factory=ConnectionLimits)
-
-
-def from_env(environ: Mapping[str, str] | None = None) -> ReceiverConfig:
-    """Read and validate the receiver's settings; SettingsError names the bad variable."""
-    env = os.environ if environ is None else environ
-    secret = env.get(SECRET_VARIABLE, "").strip()
-    # Messages describe the secret, never quote it: they end up on terminals and in logs.
-    if not secret:
-        raise SettingsError(
-            f"{SECRET_VARIABLE} is not set: the callbacks receiver needs it (at least "
-            f"{MIN_SECRET_LENGTH} characters, for example the output of "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
-        )
-    if not MIN_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH:
-        raise SettingsError(
-            f"{SECRET_VARIABLE} is {len(secret)} characters long: it must have between "
-            f"{MIN_SECRET_LENGTH} and {MAX_SECRET_LENGTH}"
-        )
-    if not _SECRET_CHARS.fullmatch(secret):
-        raise SettingsError(
-            f"{SECRET_VARIABLE} may only hold letters, digits, '-', '_', '.' and '~' "
-            "(it is part of the callback URL's path)"
-        )
-    raw = env.get(MAX_BYTES_VARIABLE, "").strip() or str(DEFAULT_MAX_BYTES)
-    if not _DIGITS.fullmatch(raw):
-        raise SettingsError(f"{MAX_BYTES_VARIABLE}={raw!r} is not a whole number")
-    max_bytes = int(raw)
-    if not MIN_MAX_BYTES <= max_bytes <= MAX_MAX_BYTES:
-        raise SettingsError(
-            f"{MAX_BYTES_VARIABLE}={raw!r} is out of range: it must be between "
-            f"{MIN_MAX_BYTES} and {MAX_MAX_BYTES}"
-        )
-    return ReceiverConfig(Secret(secret), max_bytes, connection_limits.from_env(env))
-
-
-# --- replies ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -149,9 +86,6 @@ def _respond(start_response: StartResponse, reply: _Reply, *, head: bool) -> lis
     ]
     start_response(f"{reply.status.value} {reply.status.phrase}", headers)
     return [] if head else [body]
-
-
-# --- the application ----------------------------------------------------------------------------
 
 
 class _Receiver:
@@ -262,7 +196,7 @@ class _Receiver:
         raw_length = str(environ.get("CONTENT_LENGTH") or "").strip()
         try:
             if raw_length:
-                if not _DIGITS.fullmatch(raw_length):
+                if not DIGITS.fullmatch(raw_length):
                     return _error(HTTPStatus.BAD_REQUEST, "invalid Content-Length", "invalid")
                 length = int(raw_length)
                 if length > cap:
@@ -361,7 +295,7 @@ def make_app(rt: Runtime, config: ReceiverConfig) -> WSGIApplication:
     return _Receiver(rt, config)
 
 
-# --- for production WSGI servers: `gunicorn 'pixverse_tracker.receiver:application'` ----------
+# --- for production WSGI servers: `gunicorn 'pixverse_tracker.web.receiver:application'` ------
 
 
 @dataclass(frozen=True)
@@ -372,6 +306,8 @@ class _Built:
 
 
 _build_lock = threading.Lock()
+
+
 _built: _Built | None = None
 
 
@@ -413,199 +349,3 @@ def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iter
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         return _respond(start_response, reply, head=method == "HEAD")
     return built.app(environ, start_response)
-
-
-# --- the built-in server: `pixverse-tracker callbacks` -----------------------------------------
-
-# Socket timeout while answering: answers are small, so a client that reads nothing for this
-# long is gone or hostile.
-WRITE_TIMEOUT = 10.0
-READ_BUFFER = 8192
-# errno values of an accept() that failed for lack of resources, not because of the client.
-_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
-
-class _DevServer(ThreadingMixIn, WSGIServer):
-    """wsgiref with a thread per connection, at most ``max_connections`` of them at once."""
-
-    daemon_threads = True
-    request_queue_size = connection_limits.LISTEN_BACKLOG
-
-    def __init__(self, address: tuple[str, int], limits: ConnectionLimits) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.limits = limits
-        self._slots = threading.BoundedSemaphore(limits.max_connections)
-        self._closing = threading.Event()
-        super().__init__(address, _QuietHandler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        # At the cap, accept nothing: new connections wait in the listen queue, as with
-        # waitress, rather than each taking a thread and a descriptor.
-        while not self._slots.acquire(timeout=0.5):
-            if self._closing.is_set():
-                raise OSError("the server is shutting down")
-        try:
-            return super().get_request()
-        except OSError as exc:
-            self._slots.release()
-            if exc.errno in _OUT_OF_RESOURCES:
-                # The listening socket stays readable: retrying at once would spin a core.
-                self._closing.wait(0.1)
-            raise
-
-    def shutdown_request(self, request: Any) -> None:
-        # socketserver calls this exactly once for every accepted connection.
-        try:
-            super().shutdown_request(request)
-        finally:
-            self._slots.release()
-
-    def shutdown(self) -> None:
-        self._closing.set()
-        super().shutdown()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that vanished is routine on the internet: no traceback for it on stderr.
-        if isinstance(sys.exc_info()[1], OSError):
-            return
-        extra = {"action": "callback", "fields": {"outcome": "bug"}}
-        log.error("callback", exc_info=True, extra=extra)
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A socket's reading side that gives up at a fixed time, however the bytes trickle in.
-
-    A socket timeout starts again with every byte, so a client sending one byte a second would
-    never reach it; the deadline does not move.
-    """
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        super().__init__()
-        self._sock = sock
-        self.deadline = deadline  # time.monotonic()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the request did not arrive in time")
-        self._sock.settimeout(left)
-        try:
-            return self._sock.recv_into(buffer)
-        finally:
-            self._sock.settimeout(WRITE_TIMEOUT)
-
-
-class _QuietHandler(WSGIRequestHandler):
-    server: _DevServer
-    timeout = WRITE_TIMEOUT  # reads are bounded by the _DeadlineReader
-
-    def setup(self) -> None:
-        super().setup()
-        # The header deadline counts from the accept: one request per connection here.
-        self._reader = _DeadlineReader(
-            self.connection, connection_limits.deadline(self.server.limits, time.monotonic(), None)
-        )
-        self.rfile.close()  # the plain socket reader setup() made; it would pin the socket
-        self.rfile = io.BufferedReader(self._reader, READ_BUFFER)
-
-    def parse_request(self) -> bool:
-        parsed = super().parse_request()
-        now = time.monotonic()
-        self._reader.deadline = connection_limits.deadline(self.server.limits, now, now)
-        return parsed
-
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except TimeoutError:
-            # Only a request line or headers get here (the app answers a late body with 408).
-            # DEBUG: slow clients are common and would flood the log at INFO.
-            logs.event(log, logging.DEBUG, "callback", outcome="header_timeout")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # wsgiref's access line would print the path, secret included; the app logs its own
-        # line with the secret masked.
-        return
-
-
-def make_dev_server(host: str, port: int, rt: Runtime, config: ReceiverConfig) -> WSGIServer:
-    """A threaded wsgiref server bound to ``host:port`` (0: any free port), not yet serving.
-
-    It applies ``config.limits``: the connection cap and the header and body deadlines.
-    """
-    server = _DevServer((host, port), config.limits)
-    server.set_app(make_app(rt, config))
-    return server
-
-
-def callback_url(server: WSGIServer) -> str:
-    """The URL to pass as ``replyUrl``, with the secret shown as ``****``."""
-    return _base_url(str(server.server_address[0]), int(server.server_address[1])) + MASKED_PATH
-
-
-def _base_url(host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
-
-
-def serve(
-    host: str, port: int, rt: Runtime, config: ReceiverConfig, server: str = "builtin"
-) -> None:
-    """Run a receiver server in the foreground until Ctrl-C or SIGTERM, one log line a request.
-
-    ``server`` is ``builtin`` (the standard library, no extra package) or ``waitress`` (the
-    ``server`` extra; what docker-compose runs). Both apply ``config.limits``, the cap first
-    fitted to the process's open-file limit.
-    """
-    settings = rt.settings
-    logs.configure(
-        settings.log_level,
-        secrets=[config.secret.reveal(), settings.useapi_token.reveal()],
-        log_format=settings.log_format,
-    )
-    limits, lowered = connection_limits.fit_open_files(config.limits)
-    if lowered is not None:
-        logs.event(log, logging.WARNING, "callback_limits", detail=lowered)
-    config = dataclasses.replace(config, limits=limits)
-    if server == "waitress":
-        try:
-            from pixverse_tracker import receiver_waitress  # the optional `server` extra
-        except ModuleNotFoundError as exc:
-            raise SettingsError(
-                f"--server waitress needs the {exc.name} package: "
-                "pip install 'pixverse-tracker[server]'"
-            ) from None
-
-        app = make_app(rt, config)
-        hardened = receiver_waitress.make_server(host, port, app, limits, config.max_body_bytes)
-        address = hardened.address()
-        run, close = hardened.run, hardened.close
-    else:
-        builtin = make_dev_server(host, port, rt, config)
-        address = (str(builtin.server_address[0]), int(builtin.server_address[1]))
-        run, close = builtin.serve_forever, builtin.server_close
-    # SIGTERM (docker stop) ends it like Ctrl-C, exit status 0; as PID 1 in a container a
-    # process without a handler would not even notice it.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        base = _base_url(*address)
-        print(
-            f"receiving callbacks: POST {base}{MASKED_PATH} (**** is {SECRET_VARIABLE}); "
-            f"liveness: GET {base}{HEALTH_PATH}; {server} server, "
-            f"{connection_limits.describe(limits)}",
-            flush=True,
-        )
-        run()
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how the command is meant to end
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        close()
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt

@@ -22,8 +22,9 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, TcpWSGIServer
 
-from pixverse_tracker import connection_limits, logs
-from pixverse_tracker.connection_limits import ConnectionLimits
+from pixverse_tracker import logs
+from pixverse_tracker.web import connection_limits
+from pixverse_tracker.web.connection_limits import ConnectionLimits
 
 log = logging.getLogger("tracker.callbacks")
 

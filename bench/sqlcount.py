@@ -78,7 +78,7 @@ def main() -> int:
     path = Path(sys.argv[1])
     install()
     threading.Thread(target=_writer, args=(path,), name="sqlcount", daemon=True).start()
-    from pixverse_tracker.cli import main as cli_main
+    from pixverse_tracker.cli.main import main as cli_main
 
     return cli_main(sys.argv[2:])
 

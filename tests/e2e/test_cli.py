@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from pixverse_tracker.cli import build_parser
+from pixverse_tracker.cli.main import build_parser
 from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.db.revisions import VERSION_TABLE, upgrade
 from tests.conftest import REDIS_URL, empty_database, reset_tables

@@ -1,4 +1,4 @@
-"""Which settings and which database each command uses, through the real CLI (``cli.main``
+"""Which settings and which database each command uses, through the real CLI (``main``
 in this process, on the test Postgres database) and through the Python API."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixverse_tracker import api, cli
+from pixverse_tracker import api
+from pixverse_tracker.cli.context import settings_for
+from pixverse_tracker.cli.main import main
 from pixverse_tracker.jobs.app import celery_config
 from pixverse_tracker.service import runtime
 from pixverse_tracker.settings import EVERYTHING, SettingsError
@@ -56,7 +58,7 @@ def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
     def run_(*args: str) -> Ran:
         capsys.readouterr()
         try:
-            code = cli.main(list(args))
+            code = main(list(args))
         except SystemExit as exc:
             code = int(exc.code or 0)
         finally:
@@ -113,7 +115,7 @@ def test_a_bound_or_dispatch_interval_set_alone_is_accepted_by_every_command(
     assert json.loads(run("list", "--json").out)[0]["video_id"] == VIDEO
     # worker, beat and run read every setting, then hand them to Celery
     for command in ("worker", "beat", "run"):
-        settings = cli.settings_for(command, EVERYTHING)
+        settings = settings_for(command, EVERYTHING)
         assert celery_config(settings)["beat_schedule"]["dispatch"]["schedule"] == (
             settings.dispatch_interval
         )

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from pixverse_tracker import api
-from pixverse_tracker.cli import main
+from pixverse_tracker.cli.main import main
 from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.db.revisions import (
     VERSION_TABLE,

@@ -374,7 +374,7 @@ def test_scheduler_reads_are_in_the_request_log_and_reset_forgets_them(
 
 def test_the_simulate_command_takes_a_scheduler_shape() -> None:
     code = (
-        "import sys; from pixverse_tracker.cli import main; "
+        "import sys; from pixverse_tracker.cli.main import main; "
         "sys.exit(main(['simulate', '--port', '0', '--token', 'cli', "
         "'--scheduler-shape', 'videoId']))"
     )

@@ -6,7 +6,7 @@ import io
 import logging
 import re
 
-from pixverse_tracker.demo import progress_view
+from pixverse_tracker.cli.demo import progress_view
 from pixverse_tracker.logs import event
 
 

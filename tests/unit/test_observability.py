@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import generate_latest
 from rich.console import Console
 
-from pixverse_tracker.cli import (
+from pixverse_tracker.cli.status import (
     contract_lines,
     rate_shown,
     scheduler_line,

@@ -87,7 +87,9 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
     from celery import beat
     from celery.worker import state as worker_state
 
-    from pixverse_tracker import api, cli
+    from pixverse_tracker import api
+    from pixverse_tracker.cli.context import CommandError, open_runtime
+    from pixverse_tracker.cli.render import VIDEO_HEADERS, render_table, video_rows
     from pixverse_tracker.db.reports import list_videos
     from pixverse_tracker.db.sql import current_time
     from pixverse_tracker.jobs.app import app
@@ -96,13 +98,13 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
 
     out = out or sys.stdout
     if speed <= 0:
-        raise cli.CommandError("--speed must be positive")
+        raise CommandError("--speed must be positive")
     data_dir = Path(os.environ.get("TRACKER_DATA_DIR", ".pixverse-tracker")) / "demo"
     shutil.rmtree(data_dir, ignore_errors=True)
     simulator = Simulator(token=DEMO_TOKEN).start()
     os.environ.update(_demo_environment(simulator.base_url, data_dir, speed))
     os.environ.pop("CELERY_BROKER_URL", None)
-    rt = cli.open_runtime(load())
+    rt = open_runtime(load())
 
     video_ids = [make_id(_scaled(tag, speed), n) for n, (tag, _) in enumerate(SCENARIOS, start=1)]
     team = [f"user:1-pixverse:{TEAM_EMAIL}-video:{100 + n}" for n in range(len(TEAM))]
@@ -153,10 +155,10 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
         now = current_time(session)
         videos = list_videos(session, limit=None)
     by_id = {v.video_id: v for v in videos}
-    rows = cli.video_rows([by_id[v] for v in video_ids], now)
+    rows = video_rows([by_id[v] for v in video_ids], now)
     for row, (_, expected) in zip(rows, SCENARIOS + TEAM, strict=True):
         row.append(expected)
-    cli.render_table((*cli.VIDEO_HEADERS, "SCENARIO"), rows, out)
+    render_table((*VIDEO_HEADERS, "SCENARIO"), rows, out)
     lists = len(simulator.list_requests())
     out.write(
         f"\nrequests sent to the simulator: {len(simulator.requests)}, of which {lists} list "

@@ -93,27 +93,6 @@ def pg_version(engine: Engine) -> str:
         return str(conn.execute(text("SHOW server_version")).scalar_one())
 
 
-# --- the simulator ------------------------------------------------------------------------------
-
-
-def simulator_without_nagle() -> None:
-    """Make the in-process simulator answer without the 40 ms delayed-ACK stall.
-
-    Its handler writes the headers and the body in two sends with Nagle's algorithm on, so the
-    body waits for the client's delayed ACK: every answer arrives ~40 ms late (measured: 48 ms
-    for a 5 ms answer; 7 ms with TCP_NODELAY). A real upstream does not do that, and at 20x
-    compression 40 ms would be 0.8 s of fake latency per poll. This changes only this process's
-    simulator, through the standard ``disable_nagle_algorithm`` switch of socketserver.
-    """
-    from pixverse_tracker import simulator
-
-    handler = getattr(simulator, "_Handler", None)
-    if handler is None:  # the simulator was reorganised: say so rather than measure 40 ms stalls
-        print("  warning: could not switch off Nagle in the simulator; answers may be ~40 ms late")
-        return
-    handler.disable_nagle_algorithm = True
-
-
 # --- Redis ---------------------------------------------------------------------------------------
 
 

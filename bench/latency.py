@@ -46,7 +46,7 @@ from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.rules import listing
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import Settings, load
-from pixverse_tracker.simulator import Simulator
+from pixverse_tracker.testing import Simulator
 
 BASELINE_INTERVAL = 15.0  # seconds between polls in useapi.net's example scripts
 FAILED_SHARE = 0.03
@@ -171,7 +171,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--simulator-as-is",
         action="store_true",
-        help="keep the simulator's 40 ms delayed-ACK stall per answer (see bench/common.py)",
+        help="keep the simulator's 40 ms delayed-ACK stall per answer (Simulator tcp_nodelay)",
     )
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the tracker processes' logs (path printed)"
@@ -331,8 +331,6 @@ class Observed:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.simulator_as_is:
-        common.simulator_without_nagle()
     defaults = load({})
     overrides: dict[str, Any] = {}
     if args.rate_limit is not None:
@@ -359,6 +357,8 @@ def run(args: argparse.Namespace) -> int:
             latency=args.upstream_latency / args.speed,
             list_shape=args.list_shape,
             list_paging=args.list_paging,
+            # answers without the ~40 ms delayed-ACK stall, as a real upstream (Simulator doc)
+            tcp_nodelay=not args.simulator_as_is,
         ) as sim,
     ):
         env = common.tracker_env(url, prefix, sim.base_url, **settings_env)

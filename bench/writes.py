@@ -58,7 +58,7 @@ def probe(database_url: str, case: str, count: int) -> dict[str, Any]:
     from pixverse_tracker.service.dispatch import dispatch
     from pixverse_tracker.service.runtime import Runtime
     from pixverse_tracker.settings import load
-    from pixverse_tracker.simulator import Simulator, make_id
+    from pixverse_tracker.testing import Simulator, make_id
 
     admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
     engine = make_engine(database_url, pool=False)

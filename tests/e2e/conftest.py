@@ -15,7 +15,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
-from pixverse_tracker.simulator import Simulator
+from pixverse_tracker.testing import Simulator
 from tests.conftest import REDIS_URL, reset_tables
 from tests.e2e.private_services import PrivatePostgres, PrivateRedis, free_port
 

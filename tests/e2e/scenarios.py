@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-from pixverse_tracker.simulator import make_id
+from pixverse_tracker.testing import make_id
 from tests.e2e.conftest import CLI
 
 # scenario tag -> (expected state, expected status name, or the abandon reason's prefix)

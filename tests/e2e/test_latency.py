@@ -19,7 +19,7 @@ from pixverse_tracker import api
 from pixverse_tracker.service.dispatch import dispatch
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import Settings, load
-from pixverse_tracker.simulator import Simulator
+from pixverse_tracker.testing import Simulator
 from tests.e2e.conftest import Processes, pending_count, wait_until
 
 # Only what the processes need to find each other: every timing is the tracker's default.

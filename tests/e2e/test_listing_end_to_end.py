@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import Engine, text
 
-from pixverse_tracker.simulator import Simulator
+from pixverse_tracker.testing import Simulator
 from tests.e2e import scenarios
 from tests.e2e.conftest import TOKEN, Processes, pending_count, wait_until
 

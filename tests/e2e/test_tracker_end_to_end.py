@@ -10,7 +10,7 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
-from pixverse_tracker.simulator import Simulator
+from pixverse_tracker.testing import Simulator
 from tests.e2e import scenarios
 from tests.e2e.conftest import CLI, TOKEN, Processes, pending_count, wait_until
 

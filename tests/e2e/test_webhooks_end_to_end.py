@@ -16,7 +16,7 @@ from collections import defaultdict
 import pytest
 from sqlalchemy import Engine, text
 
-from pixverse_tracker.simulator import Simulator, make_id
+from pixverse_tracker.testing import Simulator, make_id
 from tests.e2e.conftest import CLI, Processes, pending_count, wait_until
 from tests.endpoints import DripEndpoint
 

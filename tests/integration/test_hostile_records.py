@@ -25,7 +25,7 @@ from pixverse_tracker.rules.outcomes import Record
 from pixverse_tracker.rules.records import MAX_DEPTH, PRUNED, REDACTED
 from pixverse_tracker.rules.row import RowView
 from pixverse_tracker.service import answers
-from pixverse_tracker.simulator import Simulator, make_id
+from pixverse_tracker.testing import Simulator, make_id
 from tests.integration.test_poller import BASE_ENV, drive, enqueue, kinds, rows, sql, tracker
 
 TOKEN = BASE_ENV["USEAPI_TOKEN"]

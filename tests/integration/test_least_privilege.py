@@ -17,7 +17,7 @@ from pixverse_tracker.service.batch import poll_batch
 from pixverse_tracker.service.dispatch import dispatch
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import load
-from pixverse_tracker.simulator import Simulator, make_id
+from pixverse_tracker.testing import Simulator, make_id
 
 # Exactly what docs/security.md tells operators to grant.
 GRANTS = """

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pixverse_tracker.db.reports import done_event_counts
 from pixverse_tracker.service.dispatch import dispatch
 from pixverse_tracker.service.runtime import Runtime
-from pixverse_tracker.simulator import Simulator
+from pixverse_tracker.testing import Simulator
 from tests.integration.test_poller import (
     BASE_ENV,
     control,

@@ -44,7 +44,7 @@ from pixverse_tracker.service.limiter import SLOT_LEAD
 from pixverse_tracker.service.pacing import late_tolerance
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import load
-from pixverse_tracker.simulator import LoggedRequest, Simulator, make_id
+from pixverse_tracker.testing import LoggedRequest, Simulator, make_id
 
 TOKEN = "poller-test-token"
 DEFAULT_DELAY = 0.5

@@ -29,7 +29,7 @@ from pixverse_tracker.service import scheduler_read
 from pixverse_tracker.service.apply import apply
 from pixverse_tracker.service.dispatch import dispatch
 from pixverse_tracker.service.runtime import Runtime
-from pixverse_tracker.simulator import Simulator, make_id
+from pixverse_tracker.testing import Simulator, make_id
 from tests.integration.test_poller import (
     BASE_ENV,
     control,

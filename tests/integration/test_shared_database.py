@@ -27,7 +27,7 @@ from pixverse_tracker.db.revisions import (
     current_revision,
     head_revision,
 )
-from pixverse_tracker.simulator import Simulator, make_id
+from pixverse_tracker.testing import Simulator, make_id
 from tests.conftest import empty_database
 from tests.integration.test_migrations import _alembic_check
 from tests.integration.test_poller import TOKEN, drive, heard, listening, tracker

@@ -18,14 +18,9 @@ from urllib.parse import quote, urlencode, urlsplit
 import pytest
 import requests
 
-from pixverse_tracker.simulator import (
-    DELETED_MESSAGE,
-    NOT_YET_MESSAGE,
-    LoggedRequest,
-    Simulator,
-    make_id,
-    serve,
-)
+from pixverse_tracker.testing import LoggedRequest, Simulator, make_id
+from pixverse_tracker.testing.responders import DELETED_MESSAGE, NOT_YET_MESSAGE
+from pixverse_tracker.testing.simulator import serve
 
 TOKEN = "sim-token"
 
@@ -518,7 +513,7 @@ def test_base_url_needs_a_started_simulator_when_the_port_is_chosen_by_the_syste
 
 def test_serve_prints_its_base_url_and_stops_cleanly_on_ctrl_c() -> None:
     code = (
-        f"from pixverse_tracker.simulator import {serve.__name__}; "
+        f"from pixverse_tracker.testing.simulator import {serve.__name__}; "
         "serve('127.0.0.1', 0, 'cli', 0.0, 0.0, list_shape='brief', list_paging='paged')"
     )
     process = subprocess.Popen(

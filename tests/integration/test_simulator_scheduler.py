@@ -21,7 +21,7 @@ from pixverse_tracker.rules.outcomes import (
     Transient,
     Unauthorized,
 )
-from pixverse_tracker.simulator import SchedulerRead, Simulator, make_id
+from pixverse_tracker.testing import SchedulerRead, Simulator, make_id
 from pixverse_tracker.upstream.transport import UseapiClient
 from tests.integration.test_simulator import TOKEN, get, poll
 

@@ -19,7 +19,7 @@ from pixverse_tracker.service.batch import poll_batch
 from pixverse_tracker.service.dispatch import dispatch
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import load
-from pixverse_tracker.simulator import Simulator, make_id
+from pixverse_tracker.testing import Simulator, make_id
 from tests.endpoints import Receiver
 
 SECRET = "whsec-test-1234567890"  # a plain secret (no whsec_ prefix): its bytes are the key

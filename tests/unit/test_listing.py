@@ -17,14 +17,14 @@ from pixverse_tracker.rules.listing import (
     read_entry,
 )
 from pixverse_tracker.rules.policy import Policy
-from pixverse_tracker.simulator import _EXAMPLE_RECORD
+from pixverse_tracker.testing.fake_records import EXAMPLE_RECORD
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 VIDEO = "user:1-pixverse:Team+a@Example.com-video:42"
 
 
 def full(**fields: Any) -> dict[str, Any]:
-    return {**_EXAMPLE_RECORD, "video_id": VIDEO, **fields}
+    return {**EXAMPLE_RECORD, "video_id": VIDEO, **fields}
 
 
 def brief(**fields: Any) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def test_the_full_record_keys_are_the_documented_model_less_its_optional_fields(
     assert "queue_data" not in listing.FULL_RECORD_KEYS
     assert "lip_sync" not in listing.FULL_RECORD_KEYS
     assert {"video_id", "url", "video_status_final"} <= listing.FULL_RECORD_KEYS
-    assert set(_EXAMPLE_RECORD) >= listing.FULL_RECORD_KEYS
+    assert set(EXAMPLE_RECORD) >= listing.FULL_RECORD_KEYS
 
 
 def test_a_page_is_believed_only_about_its_own_account() -> None:

@@ -320,7 +320,7 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from pixverse_tracker.simulator import serve
+    from pixverse_tracker.testing.simulator import serve
 
     try:
         serve(

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from pixverse_tracker.simulator import Simulator, make_id
+from pixverse_tracker.testing import Simulator, make_id
 
 DEMO_TOKEN = "demo-token"
 

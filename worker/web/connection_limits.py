@@ -15,7 +15,8 @@ import resource
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pixverse_tracker.settings import SettingsError, _number
+from pixverse_tracker.settings import SettingsError
+from pixverse_tracker.settings.parsing import parse_number
 
 MAX_CONNECTIONS_VARIABLE = "TRACKER_CALLBACK_MAX_CONNECTIONS"
 HEADER_TIMEOUT_VARIABLE = "TRACKER_CALLBACK_HEADER_TIMEOUT"
@@ -46,15 +47,15 @@ def from_env(env: Mapping[str, str]) -> ConnectionLimits:
         return env.get(name, "").strip() or f"{fallback:g}"
 
     return ConnectionLimits(
-        max_connections=_number(
+        max_connections=parse_number(
             MAX_CONNECTIONS_VARIABLE, read(MAX_CONNECTIONS_VARIABLE, default.max_connections),
             int, 1, 100_000,
         ),
-        header_timeout=_number(
+        header_timeout=parse_number(
             HEADER_TIMEOUT_VARIABLE, read(HEADER_TIMEOUT_VARIABLE, default.header_timeout),
             float, 1, 600,
         ),
-        body_timeout=_number(
+        body_timeout=parse_number(
             BODY_TIMEOUT_VARIABLE, read(BODY_TIMEOUT_VARIABLE, default.body_timeout),
             float, 1, 3600,
         ),

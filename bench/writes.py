@@ -15,8 +15,9 @@ database migrated by that code's own migrations and that code's own simulator:
    by closing the connections), and WAL bytes (``pg_current_wal_insert_lsn``, server-wide: run
    it on a quiet server).
 
-Run: ``.venv/bin/python -m bench.writes --before 9d9abc8`` (9d9abc8: the revision before the
-record digest). Prints figures; never fails on a number.
+Run: ``.venv/bin/python -m bench.writes --before REV``. REV must have the ``pixverse_tracker``
+package (issue 13); an older one is measured from its own checkout (9d9abc8, the revision
+before the record digest, was: docs/performance.md). Prints figures; never fails on a number.
 """
 
 from __future__ import annotations
@@ -201,6 +202,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+_INSTALLED: dict[Path, Path] = {}
+
+
+def _installed(tree: Path) -> Path:
+    """The folder the probe imports the measured tree's ``pixverse_tracker`` from.
+
+    This checkout: its own editable install (whose links resolve into it). Another checkout: a
+    copy of its package installed beside it once (``pip install --target``), since its folders
+    are not import names (docs/architecture.md, "One import name").
+    """
+    from bench import common
+
+    if tree == common.REPO:
+        return common.REPO
+    if tree not in _INSTALLED:
+        if b"package-dir" not in (tree / "pyproject.toml").read_bytes():
+            raise RuntimeError(
+                f"{tree} predates the pixverse_tracker package: run this benchmark from that "
+                "revision's own checkout to measure it"
+            )
+        target = tree.parent / "installed"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+             "--no-index", "--target", str(target), str(tree)],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        _INSTALLED[tree] = target
+    return _INSTALLED[tree]
+
+
 def _run_probe(tree: Path, case: str, count: int) -> dict[str, Any]:
     from bench import common
 
@@ -212,7 +244,10 @@ def _run_probe(tree: Path, case: str, count: int) -> dict[str, Any]:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = f"{common.PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     try:
-        env = {**os.environ, "PYTHONPATH": str(tree)}
+        installed = _installed(tree)
+        env = dict(os.environ)
+        if installed != common.REPO:
+            env["PYTHONPATH"] = str(installed)
         for key in [k for k in env if k.startswith(("TRACKER_", "USEAPI_"))]:
             del env[key]
         done = subprocess.run(
@@ -227,8 +262,8 @@ def _run_probe(tree: Path, case: str, count: int) -> dict[str, Any]:
         if done.returncode != 0:
             raise RuntimeError(f"probe failed in {tree} ({case}):\n{done.stderr[-3000:]}")
         result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-        if Path(result["code"]) != tree.resolve():
-            raise RuntimeError(f"the probe ran the code in {result['code']}, not {tree}")
+        if Path(result["code"]) != installed.resolve():
+            raise RuntimeError(f"the probe ran the code in {result['code']}, not {tree}'s")
         return result
     finally:
         with admin.connect() as conn:

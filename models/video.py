@@ -1,4 +1,4 @@
-"""The public ``videos`` table, its ``video_events`` history, and the ``State`` a row is in."""
+"""The public ``videos`` table and its ``video_events`` history; a row's ``State`` is the rules'."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ class Video(Base):
     # simply "due again" and one partial index serves the whole dispatch query.
     next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # When a useapi.net push last hinted that the video may be finished (see receiver.py).
+    # When a useapi.net push last hinted that the video may be finished (see web/receiver.py).
     hinted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When the upstream was first seen generating it: done_at - started_at is the generation
     # time the adaptive schedule learns from (worker/rules/schedule.py).

@@ -1,4 +1,4 @@
-"""Integration tests for pixverse_tracker.client against a deliberately misbehaving server on 127.0.0.1."""
+"""Integration tests for pixverse_tracker.upstream.transport against a deliberately misbehaving server on 127.0.0.1."""
 
 from __future__ import annotations
 

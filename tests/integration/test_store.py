@@ -1,4 +1,4 @@
-"""The store on real Postgres: enqueue, guarded apply, release, NOTIFY, control and counters."""
+"""The SQL layer (db/) and the service's writes on real Postgres: enqueue, guarded apply, release, NOTIFY, control and counters."""
 
 from __future__ import annotations
 

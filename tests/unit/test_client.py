@@ -1,4 +1,4 @@
-"""Unit tests for pixverse_tracker.client, driven through a fake transport adapter mounted on the session."""
+"""Unit tests for pixverse_tracker.upstream (the transport and the answers), driven through a fake transport adapter mounted on the session."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests for pixverse_tracker.ids: which ids are accepted, why others are refused, reading id lists."""
+"""Unit tests for pixverse_tracker.rules.ids: which ids are accepted, why others are refused, reading id lists."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests for pixverse_tracker.records: what an upstream JSON value becomes before it is stored."""
+"""Unit tests for pixverse_tracker.rules.records: what an upstream JSON value becomes before it is stored."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests for pixverse_tracker.tracking: what an answer means, when to poll next, how fast to go."""
+"""Unit tests for the rules (rules.verdict, .timing, .decide, .limiter): what an answer means, when to poll next, how fast to go."""
 
 from __future__ import annotations
 

@@ -11,9 +11,7 @@ The Python API for applications (``pixverse_tracker.api``), at the top of the pa
 from pixverse_tracker.api import (
     Cursor,
     EnqueueReport,
-    InvalidCallbackUrl,
     Page,
-    SettingsError,
     VideoView,
     completed_since,
     enqueue,
@@ -21,7 +19,10 @@ from pixverse_tracker.api import (
     get,
     wait_for,
 )
+from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
+from pixverse_tracker.settings import SettingsError
 
+# The API's functions, the types they return, and the errors they raise.
 __all__ = [
     "Cursor",
     "EnqueueReport",

@@ -24,26 +24,10 @@ from pixverse_tracker.models import Video
 from pixverse_tracker.rules import ids, webhooks
 from pixverse_tracker.rules.state import State
 from pixverse_tracker.rules.verdict import COMPLETED
-from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
 from pixverse_tracker.service import enqueue as service_enqueue
 from pixverse_tracker.service import runtime
 from pixverse_tracker.service.runtime import Runtime
-from pixverse_tracker.settings import DATABASE, SettingsError
-
-# What ``pixverse_tracker`` offers at its top level; the errors are those the calls raise.
-__all__ = [
-    "Cursor",
-    "EnqueueReport",
-    "InvalidCallbackUrl",
-    "Page",
-    "SettingsError",
-    "VideoView",
-    "completed_since",
-    "enqueue",
-    "enqueue_numbered",
-    "get",
-    "wait_for",
-]
+from pixverse_tracker.settings import DATABASE
 
 
 def _runtime(rt: Runtime | None) -> Runtime:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from pixverse_tracker.testing import Simulator
-from tests.conftest import REDIS_URL, reset_tables
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, reset_tables
 from tests.e2e.private_services import PrivatePostgres, PrivateRedis, free_port
 
 CLI = str(Path(sys.executable).with_name("pixverse-tracker"))
@@ -155,6 +155,37 @@ def private_redis() -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+def _machine_services() -> tuple[object, object]:
+    """What changes if the machine's Redis or PostgreSQL is restarted: their start identities."""
+    with redis.Redis.from_url(REDIS_URL) as client:
+        run_id = client.info("server")["run_id"]
+    engine = create_engine(PG_ADMIN_URL)
+    try:
+        with engine.connect() as conn:
+            started = conn.execute(text("SELECT pg_postmaster_start_time()")).scalar_one()
+    finally:
+        engine.dispose()
+    return run_id, started
+
+
+@pytest.fixture(autouse=True)
+def _machine_services_untouched(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A disruptive test kills servers of its own only: the machine's Redis and PostgreSQL,
+    which other users and test runs share, are neither restarted nor flushed (issue 11)."""
+    if request.node.get_closest_marker("disruptive") is None:
+        yield
+        return
+    canary = f"tracker-test-canary-{uuid.uuid4().hex}"
+    with redis.Redis.from_url(REDIS_URL) as client:
+        client.set(canary, "1", ex=3600)
+    before = _machine_services()
+    yield
+    assert _machine_services() == before, "the machine's Redis or PostgreSQL was restarted"
+    with redis.Redis.from_url(REDIS_URL) as client:
+        assert client.get(canary) == b"1", "the machine's Redis was flushed"
+        client.delete(canary)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:

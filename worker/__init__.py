@@ -6,6 +6,9 @@ The Python API for applications (``pixverse_tracker.api``), at the top of the pa
 
     report = pixverse_tracker.enqueue(["user:1-pixverse:me@example.com-video:42"])
     video = pixverse_tracker.wait_for("user:1-pixverse:me@example.com-video:42", timeout=600)
+
+Every error the tracker raises on purpose is a ``pixverse_tracker.TrackerError``
+(``SettingsError``, ``InvalidCallbackUrl``, ``InvalidId``, ...).
 """
 
 from pixverse_tracker.api import (
@@ -19,6 +22,8 @@ from pixverse_tracker.api import (
     get,
     wait_for,
 )
+from pixverse_tracker.rules.errors import TrackerError
+from pixverse_tracker.rules.ids import InvalidId
 from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
 from pixverse_tracker.settings import SettingsError
 
@@ -27,8 +32,10 @@ __all__ = [
     "Cursor",
     "EnqueueReport",
     "InvalidCallbackUrl",
+    "InvalidId",
     "Page",
     "SettingsError",
+    "TrackerError",
     "VideoView",
     "completed_since",
     "enqueue",

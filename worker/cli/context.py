@@ -12,6 +12,7 @@ from pixverse_tracker.db.revisions import (
     is_known_revision,
     upgrade,
 )
+from pixverse_tracker.rules.errors import TrackerError
 from pixverse_tracker.service import runtime
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import DATABASE, Settings, load
@@ -19,7 +20,7 @@ from pixverse_tracker.settings import DATABASE, Settings, load
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-class CommandError(Exception):
+class CommandError(TrackerError):
     """A failure worth one clear line to the user, never a traceback."""
 
 

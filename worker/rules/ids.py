@@ -9,6 +9,8 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from pixverse_tracker.rules.errors import TrackerError
+
 MAX_ID_LENGTH = 512
 
 # user:<n>-pixverse:<email>-video:<n> (or -image:<n>), as the upstream documents it. The email's
@@ -22,7 +24,7 @@ _ID = re.compile(
 _BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f\u0085\u2028\u2029]")
 
 
-class InvalidId(ValueError):
+class InvalidId(TrackerError, ValueError):
     """An id the tracker refuses; the message names the problem."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pixverse_tracker.rules import addresses
+from pixverse_tracker.rules.errors import TrackerError
 
 MAX_URL_LENGTH = 2048
 # Standard Webhooks: the message id (the same on every retry), when this attempt was signed
@@ -35,7 +36,7 @@ FIRST_RETRY = 10.0  # seconds; doubles per attempt
 MAX_RETRY = 3600.0
 
 
-class InvalidCallbackUrl(ValueError):
+class InvalidCallbackUrl(TrackerError, ValueError):
     """A callback URL the tracker will not POST to."""
 
 
@@ -69,7 +70,7 @@ def validate_url(url: str) -> str:
     return text
 
 
-class InvalidSecret(ValueError):
+class InvalidSecret(TrackerError, ValueError):
     """A signing secret the tracker cannot use."""
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pixverse_tracker.rules.errors import TrackerError
 from pixverse_tracker.rules.webhooks import shown_url
 
 DEFAULT_BASE_URL = "https://api.useapi.net"
@@ -17,7 +18,7 @@ EMBEDDED_BROKER_URL = "memory://"
 EMBEDDED_DATABASE_FILE = "tracker.db"  # under TRACKER_DATA_DIR
 
 
-class SettingsError(ValueError):
+class SettingsError(TrackerError, ValueError):
     """A setting in the environment has a value the tracker cannot use."""
 
 

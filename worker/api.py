@@ -14,7 +14,7 @@ from __future__ import annotations
 import select
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from pixverse_tracker.db.reports import finished_after, get_video
 from pixverse_tracker.db.sql import NOTIFY_CHANNEL
 from pixverse_tracker.models import Video
 from pixverse_tracker.rules import ids, webhooks
+from pixverse_tracker.rules.columns import PUBLIC_COLUMNS
 from pixverse_tracker.rules.state import State
 from pixverse_tracker.rules.verdict import COMPLETED
 from pixverse_tracker.service import enqueue as service_enqueue
@@ -91,7 +92,8 @@ def enqueue(
 
 @dataclass(frozen=True)
 class VideoView:
-    """A tracked video as applications see it: the public columns plus the latest record."""
+    """A tracked video as applications see it: the public columns (``rules.columns``), the
+    latest record last. Its fields are ``PUBLIC_COLUMNS``, in order (a test checks it)."""
 
     video_id: str
     state: str
@@ -129,7 +131,7 @@ class VideoView:
 
     @classmethod
     def of(cls, video: Video) -> VideoView:
-        return cls(**{f.name: getattr(video, f.name) for f in fields(cls)})
+        return cls(**{name: getattr(video, name) for name in PUBLIC_COLUMNS})
 
 
 def get(video_id: str, *, rt: Runtime | None = None) -> VideoView | None:

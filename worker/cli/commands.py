@@ -19,7 +19,6 @@ from pixverse_tracker.cli.context import (
     settings_for,
 )
 from pixverse_tracker.cli.render import (
-    PUBLIC_COLUMNS,
     VIDEO_HEADERS,
     json_default,
     print_json,
@@ -38,6 +37,7 @@ from pixverse_tracker.db.revisions import (
 )
 from pixverse_tracker.db.sql import current_time
 from pixverse_tracker.rules import ids
+from pixverse_tracker.rules.columns import LISTED_COLUMNS
 from pixverse_tracker.rules.verdict import KNOWN_NAMES
 from pixverse_tracker.service import maintenance, runtime
 from pixverse_tracker.service.runtime import Runtime
@@ -223,7 +223,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json([video_dict(v) for v in videos], sys.stdout)
     elif args.csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=PUBLIC_COLUMNS)
+        writer = csv.DictWriter(sys.stdout, fieldnames=LISTED_COLUMNS)
         writer.writeheader()
         for v in videos:
             writer.writerow(

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from pixverse_tracker.rules.columns import LISTED_COLUMNS
+
 
 def stamp(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
@@ -34,16 +36,8 @@ def print_json(value: Any, out: TextIO) -> None:
     out.write("\n")
 
 
-PUBLIC_COLUMNS = (
-    "video_id", "state", "status_code", "status_name", "status_final", "url", "first_frame",
-    "prompt", "model", "duration", "output_width", "output_height", "upstream_created_at",
-    "enqueued_at", "updated_at", "last_polled_at", "next_poll_at", "done_at", "poll_count",
-    "error_count", "last_http_status", "last_error", "abandon_reason",
-)  # fmt: skip
-
-
 def video_dict(video: Any, *, with_record: bool = False) -> dict[str, Any]:
-    row = {name: getattr(video, name) for name in PUBLIC_COLUMNS}
+    row = {name: getattr(video, name) for name in LISTED_COLUMNS}
     if with_record:
         row["record"] = video.record
     return row

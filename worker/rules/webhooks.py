@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pixverse_tracker.rules import addresses
+from pixverse_tracker.rules.columns import PAYLOAD_COLUMNS
 from pixverse_tracker.rules.errors import TrackerError
 
 MAX_URL_LENGTH = 2048
@@ -172,14 +173,6 @@ def body_for(kind: str, key: str, row: Mapping[str, Any]) -> str:
     video = {name: _json_value(row.get(name)) for name in PAYLOAD_COLUMNS}
     payload = {"event": f"video.{kind}", "idempotency_key": key, "video": video}
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-PAYLOAD_COLUMNS = (
-    "video_id", "state", "status_code", "status_name", "status_final", "url", "first_frame",
-    "prompt", "model", "duration", "output_width", "output_height", "upstream_created_at",
-    "enqueued_at", "updated_at", "done_at", "poll_count", "error_count", "last_http_status",
-    "last_error", "abandon_reason", "record",
-)  # fmt: skip
 
 
 def retry_delay(attempts: int, rng: random.Random) -> float:

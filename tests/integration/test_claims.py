@@ -19,8 +19,9 @@ from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.service import enqueue as service_enqueue
 from pixverse_tracker.service.claim import Claim, claim_due
 from pixverse_tracker.service.limiter import SLOT_LEAD, reserve_slots
+from tests.policies import policy_with
 
-DUE_NOW = Policy(first_poll_delay=0.0)
+DUE_NOW = policy_with(first_poll_delay=0.0)
 SPACING_5_PER_S = timedelta(microseconds=200_000)
 
 
@@ -144,7 +145,7 @@ def test_the_oldest_due_rows_are_claimed_first(pg: sessionmaker[Session]) -> Non
 def test_after_a_429_a_claim_is_sized_to_the_reduced_rate(pg: sessionmaker[Session]) -> None:
     enqueue(pg, [vid(n) for n in range(30)])
     sql(pg, "UPDATE tracker_control SET rate_factor = 0.5, rate_factor_at = now()")
-    slow_recovery = Policy(first_poll_delay=0.0, rate_recovery=1e9)
+    slow_recovery = policy_with(first_poll_delay=0.0, rate_recovery=1e9)
     got = claim(pg, rate=5.0, horizon=2.0, policy=slow_recovery)
     assert len(got.slots) == 5
     gaps = sorted(at for _, at in got.slots)
@@ -160,7 +161,7 @@ def test_max_count_caps_a_claim_below_the_rate_budget(pg: sessionmaker[Session])
 
 
 def test_rows_not_yet_due_and_finished_rows_are_never_claimed(pg: sessionmaker[Session]) -> None:
-    enqueue(pg, [vid(1), vid(2)], Policy(first_poll_delay=300.0))
+    enqueue(pg, [vid(1), vid(2)], policy_with(first_poll_delay=300.0))
     enqueue(pg, [vid(3), vid(4), vid(5)])
     sql(pg, "UPDATE videos SET state = 'done', done_at = now() WHERE video_id = :id", id=vid(4))
     sql(pg, "UPDATE videos SET state = 'abandoned' WHERE video_id = :id", id=vid(5))
@@ -431,7 +432,7 @@ def test_with_the_list_on_the_ids_of_one_account_share_one_request(
     other = "user:1-pixverse:other@example.com-video:1"
     image = "user:1-pixverse:me@example.com-image:9"
     enqueue(pg, [vid(1), vid(2), vid(3), other, image])
-    listing = Policy(first_poll_delay=0.0, list_interval=1.0)
+    listing = policy_with(first_poll_delay=0.0, list_interval=1.0)
 
     got = claim(pg, rate=5.0, horizon=0.6, policy=listing)  # 3 slots
 
@@ -446,7 +447,7 @@ def test_with_the_list_on_the_ids_of_one_account_share_one_request(
 
 def test_slots_a_shared_request_leaves_over_claim_more_rows(pg: sessionmaker[Session]) -> None:
     enqueue(pg, [vid(n) for n in range(40)])
-    listing = Policy(first_poll_delay=0.0, list_interval=1.0)
+    listing = policy_with(first_poll_delay=0.0, list_interval=1.0)
     got = claim(pg, rate=5.0, horizon=1.0, policy=listing)  # 5 slots, one account
     assert len(got.requests) == 1
     # rounds of 5, then 4 slots x 5 ids per request so far = 20, then the 15 left: all 40
@@ -458,6 +459,6 @@ def test_ids_of_as_many_accounts_as_slots_claim_one_row_per_slot(
     pg: sessionmaker[Session],
 ) -> None:
     enqueue(pg, [f"user:1-pixverse:a{n}@example.com-video:1" for n in range(20)])
-    listing = Policy(first_poll_delay=0.0, list_interval=1.0)
+    listing = policy_with(first_poll_delay=0.0, list_interval=1.0)
     got = claim(pg, rate=5.0, horizon=1.0, policy=listing)  # 5 slots
     assert len(got.requests) == 5 and len(got.slots) == 5

@@ -13,14 +13,14 @@ from pixverse_tracker.db.sql import current_time
 from pixverse_tracker.db.videos import mark_due
 from pixverse_tracker.rules.decide import decide
 from pixverse_tracker.rules.outcomes import NotYet
-from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.rules.row import RowView
 from pixverse_tracker.service.apply import apply
 from pixverse_tracker.service.claim import claim_due
 from pixverse_tracker.service.enqueue import enqueue
+from tests.policies import policy_with
 
 VID = "user:3-pixverse:hint@example.com-video:1"
-POLICY = Policy(first_poll_delay=0, poll_interval_min=30, poll_interval_max=60)
+POLICY = policy_with(first_poll_delay=0, poll_interval_min=30, poll_interval_max=60)
 
 
 def _claimed(pg: sessionmaker[Session]) -> tuple[str, RowView]:

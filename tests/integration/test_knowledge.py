@@ -6,9 +6,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from pixverse_tracker.rules import schedule
-from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.service.enqueue import enqueue
 from pixverse_tracker.service.knowledge import knowledge
+from tests.policies import policy_with
 
 
 def vid(n: int) -> str:
@@ -35,7 +35,7 @@ def test_completion_and_generation_times_come_from_finished_rows_only(
     pg: sessionmaker[Session],
 ) -> None:
     with pg.begin() as session:
-        enqueue(session, [vid(n) for n in range(6)], Policy())
+        enqueue(session, [vid(n) for n in range(6)], policy_with())
     finish(pg, 0, "done", 30.0, 20.0)
     finish(pg, 1, "done", 90.0, 60.0)
     finish(pg, 2, "done", 45.0, None)  # never seen GENERATING: a completion time only
@@ -52,7 +52,7 @@ def test_only_the_newest_finished_rows_are_read_and_the_prior_is_the_callers(
     pg: sessionmaker[Session],
 ) -> None:
     with pg.begin() as session:
-        enqueue(session, [vid(n) for n in range(5)], Policy())
+        enqueue(session, [vid(n) for n in range(5)], policy_with())
     for n in range(5):
         finish(pg, n, "done", 10.0 * (n + 1), None)  # the later finished, the newer
     slow = schedule.prior_for(600.0)

@@ -28,7 +28,6 @@ from pixverse_tracker.db.reports import events_for
 from pixverse_tracker.db.sql import current_time
 from pixverse_tracker.logs import JsonFormatter, KeyValueFormatter
 from pixverse_tracker.models import Video
-from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.service import enqueue as service_enqueue
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import Secret, SettingsError, load
@@ -38,11 +37,12 @@ from pixverse_tracker.web.connection_limits import ConnectionLimits
 from pixverse_tracker.web.receiver import make_app
 from pixverse_tracker.web.receiver_config import ReceiverConfig, from_env
 from pixverse_tracker.web.serve import callback_url
+from tests.policies import policy_with
 
 SECRET = "cb-Secret_0123456789-DISTINCTIVE"
 CALLBACK_PATH = f"/callbacks/{SECRET}"
 CAP = 2048
-LATER = Policy(first_poll_delay=600.0)  # rows are not due for ten minutes unless hinted
+LATER = policy_with(first_poll_delay=600.0)  # rows are not due for ten minutes unless hinted
 UNREACHABLE_DB = "postgresql://postgres@127.0.0.1:1/nothing"
 
 

@@ -32,8 +32,9 @@ from pixverse_tracker.service.limiter import note_rate_limited, note_unauthorize
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.service.status import summary
 from pixverse_tracker.settings import load
+from tests.policies import policy_with
 
-DUE_NOW = Policy(first_poll_delay=0.0)
+DUE_NOW = policy_with(first_poll_delay=0.0)
 RNG_SEED = 7
 
 
@@ -175,7 +176,7 @@ def test_ten_thousand_ids_in_one_call_make_every_row_and_event_in_a_handful_of_s
 
 
 def test_new_rows_become_due_after_the_first_poll_delay(pg: sessionmaker[Session]) -> None:
-    enqueue(pg, [vid(1)], Policy(first_poll_delay=42.0))
+    enqueue(pg, [vid(1)], policy_with(first_poll_delay=42.0))
     got = row(pg, vid(1))
     assert got["state"] == "pending"
     assert got["next_poll_at"] - got["enqueued_at"] == timedelta(seconds=42)
@@ -216,7 +217,7 @@ def test_retrack_rearms_done_and_abandoned_rows_and_leaves_pending_rows_alone(
     pg: sessionmaker[Session],
 ) -> None:
     done_before = make_done(pg, vid(1))
-    enqueue(pg, [vid(2), vid(3)], Policy(first_poll_delay=300.0))
+    enqueue(pg, [vid(2), vid(3)], policy_with(first_poll_delay=300.0))
     sql(
         pg,
         "UPDATE videos SET state = 'abandoned', abandon_reason = 'deleted: gone', next_poll_at = NULL, "
@@ -227,7 +228,7 @@ def test_retrack_rearms_done_and_abandoned_rows_and_leaves_pending_rows_alone(
     time.sleep(0.01)  # so a new enqueued_at is visibly later
 
     result = enqueue(
-        pg, [vid(1), vid(2), vid(3), vid(4)], Policy(first_poll_delay=30.0), retrack=True
+        pg, [vid(1), vid(2), vid(3), vid(4)], policy_with(first_poll_delay=30.0), retrack=True
     )
 
     assert sorted(result.rearmed) == [vid(1), vid(2)]
@@ -518,7 +519,7 @@ def control(pg: sessionmaker[Session]) -> dict[str, Any]:
 
 
 def test_a_429_halves_the_rate_once_and_pauses_for_retry_after(pg: sessionmaker[Session]) -> None:
-    policy = Policy(rate_limit_pause=15.0, rate_recovery=60.0)
+    policy = policy_with(rate_limit_pause=15.0, rate_recovery=60.0)
     with pg.begin() as session:
         until = note_rate_limited(session, 30.0, policy)
     first = control(pg)
@@ -541,7 +542,7 @@ def test_a_429_halves_the_rate_once_and_pauses_for_retry_after(pg: sessionmaker[
 
 def test_a_429_without_retry_after_pauses_for_the_default(pg: sessionmaker[Session]) -> None:
     with pg.begin() as session:
-        note_rate_limited(session, None, Policy(rate_limit_pause=15.0))
+        note_rate_limited(session, None, policy_with(rate_limit_pause=15.0))
     got = control(pg)
     assert got["throttled_until"] - got["rate_factor_at"] == timedelta(seconds=15)
 
@@ -549,7 +550,7 @@ def test_a_429_without_retry_after_pauses_for_the_default(pg: sessionmaker[Sessi
 def test_a_401_marks_auth_failing_and_pauses_and_auth_ok_clears_it(
     pg: sessionmaker[Session],
 ) -> None:
-    policy = Policy(auth_pause=60.0)
+    policy = policy_with(auth_pause=60.0)
     with pg.begin() as session:
         until = note_unauthorized(session, "Unauthorized: bad token", policy)
     first = control(pg)
@@ -599,9 +600,9 @@ def test_poll_counts_in_the_same_minute_add_up_in_one_row(pg: sessionmaker[Sessi
 def test_summary_reports_states_oldest_pending_recent_polls_and_auth(
     pg: sessionmaker[Session],
 ) -> None:
-    enqueue(pg, [vid(1)], Policy(first_poll_delay=600.0))
+    enqueue(pg, [vid(1)], policy_with(first_poll_delay=600.0))
     make_done(pg, vid(2))
-    enqueue(pg, [vid(3), vid(4)], Policy(first_poll_delay=600.0))
+    enqueue(pg, [vid(3), vid(4)], policy_with(first_poll_delay=600.0))
     sql(
         pg,
         "UPDATE videos SET state = 'abandoned', next_poll_at = NULL WHERE video_id = :id",
@@ -620,10 +621,10 @@ def test_summary_reports_states_oldest_pending_recent_polls_and_auth(
     )
     with pg.begin() as session:
         add_poll_counts(session, PollCounts(polls=3, errors=2))
-        note_unauthorized(session, "bad token", Policy())
+        note_unauthorized(session, "bad token", policy_with())
 
     with pg() as session:
-        s = summary(session, Policy())
+        s = summary(session, policy_with())
 
     assert s.counts == {"pending": 2, "done": 1, "abandoned": 1}
     assert s.due_now == 1
@@ -636,7 +637,7 @@ def test_summary_reports_states_oldest_pending_recent_polls_and_auth(
 
 def test_summary_of_an_empty_tracker_is_all_zero(pg: sessionmaker[Session]) -> None:
     with pg() as session:
-        s = summary(session, Policy())
+        s = summary(session, policy_with())
     assert s.counts == {"pending": 0, "done": 0, "abandoned": 0}
     assert s.oldest_pending_id is None and s.polls_last_hour == 0
     assert s.auth_failing is False and s.rate_factor == 1.0

@@ -16,13 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pixverse_tracker.rules import schedule
-from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.rules.row import RowView
 from pixverse_tracker.rules.schedule import Durations, Grid, Knowledge, Stage
 from pixverse_tracker.rules.timing import cap_for, next_poll
+from tests.policies import policy_with
 
 NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
-DEFAULTS = Policy()  # the production defaults (the Policy's defaults mirror the settings')
+DEFAULTS = policy_with()  # the production defaults, by id (tests/policies.py: the list off)
 
 durations = st.lists(st.floats(0.5, 20_000), min_size=0, max_size=80).map(Durations.of)
 
@@ -62,7 +62,7 @@ def test_the_next_look_comes_at_most_the_cap_after_this_one(
     seed: int,
 ) -> None:
     row, progress, knowledge = history
-    policy = Policy(list_interval=10.0, schedule="adaptive" if adaptive else "backoff")
+    policy = policy_with(list_interval=10.0, schedule="adaptive" if adaptive else "backoff")
     grid = Grid.for_account("a@example.com", 10.0) if on_grid else None
     due = next_poll(
         row,

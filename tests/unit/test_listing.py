@@ -16,8 +16,8 @@ from pixverse_tracker.rules.listing import (
     is_full_record,
     read_entry,
 )
-from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.testing.fake_records import EXAMPLE_RECORD
+from tests.policies import policy_with
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 VIDEO = "user:1-pixverse:Team+a@Example.com-video:42"
@@ -103,8 +103,8 @@ def test_ids_share_the_list_of_their_account_unless_it_missed_them_lately() -> N
 
 
 def test_the_grid_exists_only_with_the_list_on() -> None:
-    assert grid_for(VIDEO, None, NOW, Policy()) is None
-    on = Policy(list_interval=10)
+    assert grid_for(VIDEO, None, NOW, policy_with()) is None
+    on = policy_with(list_interval=10)
     grid = grid_for(VIDEO, None, NOW, on)
     assert grid is not None and grid.period == 10
     assert grid_for(VIDEO, NOW, NOW, on) is None  # missed a minute ago: fetched by id

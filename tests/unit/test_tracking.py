@@ -40,9 +40,10 @@ from pixverse_tracker.rules.schedule import Durations, Grid, Knowledge
 from pixverse_tracker.rules.state import State
 from pixverse_tracker.rules.timing import backoff_delay, first_poll_at, next_poll
 from pixverse_tracker.rules.verdict import MESSAGE_LIMIT, Verdict, clean_json, judge, typed_columns
+from tests.policies import policy_with
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-POLICY = Policy()
+POLICY = policy_with()
 VID = "user:1-pixverse:a+b@x.com-video:42"
 URL = "https://media.pixverse.ai/v/42.mp4"
 GIVE_UP = timedelta(seconds=POLICY.give_up_after)
@@ -343,7 +344,7 @@ def test_clean_json_output_can_always_be_encoded_as_utf8() -> None:
 
 
 policies = st.builds(
-    Policy,
+    policy_with,
     poll_interval_min=st.floats(0.1, 3600),
     poll_interval_max=st.floats(0.1, 86400),
     jitter=st.floats(0, 0.9),
@@ -361,7 +362,7 @@ def test_backoff_always_stays_within_the_poll_interval_bounds(
 
 
 def test_backoff_grows_from_the_minimum_to_the_maximum() -> None:
-    policy = Policy(poll_interval_min=10, poll_interval_max=60, jitter=0)
+    policy = policy_with(poll_interval_min=10, poll_interval_max=60, jitter=0)
     delays = [backoff_delay(a, policy, random.Random(1)) for a in range(8)]
     assert delays == [10, 15, 22.5, 33.75, 50.625, 60, 60, 60]
 
@@ -968,7 +969,9 @@ def test_a_changed_record_is_written_with_its_new_digest() -> None:
 
 
 def test_videos_older_than_slow_after_are_polled_at_the_slow_interval() -> None:
-    policy = Policy(poll_interval_min=15, poll_interval_max=60, slow_after=1800, slow_interval=300)
+    policy = policy_with(
+        poll_interval_min=15, poll_interval_max=60, slow_after=1800, slow_interval=300
+    )
     rng = random.Random(3)
     young = [backoff_delay(40, policy, rng, age=1799) for _ in range(50)]
     old = [backoff_delay(40, policy, rng, age=1800) for _ in range(50)]
@@ -977,13 +980,15 @@ def test_videos_older_than_slow_after_are_polled_at_the_slow_interval() -> None:
 
 
 def test_a_stalled_video_costs_about_five_times_fewer_polls_over_six_hours() -> None:
-    policy = Policy(poll_interval_min=15, poll_interval_max=60, slow_after=1800, slow_interval=300)
+    policy = policy_with(
+        poll_interval_min=15, poll_interval_max=60, slow_after=1800, slow_interval=300
+    )
     rng = random.Random(5)
     elapsed, polls = 0.0, 0
     while elapsed < 6 * 3600:
         elapsed += backoff_delay(polls, policy, rng, age=elapsed)
         polls += 1
-    flat = Policy(poll_interval_min=15, poll_interval_max=60, slow_after=10**9)
+    flat = policy_with(poll_interval_min=15, poll_interval_max=60, slow_after=10**9)
     elapsed_flat, polls_flat = 0.0, 0
     while elapsed_flat < 6 * 3600:
         elapsed_flat += backoff_delay(polls_flat, flat, rng, age=elapsed_flat)
@@ -1072,7 +1077,7 @@ def test_the_page_that_showed_an_id_is_remembered_until_a_read_misses_it() -> No
 
 def test_with_knowledge_the_next_poll_follows_the_observed_completions() -> None:
     young = row(enqueued_at=NOW - timedelta(seconds=5))
-    steady = Policy(jitter=0.0)
+    steady = policy_with(jitter=0.0)
     decision = decide(young, NotYet(), NOW, steady, random.Random(1), knowledge=TYPICAL)
     gap = (decision.changes["next_poll_at"] - NOW).total_seconds()
     # nothing has ever finished before 60 s after enqueue: no look before then could find it
@@ -1081,7 +1086,7 @@ def test_with_knowledge_the_next_poll_follows_the_observed_completions() -> None
     # once it could have finished, the looks are jittered within the cap, never past it (a
     # floor below the default, which equals the cap and so leaves jitter no room)
     older = row(enqueued_at=NOW - timedelta(seconds=65))
-    loose = Policy(poll_interval_min=5.0)
+    loose = policy_with(poll_interval_min=5.0)
     gaps = [
         (
             decide(older, NotYet(), NOW, loose, random.Random(n), knowledge=TYPICAL).changes[
@@ -1096,7 +1101,7 @@ def test_with_knowledge_the_next_poll_follows_the_observed_completions() -> None
 
 
 def test_without_knowledge_or_on_the_backoff_schedule_the_next_poll_is_backoff() -> None:
-    for knowledge, policy in ((None, POLICY), (TYPICAL, Policy(schedule="backoff"))):
+    for knowledge, policy in ((None, POLICY), (TYPICAL, policy_with(schedule="backoff"))):
         decision = decide(row(), NotYet(), NOW, policy, random.Random(1), knowledge=knowledge)
         gap = (decision.changes["next_poll_at"] - NOW).total_seconds()
         assert 15 <= gap <= 15 * 1.5
@@ -1107,7 +1112,7 @@ def test_a_generating_video_is_looked_at_when_its_generation_usually_ends() -> N
     # A cap above the default, so that the 20% point shows (the default is covered by
     # tests/unit/test_latency_contract.py): generation takes 40-60 s and has run 2 s, a fifth
     # of them are done 44 s in.
-    roomy = Policy(jitter=0.0, poll_interval_max=60.0)
+    roomy = policy_with(jitter=0.0, poll_interval_max=60.0)
     decision = decide(
         started, Listed(generating()), NOW, roomy, random.Random(1), knowledge=TYPICAL
     )
@@ -1116,7 +1121,12 @@ def test_a_generating_video_is_looked_at_when_its_generation_usually_ends() -> N
     # With the default 15 s cap: not before the quickest generation seen could end (40 s in),
     # then within the cap.
     decision = decide(
-        started, Listed(generating()), NOW, Policy(jitter=0.0), random.Random(1), knowledge=TYPICAL
+        started,
+        Listed(generating()),
+        NOW,
+        policy_with(jitter=0.0),
+        random.Random(1),
+        knowledge=TYPICAL,
     )
     gap = (decision.changes["next_poll_at"] - NOW).total_seconds()
     assert gap == pytest.approx(40 - 2, abs=0.05)
@@ -1140,7 +1150,7 @@ def test_ids_one_list_request_showed_in_progress_are_looked_at_again_sooner_toge
     )
     # A cap above the default, so that the shared request's chance shows between the grid's
     # period and the cap (the default cap is covered by tests/unit/test_latency_contract.py).
-    roomy = Policy(poll_interval_max=60.0)
+    roomy = policy_with(poll_interval_max=60.0)
 
     def due(share: int) -> datetime:
         return decide(
@@ -1189,7 +1199,7 @@ def test_extra_slots_follow_the_next_free_slot_and_none_while_paused_or_probing(
 def test_before_anything_finished_the_first_poll_keeps_the_configured_delay() -> None:
     empty = Knowledge()
     assert first_poll_at(NOW, POLICY, empty) == NOW + timedelta(seconds=POLICY.first_poll_delay)
-    assert first_poll_at(NOW, Policy(first_poll_delay=0.0), empty) == NOW
+    assert first_poll_at(NOW, policy_with(first_poll_delay=0.0), empty) == NOW
 
 
 # ---------------------------------------------------------------------------------------------

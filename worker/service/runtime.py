@@ -68,23 +68,7 @@ class Runtime:
 
     @cached_property
     def policy(self) -> Policy:
-        s = self.settings
-        return Policy(
-            first_poll_delay=s.first_poll_delay,
-            poll_interval_min=s.poll_interval_min,
-            poll_interval_max=s.poll_interval_max,
-            jitter=s.poll_jitter,
-            give_up_after=s.give_up_after,
-            auth_pause=s.auth_pause,
-            rate_limit_pause=s.rate_limit_pause,
-            rate_recovery=s.rate_recovery,
-            slow_after=s.slow_after,
-            slow_interval=s.slow_interval,
-            schedule=s.schedule,
-            list_interval=s.list_interval if s.list_enabled else None,
-            list_retry=s.list_retry,
-            typical_duration=s.typical_duration,
-        )
+        return self.settings.policy
 
     def close(self) -> None:
         if "http" in self.__dict__:

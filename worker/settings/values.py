@@ -3,12 +3,13 @@ token out of every repr, and the error every bad setting raises."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from pixverse_tracker.rules.errors import TrackerError
+from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.rules.webhooks import shown_url
 
 DEFAULT_BASE_URL = "https://api.useapi.net"
@@ -46,6 +47,10 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+# The Policy fields whose setting has another name (Policy.field: Settings attribute).
+POLICY_RENAMED = {"jitter": "poll_jitter"}
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,15 @@ class Settings:
 
         # the deepest list read, and a fetch by id after it
         return self.dispatch_interval + (MAX_CHAIN_PAGES + 2) * self.request_budget + 5.0
+
+    @property
+    def policy(self) -> Policy:
+        """The rules' slice of these settings: each Policy field is the setting of the same
+        name, or the one POLICY_RENAMED names; ``list_interval`` is None while the list is off."""
+        values = {f.name: getattr(self, POLICY_RENAMED.get(f.name, f.name)) for f in fields(Policy)}
+        if not self.list_enabled:
+            values["list_interval"] = None
+        return Policy(**values)
 
     def require_token(self) -> str:
         """The token, or a clear error naming the variable when it is missing."""

@@ -43,11 +43,11 @@ from bench.latency import SPREAD_PER_VIDEO, Observed, Video, compressed_env, wor
 from bench.latency import _play as latency_play
 from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.service.runtime import Runtime
-from pixverse_tracker.settings import Settings, SettingsError, load
+from pixverse_tracker.settings import RECEIVER, Settings, SettingsError, load
 from pixverse_tracker.testing import Simulator
 from pixverse_tracker.web.builtin_server import make_dev_server
 from pixverse_tracker.web.receiver import CALLBACK_PREFIX
-from pixverse_tracker.web.receiver_config import SECRET_VARIABLE, from_env
+from pixverse_tracker.web.receiver_config import SECRET_VARIABLE, from_settings
 
 PUSH_THREADS = 8  # concurrent POSTs to the receiver, so one slow answer delays no other push
 
@@ -236,7 +236,7 @@ def _run_once(
         try:
             if name == "push":
                 secret = secrets.token_urlsafe(32)
-                config = from_env({SECRET_VARIABLE: secret})
+                config = from_settings(load({SECRET_VARIABLE: secret}, needs=(RECEIVER,)))
                 server = make_dev_server("127.0.0.1", 0, rt, config)
                 server_thread = threading.Thread(
                     target=server.serve_forever, name="receiver", daemon=True

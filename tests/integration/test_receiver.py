@@ -30,12 +30,12 @@ from pixverse_tracker.logs import JsonFormatter, KeyValueFormatter
 from pixverse_tracker.models import Video
 from pixverse_tracker.service import enqueue as service_enqueue
 from pixverse_tracker.service.runtime import Runtime
-from pixverse_tracker.settings import Secret, SettingsError, load
+from pixverse_tracker.settings import RECEIVER, Secret, SettingsError, load
 from pixverse_tracker.web import receiver
 from pixverse_tracker.web.builtin_server import make_dev_server
 from pixverse_tracker.web.connection_limits import ConnectionLimits
 from pixverse_tracker.web.receiver import make_app
-from pixverse_tracker.web.receiver_config import ReceiverConfig, from_env
+from pixverse_tracker.web.receiver_config import ReceiverConfig, from_settings
 from pixverse_tracker.web.serve import callback_url
 from tests.policies import policy_with
 
@@ -43,6 +43,13 @@ SECRET = "cb-Secret_0123456789-DISTINCTIVE"
 CALLBACK_PATH = f"/callbacks/{SECRET}"
 CAP = 2048
 LATER = policy_with(first_poll_delay=600.0)  # rows are not due for ten minutes unless hinted
+
+
+def config_from(env: dict[str, str]) -> ReceiverConfig:
+    """The receiver's config as `callbacks` reads it: the settings' RECEIVER concern."""
+    return from_settings(load(env, needs=(RECEIVER,)))
+
+
 UNREACHABLE_DB = "postgresql://postgres@127.0.0.1:1/nothing"
 
 
@@ -584,12 +591,12 @@ def test_every_request_logs_one_line_and_never_the_secret(
 
 
 def test_the_config_reads_the_secret_and_the_default_cap() -> None:
-    config = from_env({"TRACKER_CALLBACK_SECRET": f"  {SECRET} "})
+    config = config_from({"TRACKER_CALLBACK_SECRET": f"  {SECRET} "})
     assert config == ReceiverConfig(Secret(SECRET), 262_144)
     assert SECRET not in repr(config)
-    assert from_env({"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_BYTES": "4096"}) == (
-        ReceiverConfig(Secret(SECRET), 4096)
-    )
+    assert config_from(
+        {"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_BYTES": "4096"}
+    ) == (ReceiverConfig(Secret(SECRET), 4096))
 
 
 @pytest.mark.parametrize(
@@ -620,7 +627,7 @@ def test_a_bad_config_is_refused_naming_the_variable_without_showing_the_secret(
     env: dict[str, str], message: str
 ) -> None:
     with pytest.raises(SettingsError) as caught:
-        from_env(env)
+        config_from(env)
     assert message in str(caught.value)
     secret = env.get("TRACKER_CALLBACK_SECRET", "").strip()
     if len(secret) > 3:
@@ -761,8 +768,8 @@ def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
 
 def test_the_config_reads_the_connection_limits() -> None:
     env = {"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_CONNECTIONS": "7"}
-    assert from_env(env).limits == ConnectionLimits(max_connections=7)
-    assert from_env({"TRACKER_CALLBACK_SECRET": SECRET}).limits == ConnectionLimits()
+    assert config_from(env).limits == ConnectionLimits(max_connections=7)
+    assert config_from({"TRACKER_CALLBACK_SECRET": SECRET}).limits == ConnectionLimits()
 
 
 def test_a_body_that_misses_its_deadline_is_answered_408_and_logged(

@@ -6,21 +6,30 @@ import resource
 
 import pytest
 
-from pixverse_tracker.settings import SettingsError
+from pixverse_tracker.settings import RECEIVER, SettingsError, load
 from pixverse_tracker.web.connection_limits import (
     RESERVED_FILES,
     ConnectionLimits,
     FileFit,
     deadline,
     fit,
-    from_env,
 )
 
 UNLIMITED = resource.RLIM_INFINITY
 
 
+def limits_from(env: dict[str, str]) -> ConnectionLimits:
+    """The limits as the receiver gets them: the settings' RECEIVER concern."""
+    settings = load(env, needs=(RECEIVER,))
+    return ConnectionLimits(
+        settings.callback_max_connections,
+        settings.callback_header_timeout,
+        settings.callback_body_timeout,
+    )
+
+
 def test_the_defaults_are_a_thousand_connections_ten_seconds_of_headers_twenty_of_body() -> None:
-    assert from_env({}) == ConnectionLimits(1000, 10.0, 20.0)
+    assert limits_from({}) == ConnectionLimits(1000, 10.0, 20.0)
 
 
 def test_each_limit_is_read_from_its_variable() -> None:
@@ -29,7 +38,7 @@ def test_each_limit_is_read_from_its_variable() -> None:
         "TRACKER_CALLBACK_HEADER_TIMEOUT": "2.5",
         "TRACKER_CALLBACK_BODY_TIMEOUT": "7",
     }
-    assert from_env(env) == ConnectionLimits(50, 2.5, 7.0)
+    assert limits_from(env) == ConnectionLimits(50, 2.5, 7.0)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +55,7 @@ def test_each_limit_is_read_from_its_variable() -> None:
 )
 def test_a_bad_limit_is_refused_naming_its_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=f"^{name}='{value}' {message}"):
-        from_env({name: value})
+        limits_from({name: value})
 
 
 def test_headers_are_due_from_the_start_and_the_body_from_the_end_of_the_headers() -> None:
@@ -80,3 +89,18 @@ def test_under_a_low_hard_limit_the_cap_is_lowered_and_says_so() -> None:
 def test_a_limit_that_leaves_no_room_for_a_connection_is_an_error() -> None:
     with pytest.raises(SettingsError, match="leaves no room for connections"):
         fit(1000, soft=RESERVED_FILES, hard=RESERVED_FILES)
+
+
+def test_the_receivers_settings_are_checked_only_where_the_receiver_runs() -> None:
+    # A worker (EVERYTHING) never reads TRACKER_CALLBACK_*: a bad one does not stop it, as before.
+    env = {"TRACKER_CALLBACK_MAX_CONNECTIONS": "many", "TRACKER_CALLBACK_SECRET": "short"}
+    assert load(env).callback_max_connections == ConnectionLimits().max_connections
+    with pytest.raises(SettingsError) as caught:
+        load(env, needs=(RECEIVER,))
+    assert str(caught.value).splitlines() == [
+        "TRACKER_CALLBACK_SECRET is 5 characters long: it must have between 16 and 256",
+        "TRACKER_CALLBACK_MAX_CONNECTIONS='many' is not a whole number",
+    ]
+    # An unset secret is refused by the receiver itself, with the line it always had.
+    with pytest.raises(SettingsError, match="^TRACKER_CALLBACK_SECRET is not set: "):
+        load({}, needs=(RECEIVER,)).require_callback_secret()

@@ -46,6 +46,7 @@ from pixverse_tracker.settings import (
     EVERYTHING,
     LOGGING,
     MAINTENANCE,
+    RECEIVER,
     Settings,
     SettingsError,
 )
@@ -303,10 +304,10 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_callbacks(args: argparse.Namespace) -> int:
     from pixverse_tracker.web import serve as web_serve
-    from pixverse_tracker.web.receiver_config import from_env
+    from pixverse_tracker.web.receiver_config import from_settings
 
-    settings = settings_for("callbacks", (DATABASE, LOGGING))
-    config = from_env()
+    settings = settings_for("callbacks", (DATABASE, LOGGING, RECEIVER))
+    config = from_settings(settings)
     rt = open_runtime(settings)
     try:
         web_serve.serve(args.host, args.port, rt, config, args.server)

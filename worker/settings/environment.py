@@ -1,5 +1,6 @@
 """Reading the environment one concern at a time (database, broker, upstream, polling, logging,
-metrics, webhooks, maintenance), collecting every problem instead of stopping at the first.
+metrics, webhooks, maintenance, the receiver), collecting every problem instead of stopping at
+the first.
 
 ``load(needs=...)`` reports every problem in the concerns a command uses, one line each, and
 gives a concern it does not use its defaults instead of refusing over it.
@@ -17,9 +18,11 @@ from pixverse_tracker.settings.parsing import (
     LOG_FORMATS,
     SCHEDULES,
     T,
+    byte_count_in,
     float_in,
     parse_base_url,
     parse_bool,
+    parse_callback_secret,
     parse_choice,
     parse_database_url,
     parse_db_schema,
@@ -29,8 +32,14 @@ from pixverse_tracker.settings.parsing import (
     parse_webhook_allowlist,
     parse_webhook_secret,
     parse_webhook_url,
+    stripped_number,
 )
 from pixverse_tracker.settings.values import (
+    CALLBACK_BODY_TIMEOUT,
+    CALLBACK_HEADER_TIMEOUT,
+    CALLBACK_MAX_BYTES,
+    CALLBACK_MAX_CONNECTIONS,
+    CALLBACK_SECRET_VARIABLE,
     DEFAULT_BASE_URL,
     EMBEDDED_BROKER_URL,
     EMBEDDED_DATABASE_FILE,
@@ -96,6 +105,9 @@ LOGGING = "logging"
 METRICS = "metrics"
 WEBHOOKS = "webhooks"
 MAINTENANCE = "maintenance"  # retention and pruning
+# TRACKER_CALLBACK_*: the callbacks receiver's own. Not in EVERYTHING: only the receiver
+# (`callbacks`, web.receiver's WSGI app) checks them, so a bad one never stops a worker.
+RECEIVER = "receiver"
 
 
 def _database(r: _Reader) -> dict[str, Any]:
@@ -262,6 +274,30 @@ def _maintenance(r: _Reader) -> dict[str, Any]:
     )
 
 
+def _receiver(r: _Reader) -> dict[str, Any]:
+    # An unset secret is no problem here (Settings.require_callback_secret refuses it where the
+    # receiver runs); one that is set must be usable.
+    return dict(
+        callback_secret=r.read(CALLBACK_SECRET_VARIABLE, Secret(""), parse_callback_secret),
+        callback_max_bytes=r.read(
+            "TRACKER_CALLBACK_MAX_BYTES", CALLBACK_MAX_BYTES, byte_count_in(1024, 16 * 1_048_576)
+        ),
+        callback_max_connections=r.read(
+            "TRACKER_CALLBACK_MAX_CONNECTIONS",
+            CALLBACK_MAX_CONNECTIONS,
+            stripped_number(int, 1, 100_000),
+        ),
+        callback_header_timeout=r.read(
+            "TRACKER_CALLBACK_HEADER_TIMEOUT",
+            CALLBACK_HEADER_TIMEOUT,
+            stripped_number(float, 1, 600),
+        ),
+        callback_body_timeout=r.read(
+            "TRACKER_CALLBACK_BODY_TIMEOUT", CALLBACK_BODY_TIMEOUT, stripped_number(float, 1, 3600)
+        ),
+    )
+
+
 CONCERNS: dict[str, Callable[[_Reader], dict[str, Any]]] = {
     DATABASE: _database,
     BROKER: _broker,
@@ -271,9 +307,12 @@ CONCERNS: dict[str, Callable[[_Reader], dict[str, Any]]] = {
     METRICS: _metrics,
     WEBHOOKS: _webhooks,
     MAINTENANCE: _maintenance,
+    RECEIVER: _receiver,
 }
 
-EVERYTHING = frozenset(CONCERNS)
+# What the tracker's own processes check (worker, beat, run, health): every concern but the
+# receiver's.
+EVERYTHING = frozenset(CONCERNS) - {RECEIVER}
 
 
 def load(
@@ -282,7 +321,7 @@ def load(
     """Read every setting. Problems in the concerns ``needs`` names raise one SettingsError with
     one line per problem; a concern not needed that has problems takes its defaults instead."""
     env = os.environ if environ is None else environ
-    unknown = set(needs) - EVERYTHING
+    unknown = set(needs) - set(CONCERNS)
     if unknown:
         raise ValueError(f"unknown settings concerns: {sorted(unknown)}")
     values: dict[str, Any] = {}

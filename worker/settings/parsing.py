@@ -16,7 +16,12 @@ from pixverse_tracker.rules.webhooks import (
     signing_key,
     validate_url,
 )
-from pixverse_tracker.settings.values import Secret, SettingsError
+from pixverse_tracker.settings.values import (
+    MAX_CALLBACK_SECRET_LENGTH,
+    MIN_CALLBACK_SECRET_LENGTH,
+    Secret,
+    SettingsError,
+)
 
 T = TypeVar("T")
 
@@ -170,3 +175,46 @@ def parse_log_level(name: str, raw: str) -> str:
 
 def float_in(low: float, high: float) -> Callable[[str, str], float]:
     return lambda name, raw: parse_number(name, raw, float, low, high)
+
+
+def stripped_number(cast: Callable[[str], T], low: float, high: float) -> Callable[[str, str], T]:
+    """parse_number on the text without its surrounding blanks (named so in its message)."""
+    return lambda name, raw: parse_number(name, raw.strip(), cast, low, high)
+
+
+# The callback secret is a URL path segment: only unreserved characters (RFC 3986) survive every
+# client, proxy and server unchanged, so anything else would make "right secret" depend on encoding.
+_SECRET_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
+DIGITS = re.compile(r"[0-9]{1,20}")  # a byte count: at most 20 digits, so int() stays cheap
+
+
+def parse_callback_secret(name: str, raw: str) -> Secret:
+    # Messages describe the secret, never quote it: they end up on terminals and in logs.
+    secret = raw.strip()
+    low, high = MIN_CALLBACK_SECRET_LENGTH, MAX_CALLBACK_SECRET_LENGTH
+    if not low <= len(secret) <= high:
+        raise SettingsError(
+            f"{name} is {len(secret)} characters long: it must have between {low} and {high}"
+        )
+    if not _SECRET_CHARS.fullmatch(secret):
+        raise SettingsError(
+            f"{name} may only hold letters, digits, '-', '_', '.' and '~' "
+            "(it is part of the callback URL's path)"
+        )
+    return Secret(secret)
+
+
+def byte_count_in(low: int, high: int) -> Callable[[str, str], int]:
+    """A whole number of bytes, digits only (no sign, no exponent), between low and high."""
+
+    def parse(name: str, raw: str) -> int:
+        text = raw.strip()
+        if not DIGITS.fullmatch(text):
+            raise SettingsError(f"{name}={text!r} is not a whole number")
+        if not low <= int(text) <= high:
+            raise SettingsError(
+                f"{name}={text!r} is out of range: it must be between {low} and {high}"
+            )
+        return int(text)
+
+    return parse

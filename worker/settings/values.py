@@ -18,6 +18,14 @@ EMBEDDED_BROKER_URL = "memory://"
 
 EMBEDDED_DATABASE_FILE = "tracker.db"  # under TRACKER_DATA_DIR
 
+# The callbacks receiver (web/): the secret in its URL, the largest body it reads, and its
+# servers' connection limits. The defaults here are the only ones (web.receiver_config uses them).
+CALLBACK_SECRET_VARIABLE = "TRACKER_CALLBACK_SECRET"
+MIN_CALLBACK_SECRET_LENGTH, MAX_CALLBACK_SECRET_LENGTH = 16, 256
+CALLBACK_MAX_BYTES = 262_144
+CALLBACK_MAX_CONNECTIONS = 1000
+CALLBACK_HEADER_TIMEOUT, CALLBACK_BODY_TIMEOUT = 10.0, 20.0
+
 
 class SettingsError(TrackerError, ValueError):
     """A setting in the environment has a value the tracker cannot use."""
@@ -106,6 +114,11 @@ class Settings:
     scheduler_enabled: bool
     scheduler_interval: float
     celery_control: bool
+    callback_secret: Secret
+    callback_max_bytes: int
+    callback_max_connections: int
+    callback_header_timeout: float
+    callback_body_timeout: float
     # Lines for the operator about settings that are accepted but no longer do anything.
     notices: tuple[str, ...] = ()
     # True when DATABASE_URL is not set: database_url is then the embedded SQLite file, which
@@ -177,6 +190,17 @@ class Settings:
                 "USEAPI_TOKEN is not set: the tracker cannot poll useapi.net without it"
             )
         return self.useapi_token.reveal()
+
+    def require_callback_secret(self) -> Secret:
+        """The receiver's secret, or a clear error when TRACKER_CALLBACK_SECRET is not set."""
+        # Messages describe the secret, never quote it: they end up on terminals and in logs.
+        if not self.callback_secret:
+            raise SettingsError(
+                f"{CALLBACK_SECRET_VARIABLE} is not set: the callbacks receiver needs it (at "
+                f"least {MIN_CALLBACK_SECRET_LENGTH} characters, for example the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return self.callback_secret
 
     def require_database(self) -> str:
         """The database URL, or a clear error when DATABASE_URL is not set: outside `run` and

@@ -12,15 +12,16 @@ instead of taking memory, threads or file descriptors. Both receiver servers app
 from __future__ import annotations
 
 import resource
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pixverse_tracker.settings import SettingsError
-from pixverse_tracker.settings.parsing import parse_number
+from pixverse_tracker.settings.values import (
+    CALLBACK_BODY_TIMEOUT,
+    CALLBACK_HEADER_TIMEOUT,
+    CALLBACK_MAX_CONNECTIONS,
+)
 
 MAX_CONNECTIONS_VARIABLE = "TRACKER_CALLBACK_MAX_CONNECTIONS"
-HEADER_TIMEOUT_VARIABLE = "TRACKER_CALLBACK_HEADER_TIMEOUT"
-BODY_TIMEOUT_VARIABLE = "TRACKER_CALLBACK_BODY_TIMEOUT"
 
 # Descriptors a receiver needs besides its connections: stdio, the listening socket, the
 # database pool, waitress's wake-up pipe, imported files. Generous, since running out costs more.
@@ -34,32 +35,10 @@ LISTEN_BACKLOG = 1024
 class ConnectionLimits:
     """How many connections at once, and how long a request may take to arrive."""
 
-    max_connections: int = 1000
-    header_timeout: float = 10.0
-    body_timeout: float = 20.0
-
-
-def from_env(env: Mapping[str, str]) -> ConnectionLimits:
-    """The limits from ``TRACKER_CALLBACK_*``; SettingsError names a bad variable."""
-    default = ConnectionLimits()
-
-    def read(name: str, fallback: float) -> str:
-        return env.get(name, "").strip() or f"{fallback:g}"
-
-    return ConnectionLimits(
-        max_connections=parse_number(
-            MAX_CONNECTIONS_VARIABLE, read(MAX_CONNECTIONS_VARIABLE, default.max_connections),
-            int, 1, 100_000,
-        ),
-        header_timeout=parse_number(
-            HEADER_TIMEOUT_VARIABLE, read(HEADER_TIMEOUT_VARIABLE, default.header_timeout),
-            float, 1, 600,
-        ),
-        body_timeout=parse_number(
-            BODY_TIMEOUT_VARIABLE, read(BODY_TIMEOUT_VARIABLE, default.body_timeout),
-            float, 1, 3600,
-        ),
-    )  # fmt: skip
+    # The settings' defaults (TRACKER_CALLBACK_*, read by the settings package).
+    max_connections: int = CALLBACK_MAX_CONNECTIONS
+    header_timeout: float = CALLBACK_HEADER_TIMEOUT
+    body_timeout: float = CALLBACK_BODY_TIMEOUT
 
 
 def deadline(limits: ConnectionLimits, started: float, headers_done: float | None) -> float:

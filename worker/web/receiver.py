@@ -25,8 +25,9 @@ from pixverse_tracker.db.engines import describe_error
 from pixverse_tracker.db.videos import mark_due
 from pixverse_tracker.rules import ids
 from pixverse_tracker.service.runtime import Runtime
-from pixverse_tracker.settings import DATABASE, LOGGING, SettingsError, load
-from pixverse_tracker.web.receiver_config import DIGITS, ReceiverConfig, from_env
+from pixverse_tracker.settings import DATABASE, LOGGING, RECEIVER, SettingsError, load
+from pixverse_tracker.settings.parsing import DIGITS
+from pixverse_tracker.web.receiver_config import ReceiverConfig, from_settings
 
 log = logging.getLogger("tracker.callbacks")
 
@@ -319,9 +320,9 @@ def _production_app() -> _Built:
         return built
     with _build_lock:
         if _built is None or _built.pid != os.getpid():
-            settings = load(needs=(DATABASE, LOGGING))
+            settings = load(needs=(DATABASE, LOGGING, RECEIVER))
             settings.require_database()  # never a stray local file: name the tracker's database
-            config = from_env()
+            config = from_settings(settings)
             logs.configure(
                 settings.log_level,
                 secrets=[config.secret.reveal(), settings.useapi_token.reveal()],

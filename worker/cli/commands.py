@@ -27,19 +27,10 @@ from pixverse_tracker.cli.render import (
     video_dict,
     video_rows,
 )
-from pixverse_tracker.db.engines import make_engine
-from pixverse_tracker.db.reports import count_videos, events_for, get_video, list_videos
-from pixverse_tracker.db.revisions import (
-    LEGACY_VERSION_TABLE,
-    VERSION_TABLE,
-    current_revision,
-    upgrade,
-)
-from pixverse_tracker.db.sql import current_time
 from pixverse_tracker.rules import ids
 from pixverse_tracker.rules.columns import LISTED_COLUMNS
 from pixverse_tracker.rules.verdict import KNOWN_NAMES
-from pixverse_tracker.service import maintenance, runtime
+from pixverse_tracker.service import database, maintenance, reading, runtime
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import (
     DATABASE,
@@ -54,20 +45,16 @@ from pixverse_tracker.web import metrics as web_metrics
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = settings_for("migrate")
-    engine = make_engine(settings.database_url, pool=False, schema=settings.db_schema)
-    try:
-        before = current_revision(engine)
-        moved = upgrade(engine)
-        after = current_revision(engine)
-    finally:
-        engine.dispose()
-    if moved is not None:
-        print(f"moved revision {moved} from {LEGACY_VERSION_TABLE} to {VERSION_TABLE}")
-    if before == after:
-        print(f"schema already at revision {after}")
+    done = database.migrate(settings_for("migrate"))
+    if done.moved is not None:
+        print(
+            f"moved revision {done.moved} from {database.LEGACY_VERSION_TABLE} "
+            f"to {database.VERSION_TABLE}"
+        )
+    if done.before == done.after:
+        print(f"schema already at revision {done.after}")
     else:
-        print(f"schema migrated from {before or 'empty'} to {after}")
+        print(f"schema migrated from {done.before or 'empty'} to {done.after}")
     return EXIT_OK
 
 
@@ -206,13 +193,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     rt = open_runtime(settings_for("list"))
     since = _parse_since(args.since) if args.since else None
     filters: dict[str, Any] = {"state": args.state, "status": args.status, "since": since}
-    limit = args.limit or None
-    total = None
-    with rt.sessions.begin() as session:
-        now = current_time(session)
-        videos = list_videos(session, **filters, limit=limit)
-        if limit is not None and len(videos) == limit:
-            total = count_videos(session, **filters)
+    listing = reading.list_videos(rt, limit=args.limit or None, **filters)
+    now, videos, total = listing.now, listing.videos, listing.total
     if not videos and args.status and not _known_status(args.status):
         raise CommandError(
             f"--status {args.status!r} is not a known status (and no row has it): use a number "
@@ -246,11 +228,10 @@ def _known_status(text: str) -> bool:
 
 def cmd_show(args: argparse.Namespace) -> int:
     rt = open_runtime(settings_for("show"))
-    with rt.sessions.begin() as session:
-        video = get_video(session, args.video_id)
-        if video is None:
-            raise CommandError(f"{ids.shown(args.video_id)} is not tracked")
-        history = events_for(session, args.video_id)
+    found = reading.video_with_history(rt, args.video_id)
+    if found is None:
+        raise CommandError(f"{ids.shown(args.video_id)} is not tracked")
+    video, history = found
     if args.json:
         data = video_dict(video, with_record=True)
         data["events"] = [

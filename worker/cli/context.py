@@ -6,14 +6,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Collection
 
-from pixverse_tracker.db.revisions import (
-    current_revision,
-    head_revision,
-    is_known_revision,
-    upgrade,
-)
 from pixverse_tracker.rules.errors import TrackerError
-from pixverse_tracker.service import runtime
+from pixverse_tracker.service import database, runtime
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import DATABASE, Settings, load
 
@@ -54,16 +48,16 @@ def open_runtime(settings: Settings | None = None, *, migrate_sqlite: bool = Tru
     """Settings, engine and a schema check. The embedded SQLite database migrates itself."""
     rt = Runtime(settings or load())
     runtime.install(rt)
-    head = head_revision()
-    current = current_revision(rt.engine)
+    head = database.head_revision()
+    current = database.current_revision(rt)
     if current != head:
-        if current is not None and not is_known_revision(current):
+        if current is not None and not database.is_known_revision(current):
             raise CommandError(
                 f"the database schema is at revision {current}, which this version does not "
                 f"know (it needs {head}): was it migrated by a newer version of the tracker?"
             )
         if rt.settings.is_sqlite and migrate_sqlite:
-            upgrade(rt.engine)
+            database.upgrade(rt)
         elif current is None:
             raise CommandError(
                 "the database has no tracker tables yet: run `pixverse-tracker migrate`"

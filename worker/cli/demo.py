@@ -90,9 +90,8 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
     from pixverse_tracker import api
     from pixverse_tracker.cli.context import CommandError, open_runtime
     from pixverse_tracker.cli.render import VIDEO_HEADERS, render_table, video_rows
-    from pixverse_tracker.db.reports import list_videos
-    from pixverse_tracker.db.sql import current_time
     from pixverse_tracker.jobs.app import app
+    from pixverse_tracker.service.reading import list_videos
     from pixverse_tracker.service.status import summary
     from pixverse_tracker.settings import load
 
@@ -151,11 +150,9 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
         simulator.stop()
         worker_state.should_terminate = None
     out.write("\n")
-    with rt.sessions.begin() as session:
-        now = current_time(session)
-        videos = list_videos(session, limit=None)
-    by_id = {v.video_id: v for v in videos}
-    rows = video_rows([by_id[v] for v in video_ids], now)
+    listing = list_videos(rt, limit=None)
+    by_id = {v.video_id: v for v in listing.videos}
+    rows = video_rows([by_id[v] for v in video_ids], listing.now)
     for row, (_, expected) in zip(rows, SCENARIOS + TEAM, strict=True):
         row.append(expected)
     render_table((*VIDEO_HEADERS, "SCENARIO"), rows, out)
@@ -169,7 +166,7 @@ def run_demo(speed: float = 1.0, out: TextIO | None = None, timeout: float = 120
         "   (in this repository: ./dev list)\n"
     )
     rt.close()
-    pending = sum(1 for v in videos if v.state == "pending")
+    pending = sum(1 for v in listing.videos if v.state == "pending")
     return 0 if pending == 0 else 1
 
 

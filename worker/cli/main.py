@@ -28,8 +28,8 @@ from pixverse_tracker.cli.commands import (
 )
 from pixverse_tracker.cli.context import EXIT_FAILED, EXIT_OK, CommandError
 from pixverse_tracker.cli.status import cmd_status
-from pixverse_tracker.db.engines import describe_error
 from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
+from pixverse_tracker.service.database import describe_error
 from pixverse_tracker.settings import SettingsError
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from pixverse_tracker.cli.context import EXIT_OK, open_runtime, settings_for
 from pixverse_tracker.cli.render import age, print_json, stamp
-from pixverse_tracker.db.reports import Summary
 from pixverse_tracker.service import status as service_status
 from pixverse_tracker.service.runtime import Runtime
+from pixverse_tracker.service.status import Summary
 from pixverse_tracker.settings import Settings
 
 

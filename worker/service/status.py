@@ -12,6 +12,9 @@ from pixverse_tracker.db.reports import Summary
 from pixverse_tracker.rules.limiter import effective_rate_factor
 from pixverse_tracker.rules.policy import Policy
 
+# Summary is offered here too: the faces read it from the service, never from db/.
+__all__ = ["Summary", "summary"]
+
 
 def summary(session: Session, policy: Policy) -> Summary:
     """The summary, with ``rate_factor`` as it is now (it climbs back after 429s), and

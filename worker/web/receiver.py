@@ -21,9 +21,9 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from sqlalchemy.exc import SQLAlchemyError
 
 from pixverse_tracker import logs
-from pixverse_tracker.db.engines import describe_error
-from pixverse_tracker.db.videos import mark_due
 from pixverse_tracker.rules import ids
+from pixverse_tracker.service.database import describe_error
+from pixverse_tracker.service.hints import make_due
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import DATABASE, LOGGING, RECEIVER, SettingsError, load
 from pixverse_tracker.settings.parsing import DIGITS
@@ -163,8 +163,7 @@ class _Receiver:
         try:
             # The pushed record is deliberately ignored: it is unsigned and may be forged,
             # stale or replayed. The next poll reads the truth from the upstream itself.
-            with self._rt.sessions.begin() as session:
-                moved = mark_due(session, video_id)
+            moved = make_due(self._rt, video_id)
         except SQLAlchemyError as exc:
             # Nothing is lost by refusing: the row keeps its poll schedule, and an upstream
             # that retries will find us back.

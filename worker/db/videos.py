@@ -169,8 +169,8 @@ def _rearm(
 def _decision_update(
     video_id: str, token: str, decision: Decision, sent_at: datetime | None
 ) -> Any:
-    now = decision.changes["updated_at"]
-    changes = dict(decision.changes)
+    now = decision.changes.updated_at
+    changes = decision.changes.as_columns()
     if sent_at is not None and decision.pause is None and "next_poll_at" in changes:
         # A push that arrived while this request was out: the answer may predate it.
         changes["next_poll_at"] = case(

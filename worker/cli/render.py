@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from pixverse_tracker.rules.state import State
+
 
 def stamp(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
@@ -44,6 +46,8 @@ PUBLIC_COLUMNS = (
 
 def video_dict(video: Any, *, with_record: bool = False) -> dict[str, Any]:
     row = {name: getattr(video, name) for name in PUBLIC_COLUMNS}
+    if isinstance(row["state"], State):  # a row's State: shown as its plain string
+        row["state"] = row["state"].value
     if with_record:
         row["record"] = video.record
     return row

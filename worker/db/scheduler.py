@@ -23,7 +23,7 @@ def pending_exists(session: Session) -> bool:
     """Whether any id is pending (a scheduler read is worth a request only then)."""
     pending = session.execute(
         select(Video.video_id)
-        .where(Video.state == State.PENDING.value, Video.next_poll_at.is_not(None))
+        .where(Video.state == State.PENDING, Video.next_poll_at.is_not(None))
         .order_by(Video.next_poll_at)
         .limit(1)
     ).first()
@@ -72,14 +72,14 @@ def scheduler_answered(
             session.execute(
                 select(func.count())
                 .select_from(Video)
-                .where(id_in(session, chunk), Video.state == State.PENDING.value)
+                .where(id_in(session, chunk), Video.state == State.PENDING)
             ).scalar_one()
         )
         session.execute(
             update(Video)
             .where(
                 id_in(session, chunk),
-                Video.state == State.PENDING.value,
+                Video.state == State.PENDING,
                 or_(Video.scheduler_seen_at.is_(None), and_(free, Video.next_poll_at < soon)),
             )
             .values(
@@ -95,7 +95,7 @@ def scheduler_answered(
     if complete:
         seen = session.execute(
             select(Video.video_id).where(
-                Video.state == State.PENDING.value, Video.scheduler_seen_at.is_not(None)
+                Video.state == State.PENDING, Video.scheduler_seen_at.is_not(None)
             )
         ).scalars()
         present = set(listed)
@@ -103,7 +103,7 @@ def scheduler_answered(
     for chunk in chunks(gone):
         session.execute(
             update(Video)
-            .where(id_in(session, chunk), Video.state == State.PENDING.value)
+            .where(id_in(session, chunk), Video.state == State.PENDING)
             .values(
                 scheduler_seen_at=None,
                 hinted_at=now,

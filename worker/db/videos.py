@@ -115,7 +115,7 @@ def _insert_new_portable(
     rows = [
         {
             "video_id": video_id,
-            "state": State.PENDING.value,
+            "state": State.PENDING,
             "enqueued_at": now,
             "updated_at": now,
             "next_poll_at": (firsts or {}).get(video_id, first),
@@ -146,10 +146,10 @@ def _rearm(
     new_url = {"callback_url": callback_url} if callback_url is not None else {}
     stmt = (
         update(Video)
-        .where(Video.video_id.in_(video_ids), Video.state != State.PENDING.value)
+        .where(Video.video_id.in_(video_ids), Video.state != State.PENDING)
         .values(
             **new_url,
-            state=State.PENDING.value,
+            state=State.PENDING,
             enqueued_at=now,
             updated_at=now,
             next_poll_at=first,
@@ -181,9 +181,9 @@ def _decision_update(
         .where(
             Video.video_id == video_id,
             Video.claim_token == token,
-            Video.state == State.PENDING.value,
+            Video.state == State.PENDING,
         )
-        .values(state=decision.state.value, **changes)
+        .values(state=decision.state, **changes)
         .execution_options(synchronize_session=False)
     )
 
@@ -236,7 +236,7 @@ def mark_due(session: Session, video_id: str) -> bool:
     now = current_time(session)
     session.execute(
         update(Video)
-        .where(Video.video_id == video_id, Video.state == State.PENDING.value)
+        .where(Video.video_id == video_id, Video.state == State.PENDING)
         .values(hinted_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -244,7 +244,7 @@ def mark_due(session: Session, video_id: str) -> bool:
         update(Video)
         .where(
             Video.video_id == video_id,
-            Video.state == State.PENDING.value,
+            Video.state == State.PENDING,
             Video.next_poll_at > now,
             or_(Video.claim_token.is_(None), Video.claimed_until <= now),
         )
@@ -278,14 +278,14 @@ def note_list_offsets(session: Session, video_ids: Sequence[str], offset: int) -
         return 0
     ours = session.execute(
         select(Video.video_id, Video.list_offset).where(
-            id_in(session, video_ids), Video.state == State.PENDING.value
+            id_in(session, video_ids), Video.state == State.PENDING
         )
     ).all()
     moved = sorted(v for v, known in ours if known != offset)
     if moved:
         locked = (
             select(Video.video_id)
-            .where(id_in(session, moved), Video.state == State.PENDING.value)
+            .where(id_in(session, moved), Video.state == State.PENDING)
             .order_by(Video.video_id)
             .with_for_update(skip_locked=True)
         )
@@ -307,7 +307,7 @@ def release(session: Session, token: str, video_ids: Sequence[str], until: datet
         .where(
             Video.video_id.in_(video_ids),
             Video.claim_token == token,
-            Video.state == State.PENDING.value,
+            Video.state == State.PENDING,
         )
         .values(
             next_poll_at=until if until is not None else db_now(),

@@ -21,6 +21,7 @@ from pixverse_tracker.models import (
     Video,
     VideoEvent,
 )
+from pixverse_tracker.rules.events import EventKind
 from pixverse_tracker.rules.limiter import LimiterView
 from pixverse_tracker.rules.state import State
 
@@ -256,7 +257,7 @@ def done_event_counts(session: Session) -> dict[str, int]:
     """How many 'done' events each id has (exactly one is the promise)."""
     rows = session.execute(
         select(VideoEvent.video_id, func.count())
-        .where(VideoEvent.kind == "done")
+        .where(VideoEvent.kind == EventKind.DONE.value)
         .group_by(VideoEvent.video_id)
     )
     return {video_id: count for video_id, count in rows}

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from pixverse_tracker.db.control import lock
 from pixverse_tracker.db.sql import add_events, chunks, id_in
 from pixverse_tracker.models import Video
+from pixverse_tracker.rules.events import EventKind
 from pixverse_tracker.rules.row import EventSpec
 from pixverse_tracker.rules.state import State
 
@@ -112,7 +113,7 @@ def scheduler_answered(
             )
             .execution_options(synchronize_session=False)
         )
-    left = EventSpec("unscheduled", "left the upstream's scheduler: finished or failed")
+    left = EventSpec(EventKind.UNSCHEDULED, "left the upstream's scheduler: finished or failed")
     add_events(session, now, [(v, left) for v in gone])
     control.scheduler_ok_at = now
     control.scheduler_failures = 0

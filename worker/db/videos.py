@@ -26,6 +26,7 @@ from pixverse_tracker.db.sql import (
     table_of,
 )
 from pixverse_tracker.models import Video
+from pixverse_tracker.rules.events import EventKind
 from pixverse_tracker.rules.row import Decision, EventSpec
 from pixverse_tracker.rules.state import State
 
@@ -55,12 +56,12 @@ def insert(
             fresh = set(new)
             existing = [v for v in chunk if v not in fresh]
             rearmed.extend(_rearm(session, existing, now, first, callback_url))
-    add_events(session, now, [(v, EventSpec("retracked")) for v in rearmed])
+    add_events(session, now, [(v, EventSpec(EventKind.RETRACKED)) for v in rearmed])
     return added, rearmed
 
 
 _INSERT_NEW_PG = text(
-    """
+    f"""
     WITH added AS (
         INSERT INTO videos (video_id, state, enqueued_at, updated_at, next_poll_at,
                             poll_count, error_count, callback_url)
@@ -70,7 +71,7 @@ _INSERT_NEW_PG = text(
         RETURNING video_id
     ), logged AS (
         INSERT INTO video_events (video_id, at, kind)
-        SELECT video_id, :now, 'enqueued' FROM added
+        SELECT video_id, :now, '{EventKind.ENQUEUED.value}' FROM added
     )
     SELECT video_id FROM added
     """
@@ -131,7 +132,7 @@ def _insert_new_portable(
         .returning(table_of(Video).c.video_id)
     )
     new = list(session.execute(stmt, rows).scalars())
-    add_events(session, now, [(v, EventSpec("enqueued")) for v in new])
+    add_events(session, now, [(v, EventSpec(EventKind.ENQUEUED)) for v in new])
     return new
 
 
@@ -252,7 +253,7 @@ def mark_due(session: Session, video_id: str) -> bool:
         .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]
     if moved:
-        add_events(session, now, [(video_id, EventSpec("hinted", "upstream callback"))])
+        add_events(session, now, [(video_id, EventSpec(EventKind.HINTED, "upstream callback"))])
     return bool(moved)
 
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pixverse_tracker.rules import schedule
+from pixverse_tracker.rules.events import EventKind
 from pixverse_tracker.rules.outcomes import (
     Deleted,
     Listed,
@@ -103,14 +104,14 @@ def decide(
 
     if isinstance(outcome, Transient):
         changes = replace(polled, error_count=row.error_count + 1, last_error=short(outcome.reason))
-        event = EventSpec("error", short(outcome.reason), outcome.http_status)
+        event = EventSpec(EventKind.ERROR, short(outcome.reason), outcome.http_status)
         if sent >= deadline + ERROR_GRACE:
             reason = f"expired: no usable answer after the deadline (last: {short(outcome.reason)})"
             changes = replace(changes, abandon_reason=reason)
             return Decision(
                 State.ABANDONED,
                 _finished(State.ABANDONED, now, changes),
-                (event, EventSpec("abandoned", reason, outcome.http_status)),
+                (event, EventSpec(EventKind.ABANDONED, reason, outcome.http_status)),
             )
         attempt = row.poll_count + row.error_count + 1
         due = next_poll(row, now, policy, rng, attempt, sent, grid=grid)
@@ -127,7 +128,7 @@ def decide(
         return Decision(
             State.ABANDONED,
             _finished(State.ABANDONED, now, replace(polled, abandon_reason=reason)),
-            (EventSpec("abandoned", reason, outcome.http_status),),
+            (EventSpec(EventKind.ABANDONED, reason, outcome.http_status),),
         )
 
     events: list[EventSpec] = []
@@ -141,7 +142,7 @@ def decide(
         code, name, final = status_of(entry)
         if code is not None and code != row.status_code:
             polled = replace(polled, status_code=code, status_name=name, status_final=final)
-            events.append(EventSpec("status", None, outcome.http_status, code, name))
+            events.append(EventSpec(EventKind.STATUS, None, outcome.http_status, code, name))
         status_code = code if code is not None else status_code
     elif isinstance(outcome, Record):
         record = clean_json(outcome.record)
@@ -153,7 +154,7 @@ def decide(
         if not row.has_record or columns["status_code"] != row.status_code:
             events.append(
                 EventSpec(
-                    "status",
+                    EventKind.STATUS,
                     None,
                     outcome.http_status,
                     columns["status_code"],
@@ -166,7 +167,7 @@ def decide(
         if verdict in (Verdict.SUCCESS, Verdict.FAILURE):
             events.append(
                 EventSpec(
-                    "done",
+                    EventKind.DONE,
                     None,
                     outcome.http_status,
                     columns["status_code"],
@@ -179,14 +180,14 @@ def decide(
         if anomaly is not None and events:
             # once per status change, not once per poll: the log has every occurrence
             events.append(
-                EventSpec("anomaly", anomaly, outcome.http_status, columns["status_code"])
+                EventSpec(EventKind.ANOMALY, anomaly, outcome.http_status, columns["status_code"])
             )
     else:
         assert isinstance(outcome, NotYet)
 
     if sent >= deadline:
         reason = f"expired: not finished {policy.give_up_after:g}s after enqueue"
-        events.append(EventSpec("abandoned", reason, outcome.http_status))
+        events.append(EventSpec(EventKind.ABANDONED, reason, outcome.http_status))
         expired = _finished(State.ABANDONED, now, replace(polled, abandon_reason=reason))
         return Decision(State.ABANDONED, expired, tuple(events), anomaly=anomaly)
     if row.started_at is None and schedule.stage_of(status_code) is schedule.Stage.GENERATING:
@@ -235,13 +236,13 @@ def not_applied(
         error_count=row.error_count + 1,
         last_error=message,
     )
-    event = EventSpec("error", message, http_status)
+    event = EventSpec(EventKind.ERROR, message, http_status)
     if sent >= deadline_of(row, policy):
         why = short(f"expired: no answer could be applied by the deadline (last: {message})")
         return Decision(
             State.ABANDONED,
             _finished(State.ABANDONED, now, replace(changes, abandon_reason=why)),
-            (event, EventSpec("abandoned", why, http_status)),
+            (event, EventSpec(EventKind.ABANDONED, why, http_status)),
         )
     attempt = row.poll_count + row.error_count + 1
     due = next_poll(row, now, policy, rng, attempt, sent)

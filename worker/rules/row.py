@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Final, Literal, TypeAlias, TypeVar
 
+from pixverse_tracker.rules.events import EventKind
 from pixverse_tracker.rules.state import State
 
 T = TypeVar("T")
@@ -33,7 +34,9 @@ class RowView:
 
 @dataclass(frozen=True)
 class EventSpec:
-    kind: str
+    """One row for the event log (``video_events``); its kind is an ``EventKind``, always."""
+
+    kind: EventKind
     message: str | None = None
     http_status: int | None = None
     status_code: int | None = None

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
+    Dialect,
     Float,
     ForeignKey,
     Index,
@@ -17,11 +18,30 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from pixverse_tracker.models.base import Base, BigId, JSONDocument, UTCDateTime
 from pixverse_tracker.rules.state import State
 
 STATE_VALUES = ", ".join(f"'{s.value}'" for s in State)
+
+
+class StateColumn(TypeDecorator[State]):
+    """A ``State`` stored as its string in a VARCHAR(16): the column as migrated, a State in
+    Python. Only the Python side changes: the DDL is the impl's, so Alembic sees no difference.
+
+    A bound string passes through as it is (a filter on a state nobody has matches nothing, as
+    before); rows come back as ``State``, which the CHECK ``state_known`` guarantees they are.
+    """
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: State | str | None, dialect: Dialect) -> str | None:
+        return value.value if isinstance(value, State) else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> State | None:
+        return None if value is None else State(value)
 
 
 class Video(Base):
@@ -30,7 +50,7 @@ class Video(Base):
     __tablename__ = "videos"
 
     video_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    state: Mapped[str] = mapped_column(String(16), default=State.PENDING.value)
+    state: Mapped[State] = mapped_column(StateColumn(), default=State.PENDING)
 
     status_code: Mapped[int | None] = mapped_column(Integer)
     status_name: Mapped[str | None] = mapped_column(Text)
@@ -109,7 +129,9 @@ class Video(Base):
     )
 
     def __repr__(self) -> str:
-        return f"Video({self.video_id!r}, state={self.state!r}, status={self.status_name!r})"
+        # the state as its string, as it always printed (None before the row's first flush)
+        state = self.state.value if isinstance(self.state, State) else self.state
+        return f"Video({self.video_id!r}, state={state!r}, status={self.status_name!r})"
 
 
 class VideoEvent(Base):

@@ -122,16 +122,18 @@ class VideoView:
 
     @property
     def finished(self) -> bool:
-        return self.state != State.PENDING.value
+        return self.state != State.PENDING
 
     @property
     def completed(self) -> bool:
         """Done with status COMPLETED: ``url`` is the video."""
-        return self.state == State.DONE.value and self.status_code == COMPLETED
+        return self.state == State.DONE and self.status_code == COMPLETED
 
     @classmethod
     def of(cls, video: Video) -> VideoView:
-        return cls(**{name: getattr(video, name) for name in PUBLIC_COLUMNS})
+        values = {name: getattr(video, name) for name in PUBLIC_COLUMNS}
+        values["state"] = video.state.value  # a plain str, as applications always got it
+        return cls(**values)
 
 
 def get(video_id: str, *, rt: Runtime | None = None) -> VideoView | None:

@@ -13,6 +13,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 from sqlalchemy import Engine, event, text
+from sqlalchemy import select as sa_select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pixverse_tracker import api
@@ -20,10 +21,12 @@ from pixverse_tracker.db.claim import owned_rows
 from pixverse_tracker.db.control import add_poll_counts, note_auth_ok
 from pixverse_tracker.db.sql import NOTIFY_CHANNEL, current_time
 from pixverse_tracker.db.videos import release
+from pixverse_tracker.models import Video
 from pixverse_tracker.rules.decide import decide
 from pixverse_tracker.rules.outcomes import NotYet, PollCounts, Record
 from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.rules.row import Decision
+from pixverse_tracker.rules.state import State
 from pixverse_tracker.service import apply as service_apply
 from pixverse_tracker.service import enqueue as service_enqueue
 from pixverse_tracker.service.claim import Claim, claim_due
@@ -281,6 +284,28 @@ def test_api_enqueue_with_only_valid_ids_is_ok_and_idempotent(runtime: Runtime) 
     assert api.enqueue([vid(1)], rt=runtime).added == [vid(1)]
     again = api.enqueue([vid(1)], rt=runtime)
     assert again.ok and again.added == [] and again.unchanged == [vid(1)]
+
+
+def test_the_state_column_is_a_state_in_python_and_its_plain_string_in_the_table(
+    runtime: Runtime, pg: sessionmaker[Session]
+) -> None:
+    make_done(pg, vid(2))
+    enqueue(pg, [vid(1)])
+    with pg() as session:
+        assert session.get(Video, vid(1)).state is State.PENDING  # type: ignore[union-attr]
+        assert session.get(Video, vid(2)).state is State.DONE  # type: ignore[union-attr]
+        stored = session.execute(text("SELECT state FROM videos ORDER BY video_id")).scalars()
+        assert [(type(s), s) for s in stored] == [(str, "pending"), (str, "done")]
+        # a filter takes the State or its string alike; an unknown string matches nothing
+        for value in (State.DONE, "done"):
+            assert session.scalars(sa_select(Video.video_id).where(Video.state == value)).all() == [
+                vid(2)
+            ]
+        assert session.scalars(sa_select(Video).where(Video.state == "unknown")).all() == []
+    # applications get the plain string, as they always did
+    view = api.get(vid(1), rt=runtime)
+    assert view is not None and type(view.state) is str and view.state == "pending"
+    assert "state='pending'" in repr(view)
 
 
 # --- the guarded apply --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from pixverse_tracker.models import Video
 from pixverse_tracker.rules.decide import ERROR_GRACE, decide, not_applied
 from pixverse_tracker.rules.limiter import (
     MIN_RATE_FACTOR,
@@ -35,7 +37,7 @@ from pixverse_tracker.rules.outcomes import (
 )
 from pixverse_tracker.rules.policy import Policy
 from pixverse_tracker.rules.records import MAX_DEPTH, PRUNED
-from pixverse_tracker.rules.row import Decision, RowView
+from pixverse_tracker.rules.row import UNCHANGED, Decision, RowChanges, RowView
 from pixverse_tracker.rules.schedule import Durations, Grid, Knowledge
 from pixverse_tracker.rules.state import State
 from pixverse_tracker.rules.timing import backoff_delay, first_poll_at, next_poll
@@ -266,7 +268,7 @@ def test_a_time_without_a_zone_is_not_guessed() -> None:
 def test_an_enormous_integer_duration_becomes_null_instead_of_raising() -> None:
     d = run(Record(generating(duration=10**400)))
     assert d.state is State.PENDING
-    assert d.changes["duration"] is None
+    assert d.changes.duration is None
 
 
 def test_integers_too_large_for_an_integer_column_become_null() -> None:
@@ -392,21 +394,60 @@ def test_next_poll_is_never_after_the_deadline_while_before_it(
 CLAIM_CLEARED = {"claimed_until": None, "claim_token": None}
 
 
+def test_row_changes_name_only_the_columns_they_set_and_none_is_null() -> None:
+    changes = RowChanges(updated_at=NOW, next_poll_at=None, poll_count=2)
+    assert changes.as_columns() == {"updated_at": NOW, "next_poll_at": None, "poll_count": 2}
+    assert changes.done_at is UNCHANGED and repr(UNCHANGED) == "UNCHANGED"
+    # every field is a column of videos, under the same name
+    columns = set(Video.__table__.c.keys())
+    assert {f.name for f in dataclasses.fields(RowChanges)} <= columns
+
+
+def test_a_decision_writes_the_columns_it_always_wrote() -> None:
+    d = run(Record(completed(prompt="a cat")), poll_count=3)
+    written = d.changes.as_columns()
+    assert "state" not in written  # the decision's state travels beside its changes
+    assert set(written) == {
+        "updated_at",
+        "claimed_until",
+        "claim_token",
+        "last_polled_at",
+        "last_http_status",
+        "poll_count",
+        "last_error",
+        "next_poll_at",
+        "done_at",
+        "status_code",
+        "status_name",
+        "status_final",
+        "record",
+        "record_sha",
+        "url",
+        "first_frame",
+        "prompt",
+        "model",
+        "duration",
+        "output_width",
+        "output_height",
+        "upstream_created_at",
+    }
+
+
 def test_a_final_record_marks_the_row_done_and_notifies() -> None:
     d = run(Record(completed(prompt="a cat")), poll_count=3, error_count=2)
     assert d.state is State.DONE
     assert d.notify_done is True
-    assert d.changes["done_at"] == NOW
-    assert d.changes["next_poll_at"] is None
-    assert d.changes["poll_count"] == 4
-    assert "error_count" not in d.changes
-    assert d.changes["url"] == URL
-    assert d.changes["status_code"] == 1
-    assert d.changes["record"]["prompt"] == "a cat"
-    assert d.changes["last_polled_at"] == NOW
-    assert d.changes["last_http_status"] == 200
-    assert d.changes["last_error"] is None
-    assert {k: d.changes[k] for k in CLAIM_CLEARED} == CLAIM_CLEARED
+    assert d.changes.done_at == NOW
+    assert d.changes.next_poll_at is None
+    assert d.changes.poll_count == 4
+    assert d.changes.error_count is UNCHANGED
+    assert d.changes.url == URL
+    assert d.changes.status_code == 1
+    assert d.changes.record["prompt"] == "a cat"
+    assert d.changes.last_polled_at == NOW
+    assert d.changes.last_http_status == 200
+    assert d.changes.last_error is None
+    assert {k: getattr(d.changes, k) for k in CLAIM_CLEARED} == CLAIM_CLEARED
     assert kinds(d) == ["status", "done"]
     assert (d.events[1].status_code, d.events[1].status_name) == (1, "COMPLETED")
     assert d.anomaly is None
@@ -417,14 +458,14 @@ def test_a_failed_record_is_done_too() -> None:
     assert d.state is State.DONE
     assert d.notify_done is True
     assert kinds(d) == ["status", "done"]
-    assert d.changes["url"] is None
+    assert d.changes.url is None
 
 
 def test_a_final_record_after_the_deadline_is_still_done() -> None:
     late = NOW - GIVE_UP - timedelta(hours=2)
     d = run(Record(completed()), enqueued_at=late)
     assert d.state is State.DONE
-    assert "abandon_reason" not in d.changes
+    assert d.changes.abandon_reason is UNCHANGED
 
 
 def test_a_record_in_progress_stays_pending_with_a_status_event_the_first_time() -> None:
@@ -433,16 +474,16 @@ def test_a_record_in_progress_stays_pending_with_a_status_event_the_first_time()
     assert d.notify_done is False
     assert kinds(d) == ["status"]
     assert (d.events[0].status_code, d.events[0].status_name) == (10, "GENERATING")
-    assert d.changes["poll_count"] == 1
-    assert NOW < d.changes["next_poll_at"] <= NOW + timedelta(seconds=POLICY.poll_interval_max)
-    assert {k: d.changes[k] for k in CLAIM_CLEARED} == CLAIM_CLEARED
-    assert "done_at" not in d.changes
+    assert d.changes.poll_count == 1
+    assert NOW < d.changes.next_poll_at <= NOW + timedelta(seconds=POLICY.poll_interval_max)
+    assert {k: getattr(d.changes, k) for k in CLAIM_CLEARED} == CLAIM_CLEARED
+    assert d.changes.done_at is UNCHANGED
 
 
 def test_the_same_status_again_emits_no_event() -> None:
     d = run(Record(generating()), has_record=True, status_code=10, poll_count=4)
     assert d.events == ()
-    assert d.changes["poll_count"] == 5
+    assert d.changes.poll_count == 5
 
 
 def test_a_new_status_code_emits_a_status_event() -> None:
@@ -468,7 +509,7 @@ def test_an_anomalous_record_stays_pending_and_logs_the_anomaly_once_per_status(
 def test_an_anomalous_record_at_the_deadline_is_abandoned_as_expired() -> None:
     d = run(Record(completed(url=None)), enqueued_at=NOW - GIVE_UP)
     assert d.state is State.ABANDONED
-    assert d.changes["abandon_reason"].startswith("expired")
+    assert d.changes.abandon_reason.startswith("expired")
     assert kinds(d) == ["status", "anomaly", "abandoned"]
     assert d.notify_done is False
 
@@ -476,9 +517,9 @@ def test_an_anomalous_record_at_the_deadline_is_abandoned_as_expired() -> None:
 def test_a_record_with_nul_characters_is_stored_without_them() -> None:
     record = completed(prompt="a\x00cat", **{"ex\x00tra": "v\x00"})
     d = run(Record(record))
-    assert d.changes["prompt"] == "acat"
-    assert d.changes["record"]["prompt"] == "acat"
-    assert d.changes["record"]["extra"] == "v"
+    assert d.changes.prompt == "acat"
+    assert d.changes.record["prompt"] == "acat"
+    assert d.changes.record["extra"] == "v"
 
 
 def test_a_record_with_wrong_types_and_nan_never_raises_and_gives_nulls() -> None:
@@ -495,14 +536,14 @@ def test_a_record_with_wrong_types_and_nan_never_raises_and_gives_nulls() -> Non
     d = run(Record(record))
     assert d.state is State.PENDING
     for column in ("output_width", "output_height", "duration", "upstream_created_at", "prompt"):
-        assert d.changes[column] is None, column
-    assert d.changes["record"]["duration"] is None
-    assert d.changes["record"]["output_width"] == "abc"
+        assert getattr(d.changes, column) is None, column
+    assert d.changes.record["duration"] is None
+    assert d.changes.record["output_width"] == "abc"
 
 
 def test_a_record_with_a_string_duration_stores_a_number() -> None:
     d = run(Record(generating(duration="5")))
-    assert d.changes["duration"] == 5.0
+    assert d.changes.duration == 5.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,49 +555,49 @@ def test_not_yet_counts_a_poll_and_schedules_the_next() -> None:
     d = run(NotYet("still processing"), poll_count=2, error_count=1)
     assert d.state is State.PENDING
     assert d.events == ()
-    assert d.changes["poll_count"] == 3
-    assert "error_count" not in d.changes
-    assert d.changes["last_http_status"] == 404
-    assert d.changes["last_error"] is None
-    assert d.changes["last_polled_at"] == NOW
-    assert NOW + timedelta(seconds=POLICY.poll_interval_min) <= d.changes["next_poll_at"]
-    assert d.changes["next_poll_at"] <= NOW + timedelta(seconds=POLICY.poll_interval_max)
-    assert {k: d.changes[k] for k in CLAIM_CLEARED} == CLAIM_CLEARED
+    assert d.changes.poll_count == 3
+    assert d.changes.error_count is UNCHANGED
+    assert d.changes.last_http_status == 404
+    assert d.changes.last_error is None
+    assert d.changes.last_polled_at == NOW
+    assert NOW + timedelta(seconds=POLICY.poll_interval_min) <= d.changes.next_poll_at
+    assert d.changes.next_poll_at <= NOW + timedelta(seconds=POLICY.poll_interval_max)
+    assert {k: getattr(d.changes, k) for k in CLAIM_CLEARED} == CLAIM_CLEARED
     assert d.notify_done is False
 
 
 def test_not_yet_at_the_deadline_abandons_as_expired() -> None:
     d = run(NotYet(), enqueued_at=NOW - GIVE_UP)
     assert d.state is State.ABANDONED
-    assert d.changes["abandon_reason"] == "expired: not finished 21600s after enqueue"
-    assert d.changes["next_poll_at"] is None
-    assert d.changes["done_at"] is None
+    assert d.changes.abandon_reason == "expired: not finished 21600s after enqueue"
+    assert d.changes.next_poll_at is None
+    assert d.changes.done_at is None
     assert kinds(d) == ["abandoned"]
-    assert d.events[0].message == d.changes["abandon_reason"]
+    assert d.events[0].message == d.changes.abandon_reason
     assert d.notify_done is False
 
 
 def test_not_yet_after_the_deadline_abandons_as_expired() -> None:
     d = run(NotYet(), enqueued_at=NOW - GIVE_UP - timedelta(days=3))
     assert d.state is State.ABANDONED
-    assert d.changes["abandon_reason"].startswith("expired")
+    assert d.changes.abandon_reason.startswith("expired")
 
 
 def test_not_yet_just_before_the_deadline_polls_once_more_at_the_deadline_at_latest() -> None:
     enqueued = NOW - GIVE_UP + timedelta(seconds=1)
     d = run(NotYet(), enqueued_at=enqueued)
     assert d.state is State.PENDING
-    assert d.changes["next_poll_at"] == enqueued + GIVE_UP
+    assert d.changes.next_poll_at == enqueued + GIVE_UP
 
 
 def test_deleted_abandons_with_the_upstream_message() -> None:
     d = run(Deleted("The original video has been deleted"), poll_count=4)
     assert d.state is State.ABANDONED
-    assert d.changes["abandon_reason"] == "deleted: The original video has been deleted"
-    assert d.changes["poll_count"] == 5
-    assert d.changes["next_poll_at"] is None
-    assert d.changes["done_at"] is None
-    assert {k: d.changes[k] for k in CLAIM_CLEARED} == CLAIM_CLEARED
+    assert d.changes.abandon_reason == "deleted: The original video has been deleted"
+    assert d.changes.poll_count == 5
+    assert d.changes.next_poll_at is None
+    assert d.changes.done_at is None
+    assert {k: getattr(d.changes, k) for k in CLAIM_CLEARED} == CLAIM_CLEARED
     assert kinds(d) == ["abandoned"]
     assert (d.events[0].message, d.events[0].http_status) == (
         "deleted: The original video has been deleted",
@@ -568,14 +609,14 @@ def test_deleted_abandons_with_the_upstream_message() -> None:
 def test_rejected_abandons_and_says_so_even_without_a_message() -> None:
     d = run(Rejected(""))
     assert d.state is State.ABANDONED
-    assert d.changes["abandon_reason"] == "rejected: no message"
-    assert d.changes["last_http_status"] == 400
+    assert d.changes.abandon_reason == "rejected: no message"
+    assert d.changes.last_http_status == 400
     assert kinds(d) == ["abandoned"]
 
 
 def test_a_long_upstream_message_is_cut_to_the_message_limit() -> None:
     d = run(Rejected("x" * 2000))
-    reason = d.changes["abandon_reason"]
+    reason = d.changes.abandon_reason
     assert reason == "rejected: " + "x" * (MESSAGE_LIMIT - 3) + "..."
 
 
@@ -589,12 +630,12 @@ def test_unauthorized_pauses_without_counting_or_penalising() -> None:
     assert d.state is State.PENDING
     assert d.pause == "auth"
     assert d.events == ()
-    assert d.changes["next_poll_at"] == NOW + timedelta(seconds=POLICY.auth_pause)
-    assert d.changes["last_http_status"] == 401
-    assert "poll_count" not in d.changes
-    assert "error_count" not in d.changes
-    assert "last_polled_at" not in d.changes
-    assert {k: d.changes[k] for k in CLAIM_CLEARED} == CLAIM_CLEARED
+    assert d.changes.next_poll_at == NOW + timedelta(seconds=POLICY.auth_pause)
+    assert d.changes.last_http_status == 401
+    assert d.changes.poll_count is UNCHANGED
+    assert d.changes.error_count is UNCHANGED
+    assert d.changes.last_polled_at is UNCHANGED
+    assert {k: getattr(d.changes, k) for k in CLAIM_CLEARED} == CLAIM_CLEARED
     assert d.notify_done is False
 
 
@@ -609,36 +650,36 @@ def test_rate_limited_without_retry_after_waits_the_rate_limit_pause() -> None:
     assert d.pause == "rate"
     assert d.retry_after is None
     assert d.events == ()
-    assert d.changes["next_poll_at"] == NOW + timedelta(seconds=POLICY.rate_limit_pause)
-    assert d.changes["last_http_status"] == 429
-    assert "poll_count" not in d.changes
-    assert "error_count" not in d.changes
-    assert {k: d.changes[k] for k in CLAIM_CLEARED} == CLAIM_CLEARED
+    assert d.changes.next_poll_at == NOW + timedelta(seconds=POLICY.rate_limit_pause)
+    assert d.changes.last_http_status == 429
+    assert d.changes.poll_count is UNCHANGED
+    assert d.changes.error_count is UNCHANGED
+    assert {k: getattr(d.changes, k) for k in CLAIM_CLEARED} == CLAIM_CLEARED
 
 
 def test_rate_limited_with_retry_after_honours_it() -> None:
     d = run(RateLimited(120.0))
     assert d.retry_after == 120.0
-    assert d.changes["next_poll_at"] == NOW + timedelta(seconds=120)
+    assert d.changes.next_poll_at == NOW + timedelta(seconds=120)
 
 
 def test_rate_limited_with_a_tiny_retry_after_still_waits_the_minimum_interval() -> None:
     d = run(RateLimited(1.0))
-    assert d.changes["next_poll_at"] == NOW + timedelta(seconds=POLICY.poll_interval_min)
+    assert d.changes.next_poll_at == NOW + timedelta(seconds=POLICY.poll_interval_min)
 
 
 def test_transient_error_counts_an_error_not_a_poll() -> None:
     d = run(Transient("HTTP 503", 503), poll_count=3, error_count=2)
     assert d.state is State.PENDING
-    assert d.changes["error_count"] == 3
-    assert "poll_count" not in d.changes
-    assert d.changes["last_error"] == "HTTP 503"
-    assert d.changes["last_http_status"] == 503
-    assert d.changes["last_polled_at"] == NOW
+    assert d.changes.error_count == 3
+    assert d.changes.poll_count is UNCHANGED
+    assert d.changes.last_error == "HTTP 503"
+    assert d.changes.last_http_status == 503
+    assert d.changes.last_polled_at == NOW
     assert kinds(d) == ["error"]
     assert (d.events[0].message, d.events[0].http_status) == ("HTTP 503", 503)
-    assert NOW < d.changes["next_poll_at"] <= NOW + timedelta(seconds=POLICY.poll_interval_max)
-    assert {k: d.changes[k] for k in CLAIM_CLEARED} == CLAIM_CLEARED
+    assert NOW < d.changes.next_poll_at <= NOW + timedelta(seconds=POLICY.poll_interval_max)
+    assert {k: getattr(d.changes, k) for k in CLAIM_CLEARED} == CLAIM_CLEARED
     assert d.notify_done is False
 
 
@@ -646,25 +687,25 @@ def test_transient_just_before_the_deadline_polls_at_the_deadline_at_latest() ->
     enqueued = NOW - GIVE_UP + timedelta(seconds=2)
     d = run(Transient("timeout"), enqueued_at=enqueued)
     assert d.state is State.PENDING
-    assert d.changes["next_poll_at"] <= enqueued + GIVE_UP
+    assert d.changes.next_poll_at <= enqueued + GIVE_UP
 
 
 def test_transient_past_the_deadline_keeps_polling_within_the_grace() -> None:
     enqueued = NOW - GIVE_UP - ERROR_GRACE + timedelta(seconds=5)
     d = run(Transient("timeout"), enqueued_at=enqueued)
     assert d.state is State.PENDING
-    assert d.changes["next_poll_at"] == enqueued + GIVE_UP + ERROR_GRACE
-    assert "abandon_reason" not in d.changes
+    assert d.changes.next_poll_at == enqueued + GIVE_UP + ERROR_GRACE
+    assert d.changes.abandon_reason is UNCHANGED
 
 
 def test_transient_at_the_end_of_the_grace_abandons_as_expired() -> None:
     d = run(Transient("HTTP 502", 502), enqueued_at=NOW - GIVE_UP - ERROR_GRACE)
     assert d.state is State.ABANDONED
-    reason = d.changes["abandon_reason"]
+    reason = d.changes.abandon_reason
     assert reason == "expired: no usable answer after the deadline (last: HTTP 502)"
     assert kinds(d) == ["error", "abandoned"]
     assert d.events[1].message == reason
-    assert d.changes["next_poll_at"] is None
+    assert d.changes.next_poll_at is None
     assert d.notify_done is False
 
 
@@ -694,7 +735,7 @@ def test_a_pending_row_is_never_scheduled_past_its_deadline(
         random.Random(seed),
     )
     assert d.state is State.PENDING
-    assert NOW < d.changes["next_poll_at"] <= enqueued + GIVE_UP
+    assert NOW < d.changes.next_poll_at <= enqueued + GIVE_UP
 
 
 # ---------------------------------------------------------------------------------------------
@@ -915,7 +956,7 @@ def test_a_poll_sent_before_the_deadline_but_answered_after_it_does_not_expire_t
     )
     assert decision.state is State.PENDING
     # the next (last) poll goes out at once: its send time is at the deadline or later
-    assert decision.changes["next_poll_at"] == deadline
+    assert decision.changes.next_poll_at == deadline
 
 
 def test_a_poll_sent_at_the_deadline_expires_the_row_however_late_its_answer() -> None:
@@ -929,7 +970,7 @@ def test_a_poll_sent_at_the_deadline_expires_the_row_however_late_its_answer() -
         sent_at=deadline,
     )
     assert decision.state is State.ABANDONED
-    assert decision.changes["abandon_reason"].startswith("expired")
+    assert decision.changes.abandon_reason.startswith("expired")
 
 
 def test_an_identical_record_rewrites_nothing_but_the_poll_bookkeeping() -> None:
@@ -937,17 +978,17 @@ def test_an_identical_record_rewrites_nothing_but_the_poll_bookkeeping() -> None
 
     record = generating()
     first = run(Record(record))
-    assert first.changes["record"] == record
-    assert first.changes["record_sha"] == record_digest(clean_json(record))
+    assert first.changes.record == record
+    assert first.changes.record_sha == record_digest(clean_json(record))
     again = decide(
-        row(has_record=True, status_code=10, record_sha=first.changes["record_sha"]),
+        row(has_record=True, status_code=10, record_sha=first.changes.record_sha),
         Record(dict(reversed(list(record.items())))),  # same record, keys in another order
         NOW,
         POLICY,
         random.Random(7),
     )
-    assert "record" not in again.changes and "status_code" not in again.changes
-    assert again.changes["poll_count"] == 1 and "next_poll_at" in again.changes
+    assert again.changes.record is UNCHANGED and again.changes.status_code is UNCHANGED
+    assert again.changes.poll_count == 1 and again.changes.next_poll_at is not UNCHANGED
     assert again.events == ()  # no event row for an unchanged answer
 
 
@@ -963,8 +1004,8 @@ def test_a_changed_record_is_written_with_its_new_digest() -> None:
         POLICY,
         random.Random(7),
     )
-    assert decision.changes["record"] == changed
-    assert decision.changes["record_sha"] != old
+    assert decision.changes.record == changed
+    assert decision.changes.record_sha != old
     assert decision.events == ()  # same status: the record is stored, no status event
 
 
@@ -1009,28 +1050,28 @@ TYPICAL = Knowledge(
 def test_a_listed_video_in_progress_updates_its_status_but_not_its_record() -> None:
     decision = run(Listed(generating(queue_data={"queue_time": 3, "queue_count": 1})))
     assert decision.state is State.PENDING
-    assert (decision.changes["status_code"], decision.changes["status_name"]) == (10, "GENERATING")
-    assert "record" not in decision.changes and "record_sha" not in decision.changes
+    assert (decision.changes.status_code, decision.changes.status_name) == (10, "GENERATING")
+    assert decision.changes.record is UNCHANGED and decision.changes.record_sha is UNCHANGED
     assert kinds(decision) == ["status"]
-    assert decision.changes["poll_count"] == 1 and decision.changes["last_http_status"] == 200
+    assert decision.changes.poll_count == 1 and decision.changes.last_http_status == 200
 
 
 def test_the_same_listed_status_again_costs_no_event_and_no_status_write() -> None:
     decision = run(Listed(generating()), status_code=10, started_at=NOW - timedelta(seconds=9))
     assert decision.events == ()
-    assert "status_code" not in decision.changes and "started_at" not in decision.changes
+    assert decision.changes.status_code is UNCHANGED and decision.changes.started_at is UNCHANGED
 
 
 def test_the_first_sight_of_generating_dates_the_start_right_after_the_look_before() -> None:
     looked = NOW - timedelta(seconds=20)
-    assert run(Listed(generating()), last_polled_at=looked).changes["started_at"] == looked
-    assert run(Record(generating()), last_polled_at=looked).changes["started_at"] == looked
+    assert run(Listed(generating()), last_polled_at=looked).changes.started_at == looked
+    assert run(Record(generating()), last_polled_at=looked).changes.started_at == looked
     never_looked = row()
     first = decide(never_looked, Listed(generating()), NOW, POLICY, random.Random(1))
-    assert first.changes["started_at"] == never_looked.enqueued_at
-    assert "started_at" not in run(NotYet()).changes
+    assert first.changes.started_at == never_looked.enqueued_at
+    assert run(NotYet()).changes.started_at is UNCHANGED
     queued = generating(video_status=5, video_status_name="QUEUED", video_status_final=True)
-    assert "started_at" not in run(Listed(queued)).changes
+    assert run(Listed(queued)).changes.started_at is UNCHANGED
 
 
 def test_a_listed_queued_video_claiming_final_is_no_anomaly_and_stays_pending() -> None:
@@ -1042,9 +1083,9 @@ def test_a_listed_queued_video_claiming_final_is_no_anomaly_and_stays_pending() 
 
 def test_list_sightings_set_and_clear_the_list_miss() -> None:
     missed = run(NotYet())
-    assert "list_missed_at" not in missed.changes
+    assert missed.changes.list_missed_at is UNCHANGED
     noted = decide(row(), NotYet(), NOW, POLICY, random.Random(1), list_seen=False)
-    assert noted.changes["list_missed_at"] == NOW
+    assert noted.changes.list_missed_at == NOW
     seen = decide(
         row(list_missed_at=NOW - timedelta(hours=2)),
         Listed(generating()),
@@ -1053,11 +1094,11 @@ def test_list_sightings_set_and_clear_the_list_miss() -> None:
         random.Random(1),
         list_seen=True,
     )
-    assert seen.changes["list_missed_at"] is None
+    assert seen.changes.list_missed_at is None
 
 
 def test_the_page_that_showed_an_id_is_remembered_until_a_read_misses_it() -> None:
-    def listed(offset: int | None, **overrides: Any) -> dict[str, Any]:
+    def listed(offset: int | None, **overrides: Any) -> RowChanges:
         return decide(
             row(**overrides),
             Listed(generating()),
@@ -1068,18 +1109,18 @@ def test_the_page_that_showed_an_id_is_remembered_until_a_read_misses_it() -> No
             list_offset=offset,
         ).changes
 
-    assert listed(80)["list_offset"] == 80
-    assert "list_offset" not in listed(80, list_offset=80)  # unchanged: not rewritten
-    assert "list_offset" not in listed(None, list_offset=40)  # fetched by id: kept
+    assert listed(80).list_offset == 80
+    assert listed(80, list_offset=80).list_offset is UNCHANGED  # unchanged: not rewritten
+    assert listed(None, list_offset=40).list_offset is UNCHANGED  # fetched by id: kept
     missed = decide(row(list_offset=80), NotYet(), NOW, POLICY, random.Random(1), list_seen=False)
-    assert missed.changes["list_offset"] is None  # its next read starts at the top
+    assert missed.changes.list_offset is None  # its next read starts at the top
 
 
 def test_with_knowledge_the_next_poll_follows_the_observed_completions() -> None:
     young = row(enqueued_at=NOW - timedelta(seconds=5))
     steady = policy_with(jitter=0.0)
     decision = decide(young, NotYet(), NOW, steady, random.Random(1), knowledge=TYPICAL)
-    gap = (decision.changes["next_poll_at"] - NOW).total_seconds()
+    gap = (decision.changes.next_poll_at - NOW).total_seconds()
     # nothing has ever finished before 60 s after enqueue: no look before then could find it
     # done, so the next one waits until then (55 s), past the 15 s cap
     assert gap == pytest.approx(55)
@@ -1089,9 +1130,9 @@ def test_with_knowledge_the_next_poll_follows_the_observed_completions() -> None
     loose = policy_with(poll_interval_min=5.0)
     gaps = [
         (
-            decide(older, NotYet(), NOW, loose, random.Random(n), knowledge=TYPICAL).changes[
-                "next_poll_at"
-            ]
+            decide(
+                older, NotYet(), NOW, loose, random.Random(n), knowledge=TYPICAL
+            ).changes.next_poll_at
             - NOW
         ).total_seconds()
         for n in range(40)
@@ -1103,7 +1144,7 @@ def test_with_knowledge_the_next_poll_follows_the_observed_completions() -> None
 def test_without_knowledge_or_on_the_backoff_schedule_the_next_poll_is_backoff() -> None:
     for knowledge, policy in ((None, POLICY), (TYPICAL, policy_with(schedule="backoff"))):
         decision = decide(row(), NotYet(), NOW, policy, random.Random(1), knowledge=knowledge)
-        gap = (decision.changes["next_poll_at"] - NOW).total_seconds()
+        gap = (decision.changes.next_poll_at - NOW).total_seconds()
         assert 15 <= gap <= 15 * 1.5
 
 
@@ -1116,7 +1157,7 @@ def test_a_generating_video_is_looked_at_when_its_generation_usually_ends() -> N
     decision = decide(
         started, Listed(generating()), NOW, roomy, random.Random(1), knowledge=TYPICAL
     )
-    gap = (decision.changes["next_poll_at"] - NOW).total_seconds()
+    gap = (decision.changes.next_poll_at - NOW).total_seconds()
     assert gap == pytest.approx(44 - 2, abs=0.05)
     # With the default 15 s cap: not before the quickest generation seen could end (40 s in),
     # then within the cap.
@@ -1128,7 +1169,7 @@ def test_a_generating_video_is_looked_at_when_its_generation_usually_ends() -> N
         random.Random(1),
         knowledge=TYPICAL,
     )
-    gap = (decision.changes["next_poll_at"] - NOW).total_seconds()
+    gap = (decision.changes.next_poll_at - NOW).total_seconds()
     assert gap == pytest.approx(40 - 2, abs=0.05)
 
 
@@ -1137,7 +1178,7 @@ def test_on_a_grid_the_next_poll_lands_on_an_instant_of_the_account() -> None:
     for seconds in (0.0, 1.3, 4.99, 7.5):
         now = NOW + timedelta(seconds=seconds)
         decision = decide(row(), NotYet(), now, POLICY, random.Random(1), grid=grid)
-        due = decision.changes["next_poll_at"]
+        due = decision.changes.next_poll_at
         assert grid.snap(due) == due and due > now
 
 
@@ -1162,7 +1203,7 @@ def test_ids_one_list_request_showed_in_progress_are_looked_at_again_sooner_toge
             knowledge=spread,
             grid=grid,
             share=share,
-        ).changes["next_poll_at"]
+        ).changes.next_poll_at
 
     # alone, the young video waits long; forty of them together make the next list request
     # likely to find one finished much sooner (and it still lands on the grid)
@@ -1233,7 +1274,7 @@ def test_a_completed_record_with_a_field_nested_500_levels_deep_is_done_with_the
     record = completed(nested=nested(500), beside={"kept": [1, 2]})
     d = run(Record(record))
     assert d.state is State.DONE and d.notify_done is True
-    stored = d.changes["record"]
+    stored = d.changes.record
     assert stored["beside"] == {"kept": [1, 2]} and stored["url"] == URL
     # the record is depth 0, its fields 1: the container at MAX_DEPTH is the marker
     chain = stored["nested"]
@@ -1242,7 +1283,7 @@ def test_a_completed_record_with_a_field_nested_500_levels_deep_is_done_with_the
         chain = chain[0]
     assert chain == PRUNED
     assert depth_of(stored) == MAX_DEPTH  # the marker itself, a string
-    assert d.changes["record_sha"]  # the digest walked it too
+    assert d.changes.record_sha  # the digest walked it too
 
 
 def test_clean_json_keeps_a_record_within_the_depth_bound_exactly_as_it_came() -> None:
@@ -1255,7 +1296,7 @@ def test_clean_json_keeps_a_record_within_the_depth_bound_exactly_as_it_came() -
 def test_a_list_entry_nested_absurdly_deep_updates_the_status_without_error() -> None:
     entry = generating(queue_data=nested(5000))
     d = run(Listed(entry))
-    assert d.state is State.PENDING and d.changes["status_code"] == 10
+    assert d.state is State.PENDING and d.changes.status_code == 10
 
 
 @pytest.mark.parametrize(
@@ -1280,8 +1321,8 @@ def test_a_completed_record_whose_url_is_not_https_is_an_anomaly_kept_pending_wi
     d = run(Record(completed(url=url)))
     assert d.state is State.PENDING and d.notify_done is False
     assert d.anomaly is not None and "polling on" in d.anomaly
-    assert d.changes["url"] is None  # never handed on as the media url
-    assert d.changes["record"]["url"] == url  # kept in the record, as received
+    assert d.changes.url is None  # never handed on as the media url
+    assert d.changes.record["url"] == url  # kept in the record, as received
     assert kinds(d) == ["status", "anomaly"]
 
 
@@ -1289,8 +1330,8 @@ def test_a_completed_record_with_a_url_that_is_not_https_expires_at_the_deadline
     enqueued = NOW - GIVE_UP
     d = run(Record(completed(url="javascript:alert(1)")), enqueued_at=enqueued)
     assert d.state is State.ABANDONED
-    assert d.changes["abandon_reason"].startswith("expired")
-    assert d.changes["url"] is None
+    assert d.changes.abandon_reason.startswith("expired")
+    assert d.changes.url is None
 
 
 def test_an_https_url_in_any_letter_case_is_a_media_url() -> None:
@@ -1304,12 +1345,12 @@ def test_an_answer_that_could_not_be_applied_costs_an_error_and_a_backoff_not_an
     failing = row(poll_count=2, error_count=1)
     d = not_applied(failing, "RecursionError: too deep", NOW, POLICY, random.Random(3), None, 200)
     assert d.state is State.PENDING
-    assert d.changes["error_count"] == 2
-    assert d.changes["last_error"] == "answer not applied: RecursionError: too deep"
-    assert d.changes["next_poll_at"] >= NOW + timedelta(seconds=POLICY.poll_interval_min)
-    assert {k: d.changes[k] for k in CLAIM_CLEARED} == CLAIM_CLEARED
+    assert d.changes.error_count == 2
+    assert d.changes.last_error == "answer not applied: RecursionError: too deep"
+    assert d.changes.next_poll_at >= NOW + timedelta(seconds=POLICY.poll_interval_min)
+    assert {k: getattr(d.changes, k) for k in CLAIM_CLEARED} == CLAIM_CLEARED
     assert kinds(d) == ["error"] and d.events[0].http_status == 200
-    assert "poll_count" not in d.changes and "record" not in d.changes
+    assert d.changes.poll_count is UNCHANGED and d.changes.record is UNCHANGED
 
 
 def test_an_answer_that_could_not_be_applied_expires_the_row_at_the_deadline_without_grace() -> (
@@ -1317,8 +1358,8 @@ def test_an_answer_that_could_not_be_applied_expires_the_row_at_the_deadline_wit
 ):
     deadline = NOW - timedelta(minutes=5) + GIVE_UP
     before = not_applied(row(), "boom", deadline - timedelta(seconds=1), POLICY, random.Random(3))
-    assert before.state is State.PENDING and before.changes["next_poll_at"] <= deadline
+    assert before.state is State.PENDING and before.changes.next_poll_at <= deadline
     at = not_applied(row(), "boom", deadline, POLICY, random.Random(3))
     assert at.state is State.ABANDONED
-    assert at.changes["abandon_reason"].startswith("expired: no answer could be applied")
+    assert at.changes.abandon_reason.startswith("expired: no answer could be applied")
     assert kinds(at) == ["error", "abandoned"]

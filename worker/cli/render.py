@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from pixverse_tracker.rules.columns import LISTED_COLUMNS
+from pixverse_tracker.rules.state import State
 
 
 def stamp(value: datetime | None) -> str:
@@ -38,6 +39,8 @@ def print_json(value: Any, out: TextIO) -> None:
 
 def video_dict(video: Any, *, with_record: bool = False) -> dict[str, Any]:
     row = {name: getattr(video, name) for name in LISTED_COLUMNS}
+    if isinstance(row["state"], State):  # a row's State: shown as its plain string
+        row["state"] = row["state"].value
     if with_record:
         row["record"] = video.record
     return row

@@ -43,7 +43,7 @@ def claim_rows(
     rows = session.execute(
         select(Video.video_id, Video.next_poll_at, Video.list_missed_at, Video.list_offset)
         .where(
-            Video.state == State.PENDING.value,
+            Video.state == State.PENDING,
             Video.next_poll_at <= horizon_end,
             # rows claimed by an earlier round of this claim are ours already
             or_(Video.claim_token.is_(None), Video.claim_token != token),
@@ -142,7 +142,7 @@ def owned_rows(
                 Video.claimed_until > now + timedelta(seconds=margin),
             )
         ).all()
-        if row[-1] == State.PENDING.value
+        if row[-1] is State.PENDING
     ]
     failing = session.execute(
         select(TrackerControl.auth_failing).where(TrackerControl.id == CONTROL_ROW_ID)
@@ -168,7 +168,7 @@ def adopt(
             select(Video.video_id)
             .where(
                 id_in(session, video_ids),
-                Video.state == State.PENDING.value,
+                Video.state == State.PENDING,
                 or_(Video.claim_token.is_(None), Video.claimed_until <= now),
             )
             .order_by(Video.video_id)

@@ -21,6 +21,7 @@ from pixverse_tracker.models import (
     Video,
     VideoEvent,
 )
+from pixverse_tracker.rules.events import EventKind
 from pixverse_tracker.rules.limiter import LimiterView
 from pixverse_tracker.rules.state import State
 
@@ -62,23 +63,23 @@ def summary(session: Session, *, overdue_after: float) -> tuple[Summary, Limiter
     now = current_time(session)
     counts = {s.value: 0 for s in State}
     for state, count in session.execute(select(Video.state, func.count()).group_by(Video.state)):
-        counts[state] = count
+        counts[state.value] = count
     due_now = session.execute(
         select(func.count())
         .select_from(Video)
-        .where(Video.state == State.PENDING.value, Video.next_poll_at <= now)
+        .where(Video.state == State.PENDING, Video.next_poll_at <= now)
     ).scalar_one()
     overdue = session.execute(
         select(func.count())
         .select_from(Video)
         .where(
-            Video.state == State.PENDING.value,
+            Video.state == State.PENDING,
             Video.next_poll_at < now - timedelta(seconds=overdue_after),
         )
     ).scalar_one()
     oldest = session.execute(
         select(Video.video_id, Video.enqueued_at)
-        .where(Video.state == State.PENDING.value)
+        .where(Video.state == State.PENDING)
         .order_by(Video.enqueued_at, Video.video_id)
         .limit(1)
     ).one_or_none()
@@ -177,7 +178,7 @@ def finished_after(
     Keyset pagination on the (done_at, video_id) index.
     """
     horizon = current_time(session) - timedelta(seconds=settle)
-    query = select(Video).where(Video.state == State.DONE.value, Video.done_at <= horizon)
+    query = select(Video).where(Video.state == State.DONE, Video.done_at <= horizon)
     if after is not None:
         query = query.where(tuple_(Video.done_at, Video.video_id) > tuple_(*after))
     if status_code is not None:
@@ -196,7 +197,7 @@ def finished_durations(
     """
     rows = session.execute(
         select(Video.done_at, Video.enqueued_at, Video.started_at)
-        .where(Video.done_at.is_not(None), Video.state == State.DONE.value)
+        .where(Video.done_at.is_not(None), Video.state == State.DONE)
         .order_by(Video.done_at.desc())
         .limit(limit)
     ).all()
@@ -256,7 +257,7 @@ def done_event_counts(session: Session) -> dict[str, int]:
     """How many 'done' events each id has (exactly one is the promise)."""
     rows = session.execute(
         select(VideoEvent.video_id, func.count())
-        .where(VideoEvent.kind == "done")
+        .where(VideoEvent.kind == EventKind.DONE.value)
         .group_by(VideoEvent.video_id)
     )
     return {video_id: count for video_id, count in rows}

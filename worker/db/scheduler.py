@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from pixverse_tracker.db.control import lock
 from pixverse_tracker.db.sql import add_events, chunks, id_in
 from pixverse_tracker.models import Video
+from pixverse_tracker.rules.events import EventKind
 from pixverse_tracker.rules.row import EventSpec
 from pixverse_tracker.rules.state import State
 
@@ -23,7 +24,7 @@ def pending_exists(session: Session) -> bool:
     """Whether any id is pending (a scheduler read is worth a request only then)."""
     pending = session.execute(
         select(Video.video_id)
-        .where(Video.state == State.PENDING.value, Video.next_poll_at.is_not(None))
+        .where(Video.state == State.PENDING, Video.next_poll_at.is_not(None))
         .order_by(Video.next_poll_at)
         .limit(1)
     ).first()
@@ -72,14 +73,14 @@ def scheduler_answered(
             session.execute(
                 select(func.count())
                 .select_from(Video)
-                .where(id_in(session, chunk), Video.state == State.PENDING.value)
+                .where(id_in(session, chunk), Video.state == State.PENDING)
             ).scalar_one()
         )
         session.execute(
             update(Video)
             .where(
                 id_in(session, chunk),
-                Video.state == State.PENDING.value,
+                Video.state == State.PENDING,
                 or_(Video.scheduler_seen_at.is_(None), and_(free, Video.next_poll_at < soon)),
             )
             .values(
@@ -95,7 +96,7 @@ def scheduler_answered(
     if complete:
         seen = session.execute(
             select(Video.video_id).where(
-                Video.state == State.PENDING.value, Video.scheduler_seen_at.is_not(None)
+                Video.state == State.PENDING, Video.scheduler_seen_at.is_not(None)
             )
         ).scalars()
         present = set(listed)
@@ -103,7 +104,7 @@ def scheduler_answered(
     for chunk in chunks(gone):
         session.execute(
             update(Video)
-            .where(id_in(session, chunk), Video.state == State.PENDING.value)
+            .where(id_in(session, chunk), Video.state == State.PENDING)
             .values(
                 scheduler_seen_at=None,
                 hinted_at=now,
@@ -112,7 +113,7 @@ def scheduler_answered(
             )
             .execution_options(synchronize_session=False)
         )
-    left = EventSpec("unscheduled", "left the upstream's scheduler: finished or failed")
+    left = EventSpec(EventKind.UNSCHEDULED, "left the upstream's scheduler: finished or failed")
     add_events(session, now, [(v, left) for v in gone])
     control.scheduler_ok_at = now
     control.scheduler_failures = 0

@@ -79,7 +79,7 @@ def add_events(session: Session, now: datetime, events: Iterable[tuple[str, Even
         {
             "video_id": video_id,
             "at": now,
-            "kind": spec.kind,
+            "kind": spec.kind.value,
             "http_status": spec.http_status,
             "status_code": spec.status_code,
             "status_name": spec.status_name,

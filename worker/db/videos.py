@@ -26,6 +26,7 @@ from pixverse_tracker.db.sql import (
     table_of,
 )
 from pixverse_tracker.models import Video
+from pixverse_tracker.rules.events import EventKind
 from pixverse_tracker.rules.row import Decision, EventSpec
 from pixverse_tracker.rules.state import State
 
@@ -55,12 +56,12 @@ def insert(
             fresh = set(new)
             existing = [v for v in chunk if v not in fresh]
             rearmed.extend(_rearm(session, existing, now, first, callback_url))
-    add_events(session, now, [(v, EventSpec("retracked")) for v in rearmed])
+    add_events(session, now, [(v, EventSpec(EventKind.RETRACKED)) for v in rearmed])
     return added, rearmed
 
 
 _INSERT_NEW_PG = text(
-    """
+    f"""
     WITH added AS (
         INSERT INTO videos (video_id, state, enqueued_at, updated_at, next_poll_at,
                             poll_count, error_count, callback_url)
@@ -70,7 +71,7 @@ _INSERT_NEW_PG = text(
         RETURNING video_id
     ), logged AS (
         INSERT INTO video_events (video_id, at, kind)
-        SELECT video_id, :now, 'enqueued' FROM added
+        SELECT video_id, :now, '{EventKind.ENQUEUED.value}' FROM added
     )
     SELECT video_id FROM added
     """
@@ -115,7 +116,7 @@ def _insert_new_portable(
     rows = [
         {
             "video_id": video_id,
-            "state": State.PENDING.value,
+            "state": State.PENDING,
             "enqueued_at": now,
             "updated_at": now,
             "next_poll_at": (firsts or {}).get(video_id, first),
@@ -131,7 +132,7 @@ def _insert_new_portable(
         .returning(table_of(Video).c.video_id)
     )
     new = list(session.execute(stmt, rows).scalars())
-    add_events(session, now, [(v, EventSpec("enqueued")) for v in new])
+    add_events(session, now, [(v, EventSpec(EventKind.ENQUEUED)) for v in new])
     return new
 
 
@@ -146,10 +147,10 @@ def _rearm(
     new_url = {"callback_url": callback_url} if callback_url is not None else {}
     stmt = (
         update(Video)
-        .where(Video.video_id.in_(video_ids), Video.state != State.PENDING.value)
+        .where(Video.video_id.in_(video_ids), Video.state != State.PENDING)
         .values(
             **new_url,
-            state=State.PENDING.value,
+            state=State.PENDING,
             enqueued_at=now,
             updated_at=now,
             next_poll_at=first,
@@ -169,8 +170,8 @@ def _rearm(
 def _decision_update(
     video_id: str, token: str, decision: Decision, sent_at: datetime | None
 ) -> Any:
-    now = decision.changes["updated_at"]
-    changes = dict(decision.changes)
+    now = decision.changes.updated_at
+    changes = decision.changes.as_columns()
     if sent_at is not None and decision.pause is None and "next_poll_at" in changes:
         # A push that arrived while this request was out: the answer may predate it.
         changes["next_poll_at"] = case(
@@ -181,9 +182,9 @@ def _decision_update(
         .where(
             Video.video_id == video_id,
             Video.claim_token == token,
-            Video.state == State.PENDING.value,
+            Video.state == State.PENDING,
         )
-        .values(state=decision.state.value, **changes)
+        .values(state=decision.state, **changes)
         .execution_options(synchronize_session=False)
     )
 
@@ -236,7 +237,7 @@ def mark_due(session: Session, video_id: str) -> bool:
     now = current_time(session)
     session.execute(
         update(Video)
-        .where(Video.video_id == video_id, Video.state == State.PENDING.value)
+        .where(Video.video_id == video_id, Video.state == State.PENDING)
         .values(hinted_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -244,7 +245,7 @@ def mark_due(session: Session, video_id: str) -> bool:
         update(Video)
         .where(
             Video.video_id == video_id,
-            Video.state == State.PENDING.value,
+            Video.state == State.PENDING,
             Video.next_poll_at > now,
             or_(Video.claim_token.is_(None), Video.claimed_until <= now),
         )
@@ -252,7 +253,7 @@ def mark_due(session: Session, video_id: str) -> bool:
         .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]
     if moved:
-        add_events(session, now, [(video_id, EventSpec("hinted", "upstream callback"))])
+        add_events(session, now, [(video_id, EventSpec(EventKind.HINTED, "upstream callback"))])
     return bool(moved)
 
 
@@ -278,14 +279,14 @@ def note_list_offsets(session: Session, video_ids: Sequence[str], offset: int) -
         return 0
     ours = session.execute(
         select(Video.video_id, Video.list_offset).where(
-            id_in(session, video_ids), Video.state == State.PENDING.value
+            id_in(session, video_ids), Video.state == State.PENDING
         )
     ).all()
     moved = sorted(v for v, known in ours if known != offset)
     if moved:
         locked = (
             select(Video.video_id)
-            .where(id_in(session, moved), Video.state == State.PENDING.value)
+            .where(id_in(session, moved), Video.state == State.PENDING)
             .order_by(Video.video_id)
             .with_for_update(skip_locked=True)
         )
@@ -307,7 +308,7 @@ def release(session: Session, token: str, video_ids: Sequence[str], until: datet
         .where(
             Video.video_id.in_(video_ids),
             Video.claim_token == token,
-            Video.state == State.PENDING.value,
+            Video.state == State.PENDING,
         )
         .values(
             next_poll_at=until if until is not None else db_now(),

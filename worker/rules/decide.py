@@ -7,10 +7,12 @@ and the SQL layer writes back whatever ``Decision`` it returns.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from pixverse_tracker.rules import schedule
+from pixverse_tracker.rules.events import EventKind
 from pixverse_tracker.rules.outcomes import (
     Deleted,
     Listed,
@@ -23,7 +25,7 @@ from pixverse_tracker.rules.outcomes import (
     Unauthorized,
 )
 from pixverse_tracker.rules.policy import Policy
-from pixverse_tracker.rules.row import Decision, EventSpec, RowView
+from pixverse_tracker.rules.row import Decision, EventSpec, RowChanges, RowView
 from pixverse_tracker.rules.state import State
 from pixverse_tracker.rules.timing import deadline_of, next_poll, progress_of, started_since
 from pixverse_tracker.rules.verdict import (
@@ -41,9 +43,8 @@ from pixverse_tracker.rules.verdict import (
 ERROR_GRACE = timedelta(hours=1)
 
 
-def _finished(state: State, now: datetime, changes: dict[str, Any]) -> dict[str, Any]:
-    changes.update(next_poll_at=None, done_at=now if state is State.DONE else None)
-    return changes
+def _finished(state: State, now: datetime, changes: RowChanges) -> RowChanges:
+    return replace(changes, next_poll_at=None, done_at=now if state is State.DONE else None)
 
 
 def decide(
@@ -70,22 +71,22 @@ def decide(
     ``list_offset`` is the offset of the page that showed it, where its next list read starts.
     """
     sent = sent_at or now
-    base: dict[str, Any] = {"updated_at": now, "claimed_until": None, "claim_token": None}
+    base = RowChanges(updated_at=now, claimed_until=None, claim_token=None)
     if list_seen is False:
         # not where we looked: the next list read (after the retry period) starts at the top
-        base.update(list_missed_at=now, list_offset=None)
+        base = replace(base, list_missed_at=now, list_offset=None)
     elif list_seen is True:
         if row.list_missed_at is not None:
-            base["list_missed_at"] = None
+            base = replace(base, list_missed_at=None)
         if list_offset is not None and list_offset != row.list_offset:
-            base["list_offset"] = list_offset
+            base = replace(base, list_offset=list_offset)
 
     # Answers about the account, not the video: no penalty, no poll counted.
     if isinstance(outcome, Unauthorized):
         until = now + timedelta(seconds=policy.auth_pause)
         return Decision(
             State.PENDING,
-            {**base, "next_poll_at": until, "last_http_status": outcome.http_status},
+            replace(base, next_poll_at=until, last_http_status=outcome.http_status),
             pause="auth",
         )
     if isinstance(outcome, RateLimited):
@@ -93,46 +94,41 @@ def decide(
         until = now + timedelta(seconds=max(wait, policy.poll_interval_min))
         return Decision(
             State.PENDING,
-            {**base, "next_poll_at": until, "last_http_status": outcome.http_status},
+            replace(base, next_poll_at=until, last_http_status=outcome.http_status),
             pause="rate",
             retry_after=outcome.retry_after,
         )
 
-    polled = {**base, "last_polled_at": now, "last_http_status": outcome.http_status}
+    polled = replace(base, last_polled_at=now, last_http_status=outcome.http_status)
     deadline = deadline_of(row, policy)
 
     if isinstance(outcome, Transient):
-        changes = {
-            **polled,
-            "error_count": row.error_count + 1,
-            "last_error": short(outcome.reason),
-        }
-        event = EventSpec("error", short(outcome.reason), outcome.http_status)
+        changes = replace(polled, error_count=row.error_count + 1, last_error=short(outcome.reason))
+        event = EventSpec(EventKind.ERROR, short(outcome.reason), outcome.http_status)
         if sent >= deadline + ERROR_GRACE:
             reason = f"expired: no usable answer after the deadline (last: {short(outcome.reason)})"
-            changes.update(abandon_reason=reason)
+            changes = replace(changes, abandon_reason=reason)
             return Decision(
                 State.ABANDONED,
                 _finished(State.ABANDONED, now, changes),
-                (event, EventSpec("abandoned", reason, outcome.http_status)),
+                (event, EventSpec(EventKind.ABANDONED, reason, outcome.http_status)),
             )
         attempt = row.poll_count + row.error_count + 1
-        changes["next_poll_at"] = next_poll(row, now, policy, rng, attempt, sent, grid=grid)
+        due = next_poll(row, now, policy, rng, attempt, sent, grid=grid)
         if sent >= deadline:
             # keep retrying past the deadline only within the grace period
-            changes["next_poll_at"] = min(changes["next_poll_at"], deadline + ERROR_GRACE)
-        return Decision(State.PENDING, changes, (event,))
+            due = min(due, deadline + ERROR_GRACE)
+        return Decision(State.PENDING, replace(changes, next_poll_at=due), (event,))
 
-    polled.update(poll_count=row.poll_count + 1, last_error=None)
+    polled = replace(polled, poll_count=row.poll_count + 1, last_error=None)
 
     if isinstance(outcome, Deleted | Rejected):
         label = "deleted" if isinstance(outcome, Deleted) else "rejected"
         reason = f"{label}: {short(outcome.message) or 'no message'}"
-        polled["abandon_reason"] = reason
         return Decision(
             State.ABANDONED,
-            _finished(State.ABANDONED, now, polled),
-            (EventSpec("abandoned", reason, outcome.http_status),),
+            _finished(State.ABANDONED, now, replace(polled, abandon_reason=reason)),
+            (EventSpec(EventKind.ABANDONED, reason, outcome.http_status),),
         )
 
     events: list[EventSpec] = []
@@ -145,8 +141,8 @@ def decide(
         entry = clean_json(outcome.entry)
         code, name, final = status_of(entry)
         if code is not None and code != row.status_code:
-            polled.update(status_code=code, status_name=name, status_final=final)
-            events.append(EventSpec("status", None, outcome.http_status, code, name))
+            polled = replace(polled, status_code=code, status_name=name, status_final=final)
+            events.append(EventSpec(EventKind.STATUS, None, outcome.http_status, code, name))
         status_code = code if code is not None else status_code
     elif isinstance(outcome, Record):
         record = clean_json(outcome.record)
@@ -154,11 +150,11 @@ def decide(
         digest = record_digest(record)
         if digest != row.record_sha:
             # Only a changed record is written: an identical answer costs one small UPDATE.
-            polled.update(columns, record=record, record_sha=digest)
+            polled = replace(polled, **columns, record=record, record_sha=digest)
         if not row.has_record or columns["status_code"] != row.status_code:
             events.append(
                 EventSpec(
-                    "status",
+                    EventKind.STATUS,
                     None,
                     outcome.http_status,
                     columns["status_code"],
@@ -171,7 +167,7 @@ def decide(
         if verdict in (Verdict.SUCCESS, Verdict.FAILURE):
             events.append(
                 EventSpec(
-                    "done",
+                    EventKind.DONE,
                     None,
                     outcome.http_status,
                     columns["status_code"],
@@ -184,21 +180,19 @@ def decide(
         if anomaly is not None and events:
             # once per status change, not once per poll: the log has every occurrence
             events.append(
-                EventSpec("anomaly", anomaly, outcome.http_status, columns["status_code"])
+                EventSpec(EventKind.ANOMALY, anomaly, outcome.http_status, columns["status_code"])
             )
     else:
         assert isinstance(outcome, NotYet)
 
     if sent >= deadline:
         reason = f"expired: not finished {policy.give_up_after:g}s after enqueue"
-        polled["abandon_reason"] = reason
-        events.append(EventSpec("abandoned", reason, outcome.http_status))
-        return Decision(
-            State.ABANDONED, _finished(State.ABANDONED, now, polled), tuple(events), anomaly=anomaly
-        )
+        events.append(EventSpec(EventKind.ABANDONED, reason, outcome.http_status))
+        expired = _finished(State.ABANDONED, now, replace(polled, abandon_reason=reason))
+        return Decision(State.ABANDONED, expired, tuple(events), anomaly=anomaly)
     if row.started_at is None and schedule.stage_of(status_code) is schedule.Stage.GENERATING:
-        polled["started_at"] = started_since(row)
-    polled["next_poll_at"] = next_poll(
+        polled = replace(polled, started_at=started_since(row))
+    due = next_poll(
         row,
         now,
         policy,
@@ -210,7 +204,9 @@ def decide(
         grid=grid,
         share=share,
     )
-    return Decision(State.PENDING, polled, tuple(events), anomaly=anomaly)
+    return Decision(
+        State.PENDING, replace(polled, next_poll_at=due), tuple(events), anomaly=anomaly
+    )
 
 
 def not_applied(
@@ -231,24 +227,23 @@ def not_applied(
     """
     sent = sent_at or now
     message = short(f"answer not applied: {reason}")
-    changes: dict[str, Any] = {
-        "updated_at": now,
-        "claimed_until": None,
-        "claim_token": None,
-        "last_polled_at": now,
-        "last_http_status": http_status,
-        "error_count": row.error_count + 1,
-        "last_error": message,
-    }
-    event = EventSpec("error", message, http_status)
+    changes = RowChanges(
+        updated_at=now,
+        claimed_until=None,
+        claim_token=None,
+        last_polled_at=now,
+        last_http_status=http_status,
+        error_count=row.error_count + 1,
+        last_error=message,
+    )
+    event = EventSpec(EventKind.ERROR, message, http_status)
     if sent >= deadline_of(row, policy):
-        why = f"expired: no answer could be applied by the deadline (last: {message})"
-        changes["abandon_reason"] = short(why)
+        why = short(f"expired: no answer could be applied by the deadline (last: {message})")
         return Decision(
             State.ABANDONED,
-            _finished(State.ABANDONED, now, changes),
-            (event, EventSpec("abandoned", changes["abandon_reason"], http_status)),
+            _finished(State.ABANDONED, now, replace(changes, abandon_reason=why)),
+            (event, EventSpec(EventKind.ABANDONED, why, http_status)),
         )
     attempt = row.poll_count + row.error_count + 1
-    changes["next_poll_at"] = next_poll(row, now, policy, rng, attempt, sent)
-    return Decision(State.PENDING, changes, (event,))
+    due = next_poll(row, now, policy, rng, attempt, sent)
+    return Decision(State.PENDING, replace(changes, next_poll_at=due), (event,))

@@ -16,7 +16,7 @@ from pixverse_tracker.logs import event
 from pixverse_tracker.rules import listing, schedule
 from pixverse_tracker.rules.decide import decide, not_applied
 from pixverse_tracker.rules.outcomes import Outcome
-from pixverse_tracker.rules.row import Decision, RowView
+from pixverse_tracker.rules.row import Decision, RowView, value_or_none
 from pixverse_tracker.rules.state import State
 from pixverse_tracker.service import metrics
 from pixverse_tracker.service.apply import apply
@@ -101,7 +101,7 @@ def _write_alone(
     except Exception as exc:
         if isinstance(exc, SQLAlchemyError) and is_unavailable(exc):
             raise
-        http_status = decision.changes.get("last_http_status")
+        http_status = value_or_none(decision.changes.last_http_status)
         failed = _not_applied(run, video_id, exc, sent_at, http_status)
     return _write(run, [(video_id, failed, url)], sent_at)[0]
 
@@ -167,7 +167,8 @@ def _log_decision(video_id: str, decision: Decision, applied: bool) -> None:
             logging.INFO,
             decision.state.value,
             video_id=video_id,
-            reason=decision.changes.get("abandon_reason") or decision.changes.get("status_name"),
+            reason=value_or_none(decision.changes.abandon_reason)
+            or value_or_none(decision.changes.status_name),
         )
 
 

@@ -28,7 +28,7 @@ def apply(
     answer can never move a finished row, nor overwrite a newer claimant's record. When the
     row finishes and ``callback_url`` is given, the callback is queued in the same transaction.
     """
-    now = decision.changes["updated_at"]
+    now = decision.changes.updated_at
     if decision.state is not State.PENDING and callback_url is not None:
         # the finished row, as committed, is the callback's body
         row = videos.write_final(session, video_id, token, decision, sent_at)

@@ -442,7 +442,7 @@ def _play(
     its pushes there).
     """
     speed = args.speed
-    processes = common.Processes(env, keep_logs=args.keep_logs)
+    processes = common.tracker_processes(env, keep_logs=args.keep_logs)
     for video in videos:
         sim.script(video.video_id, video.scenario)
     observed = Observed(list_enabled=rt.settings.list_enabled)

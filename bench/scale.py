@@ -484,7 +484,7 @@ def drain(args: argparse.Namespace, env: dict[str, str], engine: Engine, sim: Si
     to_do = pending_drained(engine)
     if to_do != total:
         print(f"  note: {to_do} of the {total} drained ids are pending before the drain")
-    processes = common.Processes(drain_env, keep_logs=args.keep_logs)
+    processes = common.tracker_processes(drain_env, keep_logs=args.keep_logs)
     samples: list[Sample] = []
     outcome = "done"
     try:

@@ -41,7 +41,7 @@ from pixverse_tracker import api
 from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import load
-from pixverse_tracker.testing import Simulator, make_id
+from pixverse_tracker.testing import Processes, Simulator, make_id
 
 GOAL = 0.90  # issue 4: at least 90% of the limit
 # One video per request (see the module docstring); --set TRACKER_LIST=true overrides it.
@@ -211,11 +211,11 @@ def _measure(
     print(f"  enqueued {len(video_ids)} ids in {time.monotonic() - started:.2f}s")
 
     counts_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"pixverse-bench-{os.getpid()}.json"
-    processes = common.Processes(env, keep_logs=args.keep_logs)
+    processes = common.tracker_processes(env, keep_logs=args.keep_logs)
     try:
         beat = processes.start("beat")
-        worker = processes.start(
-            "worker", count_statements_to=counts_file if args.count_statements else None
+        worker = common.start_tracker(
+            processes, "worker", counts_file if args.count_statements else None
         )
         # Warm-up: the first poll comes TRACKER_FIRST_POLL_DELAY after enqueue, then the
         # pipeline (dispatch, batches, thread pools, connection pools) needs a moment to fill.
@@ -270,7 +270,7 @@ def _measure(
     return 0
 
 
-def _log_bytes(processes: common.Processes, pid: int) -> int:
+def _log_bytes(processes: Processes, pid: int) -> int:
     try:
         return processes.log_files[pid].stat().st_size
     except OSError:

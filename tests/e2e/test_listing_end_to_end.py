@@ -8,9 +8,9 @@ import time
 import pytest
 from sqlalchemy import Engine, text
 
-from pixverse_tracker.testing import Simulator
+from pixverse_tracker.testing import Processes, Simulator
 from tests.e2e import scenarios
-from tests.e2e.conftest import TOKEN, Processes, pending_count, wait_until
+from tests.e2e.conftest import TOKEN, pending_count, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,8 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import Processes, free_port, wait_until
+from pixverse_tracker.testing import Processes
+from tests.e2e.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 

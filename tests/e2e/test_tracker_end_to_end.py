@@ -10,9 +10,9 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
-from pixverse_tracker.testing import Simulator
+from pixverse_tracker.testing import CLI, Processes, Simulator
 from tests.e2e import scenarios
-from tests.e2e.conftest import CLI, TOKEN, Processes, pending_count, wait_until
+from tests.e2e.conftest import TOKEN, pending_count, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -23,8 +23,6 @@ from tests.e2e import scenarios
 from tests.e2e.conftest import TOKEN, pending_count, wait_until
 from tests.e2e.private_services import PrivatePostgres, PrivateRedis
 
-pytestmark = pytest.mark.e2e
-
 # Scenarios that end right whatever the upstream does in between (no give-up in the test).
 QUICK = [t for t in scenarios.EXPECTED if t != "never"]
 

@@ -27,8 +27,6 @@ from pixverse_tracker.testing import Simulator, base_env, make_id
 from tests.conftest import REDIS_URL, empty_database
 from tests.e2e.conftest import FAST, TOKEN, wait_until
 
-pytestmark = pytest.mark.e2e
-
 ROOT = Path(__file__).resolve().parents[2]
 # What the wheel is built from: the project's metadata and the three folders it maps.
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "worker", "models", "migrations")

@@ -27,8 +27,6 @@ from pixverse_tracker.testing import CLI, base_env
 from pixverse_tracker.web.connection_limits import RESERVED_FILES, ConnectionLimits
 from tests.e2e.conftest import TOKEN, free_port, wait_until
 
-pytestmark = pytest.mark.e2e
-
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "slow-clients-secret-0123456789"
 DEFAULTS = ConnectionLimits()

@@ -553,14 +553,14 @@ def _progress(
 def _collect(observed: Observed, engine: Engine, sim: Simulator) -> None:
     offset_mono_to_epoch = time.time() - time.monotonic() + common.db_clock_offset(engine)
     with engine.connect() as conn:
-        for row in conn.execute(
+        for found in conn.execute(
             text(
                 "SELECT video_id, state, status_name, abandon_reason, poll_count, error_count, "
                 "extract(epoch FROM enqueued_at) AS enqueued, extract(epoch FROM done_at) AS done, "
                 "extract(epoch FROM updated_at) AS updated FROM videos"
             )
         ).mappings():
-            observed.rows[row["video_id"]] = dict(row)
+            observed.rows[found["video_id"]] = dict(found)
     observed.submitted = {
         video_id: at + offset_mono_to_epoch for video_id, at in observed.submitted.items()
     }
@@ -598,9 +598,9 @@ def _collect(observed: Observed, engine: Engine, sim: Simulator) -> None:
     observed.requests = {video_id: sorted(times) for video_id, times in calls.items()}
     observed.by_kind = dict(kinds)
     for video_id in observed.rows:
-        at = sim.completed_at(video_id)
-        if at is not None:
-            observed.completion[video_id] = at + offset_mono_to_epoch
+        completed = sim.completed_at(video_id)
+        if completed is not None:
+            observed.completion[video_id] = completed + offset_mono_to_epoch
 
 
 # --- the report ----------------------------------------------------------------------------------

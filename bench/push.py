@@ -242,8 +242,8 @@ def _run_once(
                     target=server.serve_forever, name="receiver", daemon=True
                 )
                 server_thread.start()
-                host, port = server.server_address[0], server.server_address[1]
-                pusher = _Pusher(f"http://{host}:{port}{CALLBACK_PREFIX}{secret}")
+                # bound to 127.0.0.1 above; server_port is the port the system picked for 0
+                pusher = _Pusher(f"http://127.0.0.1:{server.server_port}{CALLBACK_PREFIX}{secret}")
             load_before = os.getloadavg()[0]
             observed = _play(args, videos, env, rt, engine, sim, pusher)
             result = Run(name, observed, videos, args.speed, load=(load_before, os.getloadavg()[0]))

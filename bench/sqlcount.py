@@ -64,8 +64,8 @@ def _writer(path: Path) -> None:
     temporary = path.with_suffix(".tmp")
     while True:
         with _lock:
-            snapshot = dict(_counts)
-        snapshot["written_at_monotonic"] = time.monotonic()  # type: ignore[assignment]
+            snapshot: dict[str, float] = dict(_counts)
+        snapshot["written_at_monotonic"] = time.monotonic()
         temporary.write_text(json.dumps(snapshot))
         os.replace(temporary, path)  # readers never see half a file
         time.sleep(0.25)

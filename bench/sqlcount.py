@@ -1,8 +1,14 @@
 """Run a ``pixverse-tracker`` command with every SQL statement it sends counted into a JSON file.
 
+Not a benchmark of its own: ``bench.throughput --count-statements`` runs its worker under it.
 Usage: ``python -m bench.sqlcount COUNTS.json worker``. The command is the unchanged CLI entry
 point; SQLAlchemy events only count, so what runs is what ``pixverse-tracker worker`` runs.
-The benchmarks read the file at the start and end of their measuring window.
+
+Reading the output. The file is rewritten every 0.25 s (atomically): running totals of
+``statements`` and ``statement:<VERB>`` (SELECT, UPDATE, INSERT, WITH...), ``commits``,
+``rollbacks`` and ``checkouts`` (pool checkouts, each one a pre-ping query), plus
+``written_at_monotonic``. The totals only grow; a benchmark reads the file at the start and
+at the end of its measuring window and divides the difference by the polls in between.
 """
 
 from __future__ import annotations

@@ -6,10 +6,8 @@ import json
 import math
 import os
 import platform
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,11 +18,13 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
+from pixverse_tracker import testing
 from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.db.revisions import upgrade
+from pixverse_tracker.testing import Processes
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).with_name("pixverse-tracker"))
+CLI = testing.CLI  # the tracker's command, for the benchmarks that start it themselves
 TOKEN = "bench-token-3f9a"
 
 # The same servers the test suite uses (trust auth on loopback); overridable like the tests'.
@@ -93,110 +93,44 @@ def pg_version(engine: Engine) -> str:
         return str(conn.execute(text("SHOW server_version")).scalar_one())
 
 
-# --- Redis ---------------------------------------------------------------------------------------
+# --- tracker processes ---------------------------------------------------------------------------
+# The harness is the tests' (pixverse_tracker.testing.processes); these pin the benchmarks' token,
+# Redis database and working directory.
 
 
 @contextmanager
 def queue_prefix(name: str) -> Iterator[str]:
     """Celery queues of our own on the shared Redis; their keys are deleted afterwards."""
-    import redis
-
-    prefix = f"bench-{name}-{uuid.uuid4().hex[:8]}"
-    client = redis.Redis.from_url(REDIS_URL)
-    client.ping()  # fail before anything starts, with Redis's own error
-    try:
+    with testing.queue_prefix(REDIS_URL, f"bench-{name}") as prefix:
         yield prefix
-    finally:
-        for key in client.scan_iter(match=f"*{prefix}*"):
-            client.delete(key)
-        client.close()
-
-
-# --- tracker processes ---------------------------------------------------------------------------
 
 
 def tracker_env(database_url: str, prefix: str, base_url: str, **settings: str) -> dict[str, str]:
     """The environment of a tracker process: ours minus any tracker settings, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "USEAPI_"))}
-    env.pop("DATABASE_URL", None)
-    env.pop("CELERY_BROKER_URL", None)
-    env.update(
-        USEAPI_TOKEN=TOKEN,
-        USEAPI_BASE_URL=base_url,
-        # the usual postgresql:// spelling, as an operator would write it
-        DATABASE_URL=database_url.replace("postgresql+psycopg2://", "postgresql://"),
-        CELERY_BROKER_URL=REDIS_URL,
-        TRACKER_QUEUE_PREFIX=prefix,
+    return testing.tracker_env(
+        database_url,
+        token=TOKEN,
+        base_url=base_url,
+        broker_url=REDIS_URL,
+        queue_prefix=prefix,
+        **settings,
     )
-    env.update(settings)
-    return env
 
 
-class Processes:
-    """Tracker processes with their output in files; whatever is left is stopped at the end."""
+def tracker_processes(env: Mapping[str, str], keep_logs: bool = False) -> Processes:
+    """Tracker processes run from the repository (``-m bench.sqlcount`` needs it), their logs in
+    a temporary directory removed at ``stop_all`` unless ``keep_logs``."""
+    return Processes(env, keep_logs=keep_logs, cwd=REPO, stop_timeout=20)
 
-    def __init__(self, env: Mapping[str, str], keep_logs: bool = False) -> None:
-        self.env = dict(env)
-        self.log_dir = Path(tempfile.mkdtemp(prefix="pixverse-bench-"))
-        self.keep_logs = keep_logs
-        self.started: list[subprocess.Popen[bytes]] = []
-        self.log_files: dict[int, Path] = {}
 
-    def start(
-        self, command: str, count_statements_to: Path | None = None
-    ) -> subprocess.Popen[bytes]:
-        """``pixverse-tracker <command>``; under bench.sqlcount when statements are counted."""
-        if count_statements_to is None:
-            argv = [CLI, command]
-        else:
-            argv = [sys.executable, "-m", "bench.sqlcount", str(count_statements_to), command]
-        log_path = self.log_dir / f"{len(self.started) + 1:02d}-{command}.log"
-        log = open(log_path, "wb")  # noqa: SIM115 - the child owns it until it exits
-        process = subprocess.Popen(
-            argv,
-            env=self.env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()  # the child has its own descriptor
-        self.started.append(process)
-        self.log_files[process.pid] = log_path
-        return process
-
-    def wait_for_log(self, process: subprocess.Popen[bytes], needle: str, timeout: float) -> None:
-        """Wait until the process's output contains ``needle`` (Celery's "ready." line, say)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            if needle in self.log_files[process.pid].read_text(errors="replace"):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{process.args!r} did not log {needle!r} within {timeout:g}s")
-
-    def check_alive(self) -> None:
-        """Raise with the log's tail if a process died: a benchmark of a dead tracker is noise."""
-        for process in self.started:
-            if process.poll() is not None:
-                tail = self.log_files[process.pid].read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"tracker process {process.args!r} exited early:\n{tail}")
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for process in self.started:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if not self.keep_logs:
-            for path in self.log_files.values():
-                path.unlink(missing_ok=True)
-            self.log_dir.rmdir()
+def start_tracker(
+    processes: Processes, command: str, count_statements_to: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``pixverse-tracker <command>``; under bench.sqlcount when statements are counted."""
+    if count_statements_to is None:
+        return processes.start(command)
+    argv = [sys.executable, "-m", "bench.sqlcount", str(count_statements_to), command]
+    return processes.start_raw(argv, name=command)
 
 
 # --- CPU -----------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""Detection latency with useapi.net's ``replyUrl`` pushes (issue 5, item 3).
+"""Detection latency with useapi.net's ``replyUrl`` pushes beside polling alone.
 
-The same workload as ``bench.latency`` (its ``workload()``: a log-normal body around 90 s, a
-tail to 20 min, ~3% failing, ~2% never finishing) is played twice through real
-``pixverse-tracker worker`` and ``beat`` processes with the DEFAULT settings, every timing
+What it measures. The same workload as ``bench.latency`` (its ``workload()``: a log-normal body
+around 90 s, a tail to 20 min, ~3% failing, ~2% never finishing) is played twice through real
+``pixverse-tracker worker`` and ``beat`` processes with the default settings, every timing
 divided by ``--speed``, each run on a fresh database, queue prefix and simulator:
 
 (a) polling only, as ``bench.latency`` does;
@@ -12,9 +12,16 @@ divided by ``--speed``, each run on a fresh database, queue prefix and simulator
     plays useapi.net: at each video's simulated completion (or failure) it POSTs the record,
     as JSON with ``video_id``, to ``/callbacks/<secret>``.
 
-For both runs it prints done_at minus the simulated completion (p50 / p95 / max, real seconds)
-and upstream calls per video, and for (b) compares the latency with the dispatch interval and
-checks that every push was confirmed by a poll (a push is a hint: it never makes a row done).
+Reading the output. One line per run (wall and real time, load average; ``TIMED OUT`` means
+partial figures). The table gives, for (a) and (b), the finished videos, ``done_at`` minus the
+simulated completion (p50 / p95 / max, real seconds) and upstream calls per finished video and
+per video overall. With pushes the latency should fall to about one dispatch interval (the
+line ``p50 = ... and p95 = ... dispatch intervals``: about 1 is good); the calls columns show
+what the polls that confirm the pushes cost. A push is a hint, never a verdict: the ``pushes
+are hints`` line should say that every video done after its push was made done by a poll sent
+after it (N of N); the push round trip and lateness (wall ms) show the receiver keeping up,
+and few videos should be done more than two dispatch intervals after their push (a push
+landing while the row is claimed or already due waits for the scheduled poll).
 
 Run: ``.venv/bin/python -m bench.push`` (300 videos at 20x: about three minutes for both runs).
 Prints figures; never asserts on a time.
@@ -242,8 +249,8 @@ def _run_once(
                     target=server.serve_forever, name="receiver", daemon=True
                 )
                 server_thread.start()
-                host, port = server.server_address[0], server.server_address[1]
-                pusher = _Pusher(f"http://{host}:{port}{CALLBACK_PREFIX}{secret}")
+                # bound to 127.0.0.1 above; server_port is the port the system picked for 0
+                pusher = _Pusher(f"http://127.0.0.1:{server.server_port}{CALLBACK_PREFIX}{secret}")
             load_before = os.getloadavg()[0]
             observed = _play(args, videos, env, rt, engine, sim, pusher)
             result = Run(name, observed, videos, args.speed, load=(load_before, os.getloadavg()[0]))

@@ -1,25 +1,32 @@
-"""Slow clients against the replyUrl receiver: does ``/healthz`` still answer? (issue 11, item 2)
+"""Slow clients against the replyUrl receiver: does ``/healthz`` still answer, and at what cost?
 
-A slowloris attack holds a server's connections open by sending a request very slowly: the
-request line, then one header byte every few seconds (``--slow-headers``), or complete headers
-announcing a body that then arrives one byte every few seconds (``--slow-bodies``). Each slow
-client that the server closes is replaced at once by a new one, as an attacker would do, so
-the number of slow connections stays at what was asked for.
+What it measures. A slowloris attack holds a server's connections open by sending a request
+very slowly: the request line, then one header byte every few seconds (``--slow-headers``), or
+complete headers announcing a body that then arrives one byte every few seconds
+(``--slow-bodies``). Each slow client that the server closes is replaced at once by a new one,
+as an attacker would do, so the number of slow connections stays at what was asked for.
 
 For each server named with ``--server`` the benchmark starts the receiver as its own process on
 loopback (a throwaway database behind it), opens the slow clients, waits ``--settle`` seconds,
 then for ``--seconds`` sends ``GET /healthz`` every ``--probe-interval`` seconds on a new
-connection, each given ``--probe-timeout`` seconds. It prints, per server: the share of probes
-answered, their latency p50 / p95 / max, the server's CPU (all its processes), its memory, the
-slow connections it held at the end and how long the longest-lived one had been held.
+connection, each given ``--probe-timeout`` seconds.
 
 Servers (``--server``, repeatable; ``all`` for every one):
 
 - ``builtin``: ``pixverse-tracker callbacks`` (the standard library server, with its limits);
 - ``waitress``: ``pixverse-tracker callbacks --server waitress`` (what docker-compose runs);
 - ``waitress-serve``: plain ``waitress-serve`` with the same connection cap, no deadlines;
-- ``gunicorn-sync``: ``gunicorn -w 2`` (the setup documented before issue 11);
+- ``gunicorn-sync``: ``gunicorn -w 2``;
 - ``gunicorn-gthread``: ``gunicorn -w 2 -k gthread --threads 8``.
+
+Reading the output. One row per server: ``/healthz answered`` (answered/sent and the share),
+the probes' latency p50 / p95 / max in ms, the server's CPU (all its processes, % of one core)
+and RSS, the sockets it holds, the slow connections open at the end and the age of the oldest,
+and how many slow connections it closed and the longest any lasted. Good is 100% answered at
+a few ms with the slow connections closed at the receiver's header and body deadlines (10 s
+and 20 s by default: ``longest s`` near those) and the sockets bounded by its connection cap;
+a server that holds every slow connection for as long as it drips, or answers 0%, can be taken
+offline (gunicorn's sync and gthread workers are there as that contrast).
 
 Run: ``.venv/bin/python -m bench.slowclients --server builtin --server waitress`` (about a
 minute per server). The slow bodies are sent to ``/callbacks/<secret>``, the worst case: an

@@ -1,8 +1,14 @@
 """Run a ``pixverse-tracker`` command with every SQL statement it sends counted into a JSON file.
 
+Not a benchmark of its own: ``bench.throughput --count-statements`` runs its worker under it.
 Usage: ``python -m bench.sqlcount COUNTS.json worker``. The command is the unchanged CLI entry
 point; SQLAlchemy events only count, so what runs is what ``pixverse-tracker worker`` runs.
-The benchmarks read the file at the start and end of their measuring window.
+
+Reading the output. The file is rewritten every 0.25 s (atomically): running totals of
+``statements`` and ``statement:<VERB>`` (SELECT, UPDATE, INSERT, WITH...), ``commits``,
+``rollbacks`` and ``checkouts`` (pool checkouts, each one a pre-ping query), plus
+``written_at_monotonic``. The totals only grow; a benchmark reads the file at the start and
+at the end of its measuring window and divides the difference by the polls in between.
 """
 
 from __future__ import annotations
@@ -64,8 +70,8 @@ def _writer(path: Path) -> None:
     temporary = path.with_suffix(".tmp")
     while True:
         with _lock:
-            snapshot = dict(_counts)
-        snapshot["written_at_monotonic"] = time.monotonic()  # type: ignore[assignment]
+            snapshot: dict[str, float] = dict(_counts)
+        snapshot["written_at_monotonic"] = time.monotonic()
         temporary.write_text(json.dumps(snapshot))
         os.replace(temporary, path)  # readers never see half a file
         time.sleep(0.25)

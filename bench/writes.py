@@ -1,10 +1,11 @@
-"""Cheap polls (issue 4, item 6): what one unchanged answer costs the database, before and after.
+"""Cheap polls: what one unchanged answer costs the database, here and at an older revision.
 
-An unchanged answer (another 404 "not yet", the same record again, the same status on the list)
-should cost one small UPDATE at most: no event row, no rewrite of an identical record. This
-measures it for the code of this checkout and, with ``--before REV``, for an older revision
-checked out beside it (``git worktree``, removed afterwards), each against a throwaway Postgres
-database migrated by that code's own migrations and that code's own simulator:
+What it measures. An unchanged answer (another 404 "not yet", the same record again, the same
+status on the list) should cost one small UPDATE at most: no event row, no rewrite of an
+identical record. This measures it for the code of this checkout and, with ``--before REV``,
+for an older revision checked out beside it (``git worktree``, removed afterwards), each
+against a throwaway Postgres database migrated by that code's own migrations and that code's
+own simulator:
 
 1. ``--ids`` ids are enqueued and polled once (their first answer is a change: a first record,
    a status event);
@@ -15,9 +16,19 @@ database migrated by that code's own migrations and that code's own simulator:
    by closing the connections), and WAL bytes (``pg_current_wal_insert_lsn``, server-wide: run
    it on a quiet server).
 
+Reading the output. One table per case (404 again, the same record, the same status on the
+list), one column per revision, every figure per unchanged answer and the median of
+``--repeat`` runs: statements (and of them UPDATE / INSERT / SELECT), transactions, pool
+checkouts, upstream requests, ``videos`` rows updated (and of them HOT), event rows inserted
+and WAL bytes. Good is about one UPDATE per answer (the INSERTs are the per-minute request
+counter, once per batch), 0 event rows, and WAL bytes no higher than the older revision's; on
+the list, requests and transactions well under one per answer (one page answers for many ids,
+applied in one transaction). Two row versions per poll (the claim's and the answer's) are
+expected.
+
 Run: ``.venv/bin/python -m bench.writes --before REV``. REV must have the ``pixverse_tracker``
-package (issue 13); an older one is measured from its own checkout (9d9abc8, the revision
-before the record digest, was: docs/performance.md). Prints figures; never fails on a number.
+package; an older one is measured from its own checkout (9d9abc8, the revision before the
+record digest, was: docs/performance.md). Prints figures; never fails on a number.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -13,6 +14,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pixverse_tracker.db.engines import make_engine, session_factory
 from pixverse_tracker.db.revisions import upgrade
+
+TESTS = Path(__file__).resolve().parent
+# The marker of each tier, given by the folder its tests live in (pyproject registers them):
+# `-m "not integration and not e2e"` selects what needs neither the services nor processes.
+TIER_MARKERS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            folder = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue  # not one of ours
+        marker = TIER_MARKERS.get(folder)
+        if marker is not None:
+            item.add_marker(marker)
+
 
 # The server the tests use; CI and developer machines have a trust-auth Postgres on loopback.
 PG_ADMIN_URL = os.environ.get(

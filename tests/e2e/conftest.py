@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,11 +11,11 @@ import pytest
 import redis
 from sqlalchemy import Engine, create_engine, text
 
-from pixverse_tracker.testing import Simulator
+from pixverse_tracker import testing
+from pixverse_tracker.testing import Processes, Simulator
 from tests.conftest import PG_ADMIN_URL, REDIS_URL, reset_tables
 from tests.e2e.private_services import PrivatePostgres, PrivateRedis, free_port
 
-CLI = str(Path(sys.executable).with_name("pixverse-tracker"))
 TOKEN = "e2e-token-7c1f9d2b-do-not-log"
 
 # Compressed timings: the scenarios play out in seconds, not minutes.
@@ -43,63 +39,11 @@ FAST = {
 }
 
 
-def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "USEAPI_"))}
-    env.pop("DATABASE_URL", None)
-    env.pop("CELERY_BROKER_URL", None)
-    env.update(extra)
-    return env
-
-
-class Processes:
-    """Starts tracker processes with their output in files; kills what is left at the end."""
-
-    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
-        self.log_dir = log_dir
-        self.env = env
-        self.started: list[subprocess.Popen[bytes]] = []
-        self.counter = 0
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        """``pixverse-tracker ARGS...``."""
-        return self.start_raw([CLI, *args])
-
-    def start_raw(self, argv: list[str]) -> subprocess.Popen[bytes]:
-        self.counter += 1
-        name = Path(argv[1] if argv[0] == CLI else argv[0]).name
-        log = open(self.log_dir / f"{self.counter:02d}-{name}.log", "wb")  # noqa: SIM115
-        process = subprocess.Popen(
-            argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.started.append(process)
-        return process
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for process in self.started:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 @pytest.fixture
 def queue_prefix() -> Iterator[str]:
     """Queues of our own: another test run on this machine may share the Redis database."""
-    prefix = f"e2e-{uuid.uuid4().hex[:8]}"
-    client = redis.Redis.from_url(REDIS_URL)
-    client.ping()
-    yield prefix
-    for key in client.scan_iter(match=f"*{prefix}*"):
-        client.delete(key)
-    client.close()
+    with testing.queue_prefix(REDIS_URL, "e2e") as prefix:
+        yield prefix
 
 
 @pytest.fixture
@@ -113,14 +57,13 @@ def tracker_env(
     pg_database: str, pg_engine: Engine, queue_prefix: str, simulator: Simulator
 ) -> dict[str, str]:
     reset_tables(pg_engine)
-    # The usual postgresql:// form on purpose: the tracker must map it to psycopg2 itself.
-    url = pg_database.replace("postgresql+psycopg2://", "postgresql://")
-    return base_env(
-        USEAPI_TOKEN=TOKEN,
-        USEAPI_BASE_URL=simulator.base_url,
-        DATABASE_URL=url,
-        CELERY_BROKER_URL=REDIS_URL,
-        TRACKER_QUEUE_PREFIX=queue_prefix,
+    # tracker_env writes the usual postgresql:// form: the tracker must map it to psycopg2 itself.
+    return testing.tracker_env(
+        pg_database,
+        token=TOKEN,
+        base_url=simulator.base_url,
+        broker_url=REDIS_URL,
+        queue_prefix=queue_prefix,
         TRACKER_METRICS_PORT=str(free_port()),
         TRACKER_BEAT_METRICS_PORT=str(free_port()),
         **FAST,
@@ -129,7 +72,7 @@ def tracker_env(
 
 @pytest.fixture
 def processes(tmp_path: Path, tracker_env: dict[str, str]) -> Iterator[Processes]:
-    procs = Processes(tmp_path, tracker_env)
+    procs = Processes(tracker_env, tmp_path)
     yield procs
     procs.stop_all()
 

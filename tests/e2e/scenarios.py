@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-from pixverse_tracker.testing import make_id
-from tests.e2e.conftest import CLI
+from pixverse_tracker.testing import CLI, make_id
 
 # scenario tag -> (expected state, expected status name, or the abandon reason's prefix)
 EXPECTED = {

@@ -36,10 +36,8 @@ from sqlalchemy import Engine, create_engine, text
 from pixverse_tracker.cli.main import build_parser
 from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.db.revisions import VERSION_TABLE, upgrade
+from pixverse_tracker.testing import CLI, base_env
 from tests.conftest import REDIS_URL, empty_database, reset_tables
-from tests.e2e.conftest import CLI, base_env
-
-pytestmark = pytest.mark.e2e
 
 # Set as USEAPI_TOKEN for every Postgres-backed call: cli() checks it never comes back.
 SECRET_TOKEN = "tok-CLI-9f4e1b7a-must-never-be-printed"

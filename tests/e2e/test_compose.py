@@ -14,8 +14,9 @@ import pytest
 import requests
 import yaml
 
+from pixverse_tracker.testing import Processes, base_env
 from tests.conftest import REDIS_URL, empty_database
-from tests.e2e.conftest import Processes, base_env, free_port, wait_until
+from tests.e2e.conftest import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -145,7 +146,7 @@ def test_each_service_runs_on_loopback_the_way_compose_runs_it(tmp_path: Path) -
         port = free_port()
         loopback = {"0.0.0.0": "127.0.0.1", "8081": str(port)}
         callbacks_cmd = [loopback.get(arg, arg) for arg in services["callbacks"]["command"]]
-        procs = Processes(tmp_path, envs["worker"])
+        procs = Processes(envs["worker"], tmp_path)
         try:
             procs.env = envs["worker"]
             procs.start_raw(services["worker"]["command"])

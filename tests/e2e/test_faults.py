@@ -18,12 +18,10 @@ from sqlalchemy import Engine, create_engine, text
 from pixverse_tracker.db.engines import make_engine
 from pixverse_tracker.db.revisions import upgrade
 from pixverse_tracker.settings import load
-from pixverse_tracker.testing import Simulator, make_id
+from pixverse_tracker.testing import Processes, Simulator, make_id
 from tests.e2e import scenarios
-from tests.e2e.conftest import TOKEN, Processes, pending_count, wait_until
+from tests.e2e.conftest import TOKEN, pending_count, wait_until
 from tests.e2e.private_services import PrivatePostgres, PrivateRedis
-
-pytestmark = pytest.mark.e2e
 
 # Scenarios that end right whatever the upstream does in between (no give-up in the test).
 QUICK = [t for t in scenarios.EXPECTED if t != "never"]

@@ -23,11 +23,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from pixverse_tracker.testing import Simulator, make_id
+from pixverse_tracker.testing import Simulator, base_env, make_id
 from tests.conftest import REDIS_URL, empty_database
-from tests.e2e.conftest import FAST, TOKEN, base_env, wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.e2e.conftest import FAST, TOKEN, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the wheel is built from: the project's metadata and the three folders it maps.

@@ -19,8 +19,8 @@ from pixverse_tracker import api
 from pixverse_tracker.service.dispatch import dispatch
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import Settings, load
-from pixverse_tracker.testing import Simulator
-from tests.e2e.conftest import Processes, pending_count, wait_until
+from pixverse_tracker.testing import Processes, Simulator
+from tests.e2e.conftest import pending_count, wait_until
 
 # Only what the processes need to find each other: every timing is the tracker's default.
 CONNECTIONS = (
@@ -113,7 +113,7 @@ def test_a_sigkilled_worker_delays_its_ids_by_at_most_a_dispatch_an_http_timeout
         rt.close()
 
     log_dir = tmp_path_factory.mktemp("latency")  # type: ignore[attr-defined]
-    processes = Processes(log_dir, env)
+    processes = Processes(env, log_dir)
     try:
         processes.start("beat")
         first = processes.start("worker")
@@ -167,7 +167,7 @@ def test_a_claim_whose_poll_message_was_never_sent_waits_only_its_lease(
     claimed_at = time.monotonic()
     assert len({b.token for b in batches}) == 1
 
-    processes = Processes(tmp_path_factory.mktemp("gap"), env)  # type: ignore[attr-defined]
+    processes = Processes(env, tmp_path_factory.mktemp("gap"))  # type: ignore[attr-defined]
     try:
         processes.start("beat")
         processes.start("worker")

@@ -5,14 +5,11 @@ from __future__ import annotations
 import signal
 import time
 
-import pytest
 from sqlalchemy import Engine, text
 
-from pixverse_tracker.testing import Simulator
+from pixverse_tracker.testing import Processes, Simulator
 from tests.e2e import scenarios
-from tests.e2e.conftest import TOKEN, Processes, pending_count, wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.e2e.conftest import TOKEN, pending_count, wait_until
 
 ACCOUNTS = ("studio@example.com", "team+b@example.com", "Solo@Example.com")
 

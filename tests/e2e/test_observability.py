@@ -11,14 +11,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import promql_parser
-import pytest
 import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import Processes, free_port, wait_until
-
-pytestmark = pytest.mark.e2e
+from pixverse_tracker.testing import Processes
+from tests.e2e.conftest import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"

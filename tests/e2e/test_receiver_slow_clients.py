@@ -23,10 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pixverse_tracker.testing import CLI, base_env
 from pixverse_tracker.web.connection_limits import RESERVED_FILES, ConnectionLimits
-from tests.e2e.conftest import CLI, TOKEN, base_env, free_port, wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.e2e.conftest import TOKEN, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "slow-clients-secret-0123456789"

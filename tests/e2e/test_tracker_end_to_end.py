@@ -6,15 +6,12 @@ import signal
 import subprocess
 import time
 
-import pytest
 import requests
 from sqlalchemy import Engine
 
-from pixverse_tracker.testing import Simulator
+from pixverse_tracker.testing import CLI, Processes, Simulator
 from tests.e2e import scenarios
-from tests.e2e.conftest import CLI, TOKEN, Processes, pending_count, wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.e2e.conftest import TOKEN, pending_count, wait_until
 
 
 def test_every_id_reaches_its_end_state_exactly_once_despite_a_worker_sigkill(

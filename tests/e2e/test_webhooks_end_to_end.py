@@ -13,14 +13,11 @@ import subprocess
 import time
 from collections import defaultdict
 
-import pytest
 from sqlalchemy import Engine, text
 
-from pixverse_tracker.testing import Simulator, make_id
-from tests.e2e.conftest import CLI, Processes, pending_count, wait_until
+from pixverse_tracker.testing import CLI, Processes, Simulator, make_id
+from tests.e2e.conftest import pending_count, wait_until
 from tests.endpoints import DripEndpoint
-
-pytestmark = pytest.mark.e2e
 
 DEADLINE = 2.0
 

@@ -1,12 +1,9 @@
-"""Unit tests for UseapiClient.list_videos and list_url, driven through the fake transport adapter."""
+"""Unit tests for UseapiClient.list_videos and list_url, driven through the fake transport adapter
+(tests/unit/conftest.py). What reading the list shares with fetching by id is in
+test_client_reads.py, once for each."""
 
 from __future__ import annotations
 
-import json
-import re
-import time
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -19,19 +16,16 @@ from hypothesis import strategies as st
 from pixverse_tracker.rules.outcomes import (
     ListOutcome,
     Page,
-    RateLimited,
     Record,
     Rejected,
     Transient,
-    Unauthorized,
     kind_of,
 )
-from pixverse_tracker.upstream.bodies import MAX_MESSAGE_CHARS
 from pixverse_tracker.upstream.urls import MAX_EMAIL_CHARS, MAX_LIST_LIMIT, VIDEOS_PATH, list_url
-from tests.unit.test_client import (
+from tests.unit.conftest import (
     BASE,
     DELETED_404,
-    ENCODED_TOKEN,
+    EMAIL,
     GENERIC_404,
     MB,
     TOKEN,
@@ -41,8 +35,8 @@ from tests.unit.test_client import (
     client_with,
     make_response,
 )
-
-EMAIL = "a+b@x.com"
+from tests.unit.conftest import list_entries as entries
+from tests.unit.conftest import list_entry as entry
 
 
 def list_page(
@@ -50,14 +44,6 @@ def list_page(
 ) -> ListOutcome:
     client, _ = client_with(reply, **kwargs)
     return client.list_videos(email, limit=limit, offset=offset)
-
-
-def entry(n: int, **fields: Any) -> dict[str, Any]:
-    return {"video_id": f"user:1-pixverse:{EMAIL}-video:{n}", "video_status": 10, **fields}
-
-
-def entries(count: int, start: int = 0) -> list[dict[str, Any]]:
-    return [entry(n) for n in range(start, start + count)]
 
 
 def sent_query(adapter: FakeAdapter, index: int = -1) -> list[tuple[str, str]]:
@@ -226,53 +212,6 @@ def test_any_accepted_email_arrives_as_exactly_one_parameter(
 
 
 # ---------------------------------------------------------------------------------------------
-# What goes on the wire
-# ---------------------------------------------------------------------------------------------
-
-
-def test_list_request_sends_the_same_auth_headers_and_timeouts_as_fetch() -> None:
-    client, adapter = client_with(
-        make_response(200, {"data": []}), connect_timeout=2.5, read_timeout=7.0
-    )
-    client.list_videos(EMAIL)
-    sent = adapter.sent[0]
-    assert sent.request.method == "GET"
-    assert sent.request.headers["Authorization"] == f"Bearer {TOKEN}"
-    assert sent.request.headers["Accept"] == "application/json"
-    assert re.fullmatch(r"pixverse-tracker/\S+", sent.request.headers["User-Agent"])
-    assert sent.timeout == (2.5, 7.0)
-    assert sent.stream is True
-
-
-def test_list_request_keeps_tls_verification_ours_whatever_the_session_sets(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    session = requests.Session()
-    # a session set up elsewhere to trust another CA bundle: its setting must not reach our
-    # requests, which always verify against the default trust store
-    session.verify = "/etc/ssl/not-the-upstreams-ca.pem"
-    client, adapter = client_with(make_response(200, {"data": []}), session=session)
-    client.list_videos(EMAIL)
-    assert adapter.sent[0].verify is True
-
-
-def test_a_redirected_list_is_transient_not_followed_and_its_body_is_never_read() -> None:
-    raw = FakeRaw(size=50 * MB)
-    client, adapter = client_with(
-        make_response(302, headers={"Location": "https://evil.example/steal"}, raw=raw)
-    )
-    outcome = client.list_videos(EMAIL)
-    assert isinstance(outcome, Transient)
-    assert outcome.http_status == 302
-    assert "redirect" in outcome.reason
-    assert len(adapter.sent) == 1
-    assert raw.bytes_read == 0
-    assert raw.closed
-
-
-# ---------------------------------------------------------------------------------------------
 # 200: the two readings of a page
 # ---------------------------------------------------------------------------------------------
 
@@ -420,12 +359,6 @@ def test_dropped_items_still_count_towards_a_full_page() -> None:
     assert outcome.next_offset == 6
 
 
-@pytest.mark.parametrize("content_type", ["text/html", "text/plain", "application/octet-stream"])
-def test_a_page_with_the_wrong_content_type_is_still_a_page(content_type: str) -> None:
-    reply = make_response(200, {"data": entries(1)}, headers={"Content-Type": content_type})
-    assert isinstance(list_page(reply), Page)
-
-
 # ---------------------------------------------------------------------------------------------
 # 200 without a usable page
 # ---------------------------------------------------------------------------------------------
@@ -514,205 +447,6 @@ def test_404_rejects_the_list_and_never_means_a_video_was_deleted(body: dict[str
 def test_a_404_whose_body_cannot_be_read_is_still_rejected_without_a_message() -> None:
     outcome = list_page(make_response(404, raw=FakeRaw(size=10 * MB)), max_body_bytes=1024)
     assert outcome == Rejected(message="", http_status=404, latency=outcome.latency)
-
-
-@pytest.mark.parametrize("status", [401, 403])
-def test_401_and_403_on_the_list_are_unauthorized(status: int) -> None:
-    outcome = list_page(make_response(status, {"error": "Unauthorized", "code": status}))
-    assert outcome == Unauthorized(
-        message="Unauthorized", http_status=status, latency=outcome.latency
-    )
-
-
-def test_429_on_the_list_is_rate_limited_for_the_retry_after_it_names() -> None:
-    outcome = list_page(make_response(429, {"error": "Too many"}, headers={"Retry-After": "17"}))
-    assert outcome == RateLimited(retry_after=17.0, message="Too many", latency=outcome.latency)
-
-
-def test_429_on_the_list_with_an_http_date_waits_until_then() -> None:
-    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    outcome = list_page(make_response(429, headers={"Retry-After": when}))
-    assert isinstance(outcome, RateLimited)
-    assert outcome.retry_after is not None
-    assert 25.0 <= outcome.retry_after <= 30.0
-
-
-def test_429_on_the_list_without_retry_after_leaves_the_wait_to_the_caller() -> None:
-    outcome = list_page(make_response(429))
-    assert isinstance(outcome, RateLimited)
-    assert outcome.retry_after is None
-
-
-def test_a_503_html_page_is_transient_and_passes_its_retry_after_on() -> None:
-    html = "<html><head><title>503 Service Unavailable</title></head>\n<body>busy</body></html>"
-    reply = make_response(503, html, headers={"Content-Type": "text/html", "Retry-After": "12"})
-    outcome = list_page(reply)
-    assert isinstance(outcome, Transient)
-    assert outcome.reason == "HTTP 503: server error"
-    assert outcome.http_status == 503
-    assert outcome.detail["retry_after"] == 12.0
-    assert "503 Service Unavailable" in outcome.detail["message"]
-
-
-@pytest.mark.parametrize(
-    ("status", "label"),
-    [
-        (408, "request timeout"),
-        (412, "out of credits"),
-        (596, "on hold"),
-        (500, "server error"),
-        (502, "server error"),
-        (201, "unexpected status"),
-        (410, "unexpected status"),
-    ],
-)
-def test_other_statuses_on_the_list_are_transient_and_say_why(status: int, label: str) -> None:
-    outcome = list_page(make_response(status, {"error": "nope"}))
-    assert isinstance(outcome, Transient)
-    assert outcome.http_status == status
-    assert label in outcome.reason
-    assert outcome.detail.get("message") == "nope"
-
-
-# ---------------------------------------------------------------------------------------------
-# Transport failures and body limits
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("error", "reason"),
-    [
-        (
-            requests.exceptions.ConnectionError(
-                urllib3.exceptions.ProtocolError(
-                    "Connection aborted.", ConnectionRefusedError(111, "Connection refused")
-                )
-            ),
-            "connection refused",
-        ),
-        (requests.exceptions.ConnectionError("something"), "connection error"),
-        (requests.exceptions.ConnectTimeout("connect timed out"), "connect timeout"),
-        (requests.exceptions.ReadTimeout("read timed out"), "read timeout"),
-        (OSError("network is unreachable"), "network error"),
-    ],
-)
-def test_a_list_request_that_gets_no_answer_is_transient(error: BaseException, reason: str) -> None:
-    outcome = list_page(error)
-    assert isinstance(outcome, Transient)
-    assert outcome.reason == reason
-    assert outcome.http_status is None
-    assert outcome.detail["exception"] == type(error).__name__
-
-
-def test_a_reset_while_reading_the_page_is_transient() -> None:
-    error = urllib3.exceptions.ProtocolError(
-        "Connection broken", ConnectionResetError(104, "Connection reset by peer")
-    )
-    raw = FakeRaw(
-        json.dumps({"data": entries(3)}).encode(), per_read=5, fail_with=error, fail_after=10
-    )
-    outcome = list_page(make_response(200, raw=raw))
-    assert isinstance(outcome, Transient)
-    assert outcome.reason == "connection reset while reading the body"
-    assert outcome.http_status == 200
-    assert raw.closed
-
-
-def test_a_page_over_the_body_cap_stops_being_read_just_past_it() -> None:
-    raw = FakeRaw(size=50 * MB)
-    started = time.monotonic()
-    outcome = list_page(make_response(200, raw=raw), max_body_bytes=MB)
-    assert isinstance(outcome, Transient)
-    assert "body too large" in outcome.reason
-    assert outcome.http_status == 200
-    assert raw.bytes_read <= MB + 1
-    assert raw.closed
-    assert time.monotonic() - started < 2.0
-
-
-def test_a_page_declaring_a_length_over_the_cap_is_not_read_at_all() -> None:
-    raw = FakeRaw(size=50 * MB)
-    headers = {"Content-Length": str(50 * MB)}
-    outcome = list_page(make_response(200, headers=headers, raw=raw), max_body_bytes=MB)
-    assert isinstance(outcome, Transient)
-    assert "body too large" in outcome.reason
-    assert raw.bytes_read == 0
-
-
-def test_a_slow_drip_page_is_cut_off_at_the_overall_deadline() -> None:
-    body = json.dumps({"data": entries(20)}).encode()
-    raw = FakeRaw(body, per_read=1, delay=0.01)
-    outcome = list_page(make_response(200, raw=raw), connect_timeout=0.05, read_timeout=0.05)
-    assert isinstance(outcome, Transient)
-    assert "deadline" in outcome.reason
-    assert raw.bytes_read < len(body)
-    assert raw.closed
-
-
-def test_every_list_outcome_carries_the_request_latency() -> None:
-    def slow(_request: requests.PreparedRequest) -> Any:
-        time.sleep(0.02)
-        return make_response(200, {"data": entries(1)})
-
-    outcome = list_page(slow)
-    assert 0.02 <= outcome.latency < 1.0
-
-
-# ---------------------------------------------------------------------------------------------
-# Secrets
-# ---------------------------------------------------------------------------------------------
-
-
-def _echoes(token: str) -> list[Reply]:
-    """List answers in which a careless upstream reflects the token back at us."""
-    return [
-        make_response(400, {"error": f"bad token {token}"}),
-        make_response(401, {"error": f"Unauthorized: Bearer {token}", "code": 401}),
-        make_response(403, f"Forbidden for {token}"),
-        make_response(404, {"error": f"no list for {token}"}),
-        make_response(429, {"error": f"slow down {token}"}),
-        make_response(503, f"<html>upstream down for {token}</html>"),
-        make_response(200, {"error": f"token {token} rejected"}),
-        make_response(200, {"error": {"nested": token}, "code": 500}),
-        make_response(200, {"data": {"token": token}}),
-        make_response(200, f"not json {token}"),
-        make_response(200, "x" * 490 + token),  # the token straddles the truncation point
-        # Dropped items are not kept, so whatever they echo goes nowhere.
-        make_response(200, {"data": [{"video_id": 5, "note": token}, token, entry(1)]}),
-        # Kept entries that echo it, in a value, a key and deep inside (issue 11): scrubbed.
-        make_response(
-            200,
-            {"data": [entry(2, prompt=f"a cat {token}", debug={f"k-{token}": [[{"t": token}]]})]},
-        ),
-        requests.exceptions.ConnectionError(f"failed with header Bearer {token}"),
-        make_response(
-            200,
-            raw=FakeRaw(
-                b'{"data": []}',
-                fail_with=urllib3.exceptions.ProtocolError(f"broke at {token}"),
-                fail_after=1,
-            ),
-        ),
-    ]
-
-
-@pytest.mark.parametrize("token_form", ["plain", "percent-encoded"])
-def test_no_list_outcome_and_no_repr_ever_contains_the_token(token_form: str) -> None:
-    echoed = TOKEN if token_form == "plain" else ENCODED_TOKEN
-    for reply in _echoes(echoed):
-        client, _ = client_with(reply)
-        outcome = client.list_videos(EMAIL)
-        assert TOKEN not in repr(outcome), outcome
-        assert ENCODED_TOKEN not in repr(outcome), outcome
-        assert TOKEN not in json.dumps(outcome.__dict__, default=str)
-        assert TOKEN not in repr(client)
-        assert TOKEN not in repr(vars(client))
-
-
-def test_long_list_error_messages_are_truncated() -> None:
-    outcome = list_page(make_response(400, {"error": "x" * 100_000}))
-    assert isinstance(outcome, Rejected)
-    assert 0 < len(outcome.message) <= MAX_MESSAGE_CHARS
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pixverse_tracker.rules.outcomes import (
 )
 from pixverse_tracker.upstream.bodies import MAX_MESSAGE_CHARS
 from pixverse_tracker.upstream.urls import SCHEDULER_PATH, scheduler_url
-from tests.unit.test_client import (
+from tests.unit.conftest import (
     BASE,
     ENCODED_TOKEN,
     MB,

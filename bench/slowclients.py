@@ -359,7 +359,7 @@ def measure(name: str, args: argparse.Namespace, database_url: str) -> Result:
     argv = [part.format(host=address[0], port=port) for part in SERVERS[name]]
     secret = secrets.token_urlsafe(24)
     env = common.tracker_env(database_url, "bench-slow", "http://127.0.0.1:9")
-    env.update(TRACKER_CALLBACK_SECRET=secret, TRACKER_LOG_LEVEL="WARNING")
+    env.update(TRACKER_PUSH_SECRET=secret, TRACKER_LOG_LEVEL="WARNING")
     log_path = Path(f"/tmp/bench-slowclients-{name}-{os.getpid()}.log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

@@ -591,35 +591,35 @@ def test_every_request_logs_one_line_and_never_the_secret(
 
 
 def test_the_config_reads_the_secret_and_the_default_cap() -> None:
-    config = config_from({"TRACKER_CALLBACK_SECRET": f"  {SECRET} "})
+    config = config_from({"TRACKER_PUSH_SECRET": f"  {SECRET} "})
     assert config == ReceiverConfig(Secret(SECRET), 262_144)
     assert SECRET not in repr(config)
-    assert config_from(
-        {"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_BYTES": "4096"}
-    ) == (ReceiverConfig(Secret(SECRET), 4096))
+    assert config_from({"TRACKER_PUSH_SECRET": SECRET, "TRACKER_PUSH_MAX_BYTES": "4096"}) == (
+        ReceiverConfig(Secret(SECRET), 4096)
+    )
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({}, "TRACKER_CALLBACK_SECRET is not set"),
-        ({"TRACKER_CALLBACK_SECRET": "   "}, "TRACKER_CALLBACK_SECRET is not set"),
-        ({"TRACKER_CALLBACK_SECRET": "short-secret-15"}, "is 15 characters long"),
-        ({"TRACKER_CALLBACK_SECRET": "x" * 257}, "is 257 characters long"),
-        ({"TRACKER_CALLBACK_SECRET": "has/a/slash/in/it/0123"}, "may only hold letters"),
-        ({"TRACKER_CALLBACK_SECRET": "has?query=1&more=2345"}, "may only hold letters"),
-        ({"TRACKER_CALLBACK_SECRET": "ünïcödé-secret-value-1"}, "may only hold letters"),
+        ({}, "TRACKER_PUSH_SECRET is not set"),
+        ({"TRACKER_PUSH_SECRET": "   "}, "TRACKER_PUSH_SECRET is not set"),
+        ({"TRACKER_PUSH_SECRET": "short-secret-15"}, "is 15 characters long"),
+        ({"TRACKER_PUSH_SECRET": "x" * 257}, "is 257 characters long"),
+        ({"TRACKER_PUSH_SECRET": "has/a/slash/in/it/0123"}, "may only hold letters"),
+        ({"TRACKER_PUSH_SECRET": "has?query=1&more=2345"}, "may only hold letters"),
+        ({"TRACKER_PUSH_SECRET": "ünïcödé-secret-value-1"}, "may only hold letters"),
         (
-            {"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_BYTES": "big"},
-            "TRACKER_CALLBACK_MAX_BYTES='big' is not a whole number",
+            {"TRACKER_PUSH_SECRET": SECRET, "TRACKER_PUSH_MAX_BYTES": "big"},
+            "TRACKER_PUSH_MAX_BYTES='big' is not a whole number",
         ),
         (
-            {"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_BYTES": "100"},
-            "TRACKER_CALLBACK_MAX_BYTES='100' is out of range",
+            {"TRACKER_PUSH_SECRET": SECRET, "TRACKER_PUSH_MAX_BYTES": "100"},
+            "TRACKER_PUSH_MAX_BYTES='100' is out of range",
         ),
         (
-            {"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_BYTES": "999999999"},
-            "TRACKER_CALLBACK_MAX_BYTES='999999999' is out of range",
+            {"TRACKER_PUSH_SECRET": SECRET, "TRACKER_PUSH_MAX_BYTES": "999999999"},
+            "TRACKER_PUSH_MAX_BYTES='999999999' is out of range",
         ),
     ],
 )
@@ -629,7 +629,7 @@ def test_a_bad_config_is_refused_naming_the_variable_without_showing_the_secret(
     with pytest.raises(SettingsError) as caught:
         config_from(env)
     assert message in str(caught.value)
-    secret = env.get("TRACKER_CALLBACK_SECRET", "").strip()
+    secret = env.get("TRACKER_PUSH_SECRET", "").strip()
     if len(secret) > 3:
         assert secret not in str(caught.value)
 
@@ -655,7 +655,7 @@ def test_the_production_application_builds_itself_once_from_the_environment(
     rt: Runtime, pg_database: str, monkeypatch: pytest.MonkeyPatch, clean_production: None
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", pg_database)
-    monkeypatch.setenv("TRACKER_CALLBACK_SECRET", SECRET)
+    monkeypatch.setenv("TRACKER_PUSH_SECRET", SECRET)
     enqueue(rt, vid(1))
 
     first = call(receiver.application, body={"video_id": vid(1)})
@@ -672,7 +672,7 @@ def test_the_production_application_without_a_secret_fails_every_request_even_he
     pg_database: str, monkeypatch: pytest.MonkeyPatch, clean_production: None
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", pg_database)
-    monkeypatch.delenv("TRACKER_CALLBACK_SECRET", raising=False)
+    monkeypatch.delenv("TRACKER_PUSH_SECRET", raising=False)
 
     health = call(receiver.application, method="GET", path="/healthz")
     push = call(receiver.application, body={"video_id": vid(1)})
@@ -687,7 +687,7 @@ def test_the_production_application_without_database_url_fails_and_writes_no_loc
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.setenv("TRACKER_CALLBACK_SECRET", SECRET)
+    monkeypatch.setenv("TRACKER_PUSH_SECRET", SECRET)
 
     health = call(receiver.application, method="GET", path="/healthz")
     push = call(receiver.application, body={"video_id": vid(1)})
@@ -767,9 +767,9 @@ def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
 
 
 def test_the_config_reads_the_connection_limits() -> None:
-    env = {"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_CONNECTIONS": "7"}
+    env = {"TRACKER_PUSH_SECRET": SECRET, "TRACKER_PUSH_MAX_CONNECTIONS": "7"}
     assert config_from(env).limits == ConnectionLimits(max_connections=7)
-    assert config_from({"TRACKER_CALLBACK_SECRET": SECRET}).limits == ConnectionLimits()
+    assert config_from({"TRACKER_PUSH_SECRET": SECRET}).limits == ConnectionLimits()
 
 
 def test_a_body_that_misses_its_deadline_is_answered_408_and_logged(

@@ -210,7 +210,7 @@ class _Receiver:
                 # past the cap is enough to know it is too large.
                 body = _read_at_most(stream, cap + 1)
                 return too_large if len(body) > cap else body
-        except TimeoutError:  # the body missed its deadline (TRACKER_CALLBACK_BODY_TIMEOUT)
+        except TimeoutError:  # the body missed its deadline (TRACKER_PUSH_BODY_TIMEOUT)
             return _error(
                 HTTPStatus.REQUEST_TIMEOUT, "the body did not arrive in time", "body_timeout"
             )

@@ -87,7 +87,10 @@ def test_the_deprecation_line_never_shows_the_secret(caplog: pytest.LogCaptureFi
 
 
 @pytest.mark.parametrize("old", sorted(renamed.RENAMED))
-def test_old_and_new_names_set_differently_is_one_line_naming_both(old: str) -> None:
+def test_old_and_new_names_set_differently_is_one_line_naming_both(
+    old: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tracker.settings")
     new = renamed.RENAMED[old]
     value = SAMPLES[new][0]
     other = "another-push-secret-of-32-chars." if new == "TRACKER_PUSH_SECRET" else "60"
@@ -98,6 +101,7 @@ def test_old_and_new_names_set_differently_is_one_line_naming_both(old: str) -> 
         f"set only {new}"
     )
     assert value not in str(refused.value) and other not in str(refused.value)
+    assert _deprecation_lines(caplog) == []  # the error is the one line
 
 
 @pytest.mark.parametrize("old", sorted(renamed.RENAMED))

@@ -45,17 +45,16 @@ def lookup(env: Mapping[str, str], name: str) -> tuple[str, str | None, str | No
     old_value = None if old is None else _set(env.get(old))
     if old is None or old_value is None:
         return name, value, None
-    deprecated(old)
-    if value is None:
-        return old, old_value, None
-    if value.strip() != old_value.strip():
+    if value is not None and value.strip() != old_value.strip():
+        # The error says all there is to say (no deprecation line besides it).
         return (
             name,
             value,
             f"{old} and {name} are both set, to different values: {old} is the old name of "
             f"{name}; set only {name}",
         )
-    return name, value, None
+    deprecated(old)
+    return (old, old_value, None) if value is None else (name, value, None)
 
 
 def deprecated(old: str) -> None:

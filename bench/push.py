@@ -6,9 +6,9 @@ around 90 s, a tail to 20 min, ~3% failing, ~2% never finishing) is played twice
 divided by ``--speed``, each run on a fresh database, queue prefix and simulator:
 
 (a) polling only, as ``bench.latency`` does;
-(b) with pushes: the callbacks receiver
+(b) with pushes: the push receiver
     (``pixverse_tracker.web.builtin_server.make_dev_server``, the server behind
-    ``pixverse-tracker callbacks``) runs in a thread of this process, and a scheduler thread
+    ``pixverse-tracker push-receiver``) runs in a thread of this process, and a scheduler thread
     plays useapi.net: at each video's simulated completion (or failure) it POSTs the record,
     as JSON with ``video_id``, to ``/callbacks/<secret>``.
 
@@ -53,7 +53,7 @@ from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.settings import RECEIVER, Settings, SettingsError, load
 from pixverse_tracker.testing import Simulator
 from pixverse_tracker.web.builtin_server import make_dev_server
-from pixverse_tracker.web.receiver import CALLBACK_PREFIX
+from pixverse_tracker.web.receiver import PUSH_PREFIX
 from pixverse_tracker.web.receiver_config import SECRET_VARIABLE, from_settings
 
 PUSH_THREADS = 8  # concurrent POSTs to the receiver, so one slow answer delays no other push
@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=(
             "Detection latency with and without useapi.net's replyUrl pushes: the same "
             "workload run twice through the real tracker (default settings, compressed by "
-            "--speed), once polling only and once with a push to the callbacks receiver at each "
+            "--speed), once polling only and once with a push to the push receiver at each "
             "video's completion. Prints figures; never fails on a time."
         ),
     )
@@ -250,7 +250,7 @@ def _run_once(
                 )
                 server_thread.start()
                 # bound to 127.0.0.1 above; server_port is the port the system picked for 0
-                pusher = _Pusher(f"http://127.0.0.1:{server.server_port}{CALLBACK_PREFIX}{secret}")
+                pusher = _Pusher(f"http://127.0.0.1:{server.server_port}{PUSH_PREFIX}{secret}")
             load_before = os.getloadavg()[0]
             observed = _play(args, videos, env, rt, engine, sim, pusher)
             result = Run(name, observed, videos, args.speed, load=(load_before, os.getloadavg()[0]))

@@ -13,8 +13,8 @@ connection, each given ``--probe-timeout`` seconds.
 
 Servers (``--server``, repeatable; ``all`` for every one):
 
-- ``builtin``: ``pixverse-tracker callbacks`` (the standard library server, with its limits);
-- ``waitress``: ``pixverse-tracker callbacks --server waitress`` (what docker-compose runs);
+- ``builtin``: ``pixverse-tracker push-receiver`` (the standard library server, with its limits);
+- ``waitress``: ``pixverse-tracker push-receiver --server waitress`` (what docker-compose runs);
 - ``waitress-serve``: plain ``waitress-serve`` with the same connection cap, no deadlines;
 - ``gunicorn-sync``: ``gunicorn -w 2``;
 - ``gunicorn-gthread``: ``gunicorn -w 2 -k gthread --threads 8``.
@@ -57,9 +57,9 @@ WAITRESS_SERVE = str(Path(sys.executable).with_name("waitress-serve"))
 APP = "pixverse_tracker.web.receiver:application"
 
 SERVERS: dict[str, list[str]] = {
-    "builtin": [common.CLI, "callbacks", "--host", "{host}", "--port", "{port}"],
+    "builtin": [common.CLI, "push-receiver", "--host", "{host}", "--port", "{port}"],
     "waitress": [
-        common.CLI, "callbacks", "--server", "waitress", "--host", "{host}", "--port", "{port}",
+        common.CLI, "push-receiver", "--server", "waitress", "--host", "{host}", "--port", "{port}",
     ],
     "waitress-serve": [
         WAITRESS_SERVE, "--listen={host}:{port}", "--connection-limit=1000",
@@ -359,7 +359,7 @@ def measure(name: str, args: argparse.Namespace, database_url: str) -> Result:
     argv = [part.format(host=address[0], port=port) for part in SERVERS[name]]
     secret = secrets.token_urlsafe(24)
     env = common.tracker_env(database_url, "bench-slow", "http://127.0.0.1:9")
-    env.update(TRACKER_CALLBACK_SECRET=secret, TRACKER_LOG_LEVEL="WARNING")
+    env.update(TRACKER_PUSH_SECRET=secret, TRACKER_LOG_LEVEL="WARNING")
     log_path = Path(f"/tmp/bench-slowclients-{name}-{os.getpid()}.log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

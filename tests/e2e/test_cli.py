@@ -51,8 +51,10 @@ PUBLIC_COLUMNS = [
 VIDEO_HEADERS = ["VIDEO_ID", "STATE", "STATUS", "POLLS", "ERRORS", "AGE", "URL / REASON"]
 DOCUMENTED_COMMANDS = [
     "migrate", "enqueue", "run", "worker", "beat", "status", "list", "show", "prune", "health",
-    "simulate", "demo",
+    "push-receiver", "simulate", "demo",
 ]  # fmt: skip
+# Old names that still run, saying so, and that --help does not list.
+DEPRECATED_COMMANDS = ["callbacks"]
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/tracker"
 NOT_AN_ID = "does not look like user:<n>-pixverse:<email>-video:<n> (or -image:<n>)"
 
@@ -245,6 +247,8 @@ def test_top_level_help_lists_every_command(help_results: tuple[dict[str, Result
     assert result.out.startswith("usage: pixverse-tracker"), result
     for name in DOCUMENTED_COMMANDS:
         assert re.search(rf"^\s+{name}\s", result.out, re.MULTILINE), (name, result)
+    for name in DEPRECATED_COMMANDS:
+        assert not re.search(rf"^\s+{name}\s", result.out, re.MULTILINE), (name, result)
     assert result.err == ""
 
 
@@ -258,6 +262,90 @@ def test_every_subcommand_has_help(
     assert f"usage: pixverse-tracker {command}" in result.out, result
     assert "Traceback" not in result.both
     assert not (cwd / ".pixverse-tracker").exists(), "--help must not create a database"
+
+
+def test_the_old_command_names_help_says_it_is_deprecated_and_names_the_new_one(
+    help_results: tuple[dict[str, Result], Path],
+) -> None:
+    result = help_results[0]["callbacks"]
+    assert result.code == 0, result
+    assert "deprecated: the old name of `push-receiver`" in result.out, result
+    for flag in ("--host", "--port", "--server"):  # the same flags as push-receiver's
+        assert flag in result.out and flag in help_results[0]["push-receiver"].out
+
+
+# --- push-receiver, and `callbacks`, its name before 0.2 ------------------------------------------
+
+PUSH_SECRET = "cli-push-secret-4d1f0a9e7b2c"
+
+
+def test_the_old_callbacks_command_and_secret_variable_still_serve_saying_so_once_each(
+    pg_env: dict[str, str], tmp_path: Path
+) -> None:
+    import requests
+
+    from tests.e2e.private_services import free_port
+
+    video = vid(1)
+    assert cli("enqueue", video, env=pg_env, cwd=tmp_path).code == 0
+    port = free_port()
+    env = dict(pg_env, TRACKER_CALLBACK_SECRET=PUSH_SECRET)
+    out_path, err_path = tmp_path / "out", tmp_path / "err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        process = subprocess.Popen(
+            [CLI, "callbacks", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, err_path.read_text()
+            try:
+                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, err_path.read_text()
+            time.sleep(0.2)
+        # it serves: the push makes the enqueued id due now, as push-receiver's does
+        answer = requests.post(
+            f"{base}/callbacks/{PUSH_SECRET}", json={"video_id": video}, timeout=10
+        )
+        assert answer.status_code == 202, answer.text
+        assert answer.json() == {"accepted": True, "due_now": True}
+    finally:
+        process.terminate()
+        process.wait(15)
+    assert process.returncode == 0, err_path.read_text()
+    out_text, err_text = out_path.read_text(), err_path.read_text()
+    assert out_text.startswith("receiving pushes: POST "), out_text
+    assert err_text.splitlines()[0] == (
+        "pixverse-tracker: `callbacks` is deprecated: use `pixverse-tracker push-receiver` "
+        "(the old name still works)"
+    ), err_text
+    assert err_text.count("`callbacks` is deprecated") == 1, err_text
+    line = (
+        "TRACKER_CALLBACK_SECRET is deprecated: use TRACKER_PUSH_SECRET (the old name still works)"
+    )
+    assert err_text.count(line) == 1, err_text
+    assert PUSH_SECRET not in out_text + err_text
+    assert "Traceback" not in err_text
+
+
+def test_old_and_new_secret_variables_set_differently_is_one_line_naming_both(
+    pg_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = dict(pg_env, TRACKER_CALLBACK_SECRET=PUSH_SECRET, TRACKER_PUSH_SECRET=PUSH_SECRET[::-1])
+    result = cli("push-receiver", "--port", "0", env=env, cwd=tmp_path)
+    line = assert_one_line_error(
+        result, "TRACKER_CALLBACK_SECRET and TRACKER_PUSH_SECRET are both set, to different values"
+    )
+    assert PUSH_SECRET not in result.both and PUSH_SECRET[::-1] not in result.both, line
 
 
 # --- enqueue -------------------------------------------------------------------------------------

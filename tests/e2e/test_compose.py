@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # What a user exports before `docker-compose up` (both are required).
 COMPOSE_ENV = {
     "USEAPI_TOKEN": "compose-check",
-    "TRACKER_CALLBACK_SECRET": "compose-callback-secret-0123",
+    "TRACKER_PUSH_SECRET": "compose-push-secret-0123456",
 }
 
 
@@ -60,19 +60,19 @@ def test_compose_file_validates_and_wires_the_tracker_services() -> None:
         assert env["DATABASE_URL"].startswith("postgresql://")
         assert env["CELERY_BROKER_URL"].startswith("redis://")
     # the receiver on the server made for untrusted clients, with its limits (issue 11)
-    callbacks = services["callbacks"]
-    assert callbacks["command"][:4] == ["pixverse-tracker", "callbacks", "--server", "waitress"]
+    receiver = services["push-receiver"]
+    assert receiver["command"][:4] == ["pixverse-tracker", "push-receiver", "--server", "waitress"]
     assert {
-        "TRACKER_CALLBACK_MAX_CONNECTIONS": "1000",
-        "TRACKER_CALLBACK_HEADER_TIMEOUT": "10",
-        "TRACKER_CALLBACK_BODY_TIMEOUT": "20",
-    }.items() <= callbacks["environment"].items()
-    assert callbacks["ulimits"]["nofile"]["soft"] >= 1000 + 64
+        "TRACKER_PUSH_MAX_CONNECTIONS": "1000",
+        "TRACKER_PUSH_HEADER_TIMEOUT": "10",
+        "TRACKER_PUSH_BODY_TIMEOUT": "20",
+    }.items() <= receiver["environment"].items()
+    assert receiver["ulimits"]["nofile"]["soft"] >= 1000 + 64
     assert "healthcheck" in services["postgres"]
     assert any("pgdata" in str(v) for v in services["postgres"]["volumes"])
     # the secret the user exported reaches the receiver (without one it answers 500)
-    secret = services["callbacks"]["environment"]["TRACKER_CALLBACK_SECRET"]
-    assert secret == COMPOSE_ENV["TRACKER_CALLBACK_SECRET"]
+    secret = services["push-receiver"]["environment"]["TRACKER_PUSH_SECRET"]
+    assert secret == COMPOSE_ENV["TRACKER_PUSH_SECRET"]
     # /metrics published on loopback: beat's fixed, each worker replica's on a free host port
     assert [str(p) for p in services["beat"]["ports"]] == ["127.0.0.1:9809:9809/tcp"]
     assert [str(p) for p in services["worker"]["ports"]] == ["127.0.0.1::9808/tcp"]
@@ -136,7 +136,7 @@ def test_each_service_runs_on_loopback_the_way_compose_runs_it(tmp_path: Path) -
         plain_url = database_url.replace("postgresql+psycopg2://", "postgresql://")
         envs = {
             name: _loopback_env(services[name]["environment"], plain_url)
-            for name in ("migrate", "worker", "beat", "callbacks")
+            for name in ("migrate", "worker", "beat", "push-receiver")
         }
         migrate = subprocess.run(
             services["migrate"]["command"], env=envs["migrate"], capture_output=True, text=True,
@@ -145,15 +145,15 @@ def test_each_service_runs_on_loopback_the_way_compose_runs_it(tmp_path: Path) -
         assert migrate.returncode == 0, migrate.stderr
         port = free_port()
         loopback = {"0.0.0.0": "127.0.0.1", "8081": str(port)}
-        callbacks_cmd = [loopback.get(arg, arg) for arg in services["callbacks"]["command"]]
+        receiver_cmd = [loopback.get(arg, arg) for arg in services["push-receiver"]["command"]]
         procs = Processes(envs["worker"], tmp_path)
         try:
             procs.env = envs["worker"]
             procs.start_raw(services["worker"]["command"])
             procs.env = envs["beat"]
             procs.start_raw(services["beat"]["command"])
-            procs.env = envs["callbacks"]
-            procs.start_raw(callbacks_cmd)
+            procs.env = envs["push-receiver"]
+            procs.start_raw(receiver_cmd)
 
             def up(url: str) -> bool:
                 try:

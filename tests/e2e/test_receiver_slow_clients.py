@@ -1,7 +1,7 @@
 """Slow clients (slowloris) against the replyUrl receiver, run as the real server processes.
 
 Two receivers: the command docker-compose runs (read from docker-compose.yml, bound to
-loopback) and the built-in server (`pixverse-tracker callbacks`, no extra package). Each runs
+loopback) and the built-in server (`pixverse-tracker push-receiver`, no extra package). Each runs
 with its production defaults: 1,000 connections, headers within 10 s, bodies within 20 s.
 """
 
@@ -38,15 +38,15 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _compose_receiver() -> tuple[list[str], dict[str, str]]:
-    """docker-compose's receiver command and its TRACKER_CALLBACK_* settings, on loopback."""
-    service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["callbacks"]
+    """docker-compose's receiver command and its TRACKER_PUSH_* settings, on loopback."""
+    service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["push-receiver"]
     port_and_host = {"0.0.0.0": "127.0.0.1", "8081": "{port}", "0.0.0.0:8081": "127.0.0.1:{port}"}
     argv = [port_and_host.get(str(arg), str(arg)) for arg in service["command"]]
     # ${NAME:-default}, as docker-compose fills it in when NAME is unset
     settings = {
         name: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
         for name, value in service["environment"].items()
-        if name.startswith("TRACKER_CALLBACK_") and name != "TRACKER_CALLBACK_SECRET"
+        if name.startswith("TRACKER_PUSH_") and name != "TRACKER_PUSH_SECRET"
     }
     return argv, settings
 
@@ -91,12 +91,12 @@ def running(
     if kind == "compose":
         template, settings = _compose_receiver()
     else:
-        template, settings = [CLI, "callbacks", "--host", "127.0.0.1", "--port", "{port}"], {}
+        template, settings = [CLI, "push-receiver", "--host", "127.0.0.1", "--port", "{port}"], {}
     argv = [arg.format(port=port) for arg in template]
     env = base_env(
         DATABASE_URL=database_url.replace("postgresql+psycopg2://", "postgresql://"),
         USEAPI_TOKEN=TOKEN,
-        TRACKER_CALLBACK_SECRET=SECRET,
+        TRACKER_PUSH_SECRET=SECRET,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         **settings,
     )

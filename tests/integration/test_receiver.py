@@ -1,4 +1,4 @@
-"""The callbacks receiver on real Postgres: secret, body cap, validation, and a push as a hint."""
+"""The push receiver on real Postgres: secret, body cap, validation, and a push as a hint."""
 
 from __future__ import annotations
 
@@ -36,17 +36,17 @@ from pixverse_tracker.web.builtin_server import make_dev_server
 from pixverse_tracker.web.connection_limits import ConnectionLimits
 from pixverse_tracker.web.receiver import make_app
 from pixverse_tracker.web.receiver_config import ReceiverConfig, from_settings
-from pixverse_tracker.web.serve import callback_url
+from pixverse_tracker.web.serve import push_url
 from tests.policies import policy_with
 
 SECRET = "cb-Secret_0123456789-DISTINCTIVE"
-CALLBACK_PATH = f"/callbacks/{SECRET}"
+PUSH_PATH = f"/callbacks/{SECRET}"
 CAP = 2048
 LATER = policy_with(first_poll_delay=600.0)  # rows are not due for ten minutes unless hinted
 
 
 def config_from(env: dict[str, str]) -> ReceiverConfig:
-    """The receiver's config as `callbacks` reads it: the settings' RECEIVER concern."""
+    """The receiver's config as `push-receiver` reads it: the settings' RECEIVER concern."""
     return from_settings(load(env, needs=(RECEIVER,)))
 
 
@@ -103,7 +103,7 @@ AUTO = "auto"
 def call(
     app: WSGIApplication,
     method: str = "POST",
-    path: str = CALLBACK_PATH,
+    path: str = PUSH_PATH,
     body: bytes | Any = b"",
     *,
     length: str | None = AUTO,
@@ -332,8 +332,8 @@ def test_a_wrong_secret_answers_exactly_like_a_path_that_does_not_exist(
     before = row(rt, vid(1))
 
     wrong = call(app, path="/callbacks/not-the-secret-at-all-0000", body={"video_id": vid(1)})
-    longer = call(app, path=CALLBACK_PATH + "x", body={"video_id": vid(1)})
-    shorter = call(app, path=CALLBACK_PATH[:-1], body={"video_id": vid(1)})
+    longer = call(app, path=PUSH_PATH + "x", body={"video_id": vid(1)})
+    shorter = call(app, path=PUSH_PATH[:-1], body={"video_id": vid(1)})
     other = call(app, path="/nothing/here", body={"video_id": vid(1)})
 
     for response in (wrong, longer, shorter):
@@ -356,8 +356,8 @@ def test_a_missing_secret_answers_404(app: WSGIApplication, path: str) -> None:
 def test_a_secret_with_a_trailing_slash_or_in_another_case_does_not_match(
     app: WSGIApplication,
 ) -> None:
-    assert call(app, path=CALLBACK_PATH + "/", body={"video_id": vid(1)}).status == 404
-    assert call(app, path=CALLBACK_PATH.upper(), body={"video_id": vid(1)}).status == 404
+    assert call(app, path=PUSH_PATH + "/", body={"video_id": vid(1)}).status == 404
+    assert call(app, path=PUSH_PATH.upper(), body={"video_id": vid(1)}).status == 404
 
 
 def test_a_path_with_non_ascii_bytes_is_a_plain_404(app: WSGIApplication) -> None:
@@ -366,7 +366,7 @@ def test_a_path_with_non_ascii_bytes_is_a_plain_404(app: WSGIApplication) -> Non
     assert call(app, path=path, body={"video_id": vid(1)}).status == 404
 
 
-def test_other_methods_on_the_callback_url_answer_405_but_only_with_the_right_secret(
+def test_other_methods_on_the_push_url_answer_405_but_only_with_the_right_secret(
     app: WSGIApplication,
 ) -> None:
     right = call(app, method="GET", body=b"")
@@ -537,7 +537,7 @@ def test_every_request_logs_one_line_and_never_the_secret(
     app: WSGIApplication, down_app: WSGIApplication, rt: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
     enqueue(rt, vid(1))
-    caplog.set_level(logging.DEBUG, logger="tracker.callbacks")
+    caplog.set_level(logging.DEBUG, logger="tracker.push")
     requests_made = [
         call(app, body={"video_id": vid(1)}),
         call(app, body={"video_id": vid(2)}),
@@ -545,14 +545,14 @@ def test_every_request_logs_one_line_and_never_the_secret(
         call(app, body={"video_id": "x" + SECRET}),
         call(app, body=padded(vid(1), CAP + 1)),
         call(app, method="GET"),
-        call(app, path=CALLBACK_PATH + "/extra"),
-        call(app, path="/tracker" + CALLBACK_PATH),
+        call(app, path=PUSH_PATH + "/extra"),
+        call(app, path="/tracker" + PUSH_PATH),
         call(app, path="/" + SECRET),
         call(app, method="GET", path="/healthz"),
         call(down_app, body={"video_id": vid(1)}),
     ]
 
-    lines = [r for r in caplog.records if getattr(r, "action", None) == "callback"]
+    lines = [r for r in caplog.records if getattr(r, "action", None) == "push"]
     assert len(lines) == len(requests_made)
     formatted = [f.format(r) for r in lines for f in (KeyValueFormatter(), JsonFormatter())]
     assert formatted and not [line for line in formatted if SECRET in line]
@@ -560,8 +560,8 @@ def test_every_request_logs_one_line_and_never_the_secret(
     assert json.loads(first) | {"ts": None, "seconds": None} == {
         "ts": None,
         "level": "INFO",
-        "logger": "tracker.callbacks",
-        "action": "callback",
+        "logger": "tracker.push",
+        "action": "push",
         "outcome": "due_now",
         "status": 202,
         "method": "POST",
@@ -591,35 +591,35 @@ def test_every_request_logs_one_line_and_never_the_secret(
 
 
 def test_the_config_reads_the_secret_and_the_default_cap() -> None:
-    config = config_from({"TRACKER_CALLBACK_SECRET": f"  {SECRET} "})
+    config = config_from({"TRACKER_PUSH_SECRET": f"  {SECRET} "})
     assert config == ReceiverConfig(Secret(SECRET), 262_144)
     assert SECRET not in repr(config)
-    assert config_from(
-        {"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_BYTES": "4096"}
-    ) == (ReceiverConfig(Secret(SECRET), 4096))
+    assert config_from({"TRACKER_PUSH_SECRET": SECRET, "TRACKER_PUSH_MAX_BYTES": "4096"}) == (
+        ReceiverConfig(Secret(SECRET), 4096)
+    )
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({}, "TRACKER_CALLBACK_SECRET is not set"),
-        ({"TRACKER_CALLBACK_SECRET": "   "}, "TRACKER_CALLBACK_SECRET is not set"),
-        ({"TRACKER_CALLBACK_SECRET": "short-secret-15"}, "is 15 characters long"),
-        ({"TRACKER_CALLBACK_SECRET": "x" * 257}, "is 257 characters long"),
-        ({"TRACKER_CALLBACK_SECRET": "has/a/slash/in/it/0123"}, "may only hold letters"),
-        ({"TRACKER_CALLBACK_SECRET": "has?query=1&more=2345"}, "may only hold letters"),
-        ({"TRACKER_CALLBACK_SECRET": "ünïcödé-secret-value-1"}, "may only hold letters"),
+        ({}, "TRACKER_PUSH_SECRET is not set"),
+        ({"TRACKER_PUSH_SECRET": "   "}, "TRACKER_PUSH_SECRET is not set"),
+        ({"TRACKER_PUSH_SECRET": "short-secret-15"}, "is 15 characters long"),
+        ({"TRACKER_PUSH_SECRET": "x" * 257}, "is 257 characters long"),
+        ({"TRACKER_PUSH_SECRET": "has/a/slash/in/it/0123"}, "may only hold letters"),
+        ({"TRACKER_PUSH_SECRET": "has?query=1&more=2345"}, "may only hold letters"),
+        ({"TRACKER_PUSH_SECRET": "ünïcödé-secret-value-1"}, "may only hold letters"),
         (
-            {"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_BYTES": "big"},
-            "TRACKER_CALLBACK_MAX_BYTES='big' is not a whole number",
+            {"TRACKER_PUSH_SECRET": SECRET, "TRACKER_PUSH_MAX_BYTES": "big"},
+            "TRACKER_PUSH_MAX_BYTES='big' is not a whole number",
         ),
         (
-            {"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_BYTES": "100"},
-            "TRACKER_CALLBACK_MAX_BYTES='100' is out of range",
+            {"TRACKER_PUSH_SECRET": SECRET, "TRACKER_PUSH_MAX_BYTES": "100"},
+            "TRACKER_PUSH_MAX_BYTES='100' is out of range",
         ),
         (
-            {"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_BYTES": "999999999"},
-            "TRACKER_CALLBACK_MAX_BYTES='999999999' is out of range",
+            {"TRACKER_PUSH_SECRET": SECRET, "TRACKER_PUSH_MAX_BYTES": "999999999"},
+            "TRACKER_PUSH_MAX_BYTES='999999999' is out of range",
         ),
     ],
 )
@@ -629,7 +629,7 @@ def test_a_bad_config_is_refused_naming_the_variable_without_showing_the_secret(
     with pytest.raises(SettingsError) as caught:
         config_from(env)
     assert message in str(caught.value)
-    secret = env.get("TRACKER_CALLBACK_SECRET", "").strip()
+    secret = env.get("TRACKER_PUSH_SECRET", "").strip()
     if len(secret) > 3:
         assert secret not in str(caught.value)
 
@@ -655,7 +655,7 @@ def test_the_production_application_builds_itself_once_from_the_environment(
     rt: Runtime, pg_database: str, monkeypatch: pytest.MonkeyPatch, clean_production: None
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", pg_database)
-    monkeypatch.setenv("TRACKER_CALLBACK_SECRET", SECRET)
+    monkeypatch.setenv("TRACKER_PUSH_SECRET", SECRET)
     enqueue(rt, vid(1))
 
     first = call(receiver.application, body={"video_id": vid(1)})
@@ -672,7 +672,7 @@ def test_the_production_application_without_a_secret_fails_every_request_even_he
     pg_database: str, monkeypatch: pytest.MonkeyPatch, clean_production: None
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", pg_database)
-    monkeypatch.delenv("TRACKER_CALLBACK_SECRET", raising=False)
+    monkeypatch.delenv("TRACKER_PUSH_SECRET", raising=False)
 
     health = call(receiver.application, method="GET", path="/healthz")
     push = call(receiver.application, body={"video_id": vid(1)})
@@ -687,7 +687,7 @@ def test_the_production_application_without_database_url_fails_and_writes_no_loc
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.setenv("TRACKER_CALLBACK_SECRET", SECRET)
+    monkeypatch.setenv("TRACKER_PUSH_SECRET", SECRET)
 
     health = call(receiver.application, method="GET", path="/healthz")
     push = call(receiver.application, body={"video_id": vid(1)})
@@ -706,7 +706,7 @@ def test_the_development_server_takes_a_push_over_http_and_keeps_the_secret_off_
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        pushed = requests.post(base + CALLBACK_PATH, json={"video_id": vid(1)}, timeout=10)
+        pushed = requests.post(base + PUSH_PATH, json={"video_id": vid(1)}, timeout=10)
         wrong = requests.post(base + "/callbacks/guess", json={"video_id": vid(1)}, timeout=10)
         health = requests.get(base + "/healthz", timeout=10)
     finally:
@@ -718,7 +718,7 @@ def test_the_development_server_takes_a_push_over_http_and_keeps_the_secret_off_
     assert wrong.status_code == 404
     assert (health.status_code, health.text) == (200, "ok")
     assert row(rt, vid(1))["next_poll_at"] <= now(rt)
-    assert callback_url(server) == f"{base}/callbacks/****"
+    assert push_url(server) == f"{base}/callbacks/****"
     out, err = capfd.readouterr()
     assert SECRET not in out + err
 
@@ -726,7 +726,7 @@ def test_the_development_server_takes_a_push_over_http_and_keeps_the_secret_off_
 def test_a_path_cannot_forge_log_lines_and_refusals_log_their_reason(
     app: WSGIApplication, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="tracker.callbacks")
+    caplog.set_level(logging.DEBUG, logger="tracker.push")
 
     call(app, method="GET", path="/x\n2026-01-01T00:00:00Z INFO forged line")
     call(app, body={"video_id": "nope"})
@@ -767,28 +767,28 @@ def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
 
 
 def test_the_config_reads_the_connection_limits() -> None:
-    env = {"TRACKER_CALLBACK_SECRET": SECRET, "TRACKER_CALLBACK_MAX_CONNECTIONS": "7"}
+    env = {"TRACKER_PUSH_SECRET": SECRET, "TRACKER_PUSH_MAX_CONNECTIONS": "7"}
     assert config_from(env).limits == ConnectionLimits(max_connections=7)
-    assert config_from({"TRACKER_CALLBACK_SECRET": SECRET}).limits == ConnectionLimits()
+    assert config_from({"TRACKER_PUSH_SECRET": SECRET}).limits == ConnectionLimits()
 
 
 def test_a_body_that_misses_its_deadline_is_answered_408_and_logged(
     rt: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="tracker.callbacks")
+    caplog.set_level(logging.INFO, logger="tracker.push")
     # One second instead of the default 20, so the test waits one; e2e covers the default.
     with (
         dev_server(rt, ConnectionLimits(body_timeout=1.0)) as port,
         socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
     ):
         sock.sendall(
-            f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{{".encode()
+            f"POST {PUSH_PATH} HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{{".encode()
         )
         answer = read_until_closed(sock, 10)
 
     assert answer.startswith(b"HTTP/1.0 408 Request Timeout")
     assert answer.endswith(b'{"error": "the body did not arrive in time"}')
-    (record,) = [r for r in caplog.records if r.name == "tracker.callbacks"]
+    (record,) = [r for r in caplog.records if r.name == "tracker.push"]
     assert record.fields["outcome"] == "body_timeout"  # type: ignore[attr-defined]
 
 

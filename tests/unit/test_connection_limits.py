@@ -22,9 +22,9 @@ def limits_from(env: dict[str, str]) -> ConnectionLimits:
     """The limits as the receiver gets them: the settings' RECEIVER concern."""
     settings = load(env, needs=(RECEIVER,))
     return ConnectionLimits(
-        settings.callback_max_connections,
-        settings.callback_header_timeout,
-        settings.callback_body_timeout,
+        settings.push_max_connections,
+        settings.push_header_timeout,
+        settings.push_body_timeout,
     )
 
 
@@ -34,9 +34,9 @@ def test_the_defaults_are_a_thousand_connections_ten_seconds_of_headers_twenty_o
 
 def test_each_limit_is_read_from_its_variable() -> None:
     env = {
-        "TRACKER_CALLBACK_MAX_CONNECTIONS": " 50 ",
-        "TRACKER_CALLBACK_HEADER_TIMEOUT": "2.5",
-        "TRACKER_CALLBACK_BODY_TIMEOUT": "7",
+        "TRACKER_PUSH_MAX_CONNECTIONS": " 50 ",
+        "TRACKER_PUSH_HEADER_TIMEOUT": "2.5",
+        "TRACKER_PUSH_BODY_TIMEOUT": "7",
     }
     assert limits_from(env) == ConnectionLimits(50, 2.5, 7.0)
 
@@ -44,13 +44,13 @@ def test_each_limit_is_read_from_its_variable() -> None:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("TRACKER_CALLBACK_MAX_CONNECTIONS", "many", "is not a whole number"),
-        ("TRACKER_CALLBACK_MAX_CONNECTIONS", "0", "is out of range"),
-        ("TRACKER_CALLBACK_MAX_CONNECTIONS", "1.5", "is not a whole number"),
-        ("TRACKER_CALLBACK_HEADER_TIMEOUT", "0", "is out of range"),
-        ("TRACKER_CALLBACK_HEADER_TIMEOUT", "nan", "is out of range"),
-        ("TRACKER_CALLBACK_BODY_TIMEOUT", "inf", "is out of range"),
-        ("TRACKER_CALLBACK_BODY_TIMEOUT", "soon", "is not a number"),
+        ("TRACKER_PUSH_MAX_CONNECTIONS", "many", "is not a whole number"),
+        ("TRACKER_PUSH_MAX_CONNECTIONS", "0", "is out of range"),
+        ("TRACKER_PUSH_MAX_CONNECTIONS", "1.5", "is not a whole number"),
+        ("TRACKER_PUSH_HEADER_TIMEOUT", "0", "is out of range"),
+        ("TRACKER_PUSH_HEADER_TIMEOUT", "nan", "is out of range"),
+        ("TRACKER_PUSH_BODY_TIMEOUT", "inf", "is out of range"),
+        ("TRACKER_PUSH_BODY_TIMEOUT", "soon", "is not a number"),
     ],
 )
 def test_a_bad_limit_is_refused_naming_its_variable(name: str, value: str, message: str) -> None:
@@ -80,7 +80,7 @@ def test_under_a_low_hard_limit_the_cap_is_lowered_and_says_so() -> None:
     assert fitted == FileFit(512, 512 - RESERVED_FILES)
     line = fitted.lowered_from(1000)
     assert line is not None
-    assert line.startswith("TRACKER_CALLBACK_MAX_CONNECTIONS=1000 does not fit")
+    assert line.startswith("TRACKER_PUSH_MAX_CONNECTIONS=1000 does not fit")
     assert f"accepting at most {512 - RESERVED_FILES} connections" in line
     assert fit(1000, soft=200, hard=200) == FileFit(None, 200 - RESERVED_FILES)
     assert FileFit(None, 1000).lowered_from(1000) is None
@@ -92,15 +92,15 @@ def test_a_limit_that_leaves_no_room_for_a_connection_is_an_error() -> None:
 
 
 def test_the_receivers_settings_are_checked_only_where_the_receiver_runs() -> None:
-    # A worker (EVERYTHING) never reads TRACKER_CALLBACK_*: a bad one does not stop it, as before.
-    env = {"TRACKER_CALLBACK_MAX_CONNECTIONS": "many", "TRACKER_CALLBACK_SECRET": "short"}
-    assert load(env).callback_max_connections == ConnectionLimits().max_connections
+    # A worker (EVERYTHING) never reads TRACKER_PUSH_*: a bad one does not stop it, as before.
+    env = {"TRACKER_PUSH_MAX_CONNECTIONS": "many", "TRACKER_PUSH_SECRET": "short"}
+    assert load(env).push_max_connections == ConnectionLimits().max_connections
     with pytest.raises(SettingsError) as caught:
         load(env, needs=(RECEIVER,))
     assert str(caught.value).splitlines() == [
-        "TRACKER_CALLBACK_SECRET is 5 characters long: it must have between 16 and 256",
-        "TRACKER_CALLBACK_MAX_CONNECTIONS='many' is not a whole number",
+        "TRACKER_PUSH_SECRET is 5 characters long: it must have between 16 and 256",
+        "TRACKER_PUSH_MAX_CONNECTIONS='many' is not a whole number",
     ]
     # An unset secret is refused by the receiver itself, with the line it always had.
-    with pytest.raises(SettingsError, match="^TRACKER_CALLBACK_SECRET is not set: "):
-        load({}, needs=(RECEIVER,)).require_callback_secret()
+    with pytest.raises(SettingsError, match="^TRACKER_PUSH_SECRET is not set: "):
+        load({}, needs=(RECEIVER,)).require_push_secret()

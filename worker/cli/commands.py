@@ -1,5 +1,5 @@
 """The commands that change or read the tracker: migrate, enqueue, run/worker/beat, list,
-show, prune, health, and the servers (callbacks, simulate, demo)."""
+show, prune, health, and the servers (push-receiver, simulate, demo)."""
 
 from __future__ import annotations
 
@@ -283,11 +283,11 @@ def cmd_health(args: argparse.Namespace) -> int:
     return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
 
-def cmd_callbacks(args: argparse.Namespace) -> int:
+def cmd_push_receiver(args: argparse.Namespace) -> int:
     from pixverse_tracker.web import serve as web_serve
     from pixverse_tracker.web.receiver_config import from_settings
 
-    settings = settings_for("callbacks", (DATABASE, LOGGING, RECEIVER))
+    settings = settings_for("push-receiver", (DATABASE, LOGGING, RECEIVER))
     config = from_settings(settings)
     rt = open_runtime(settings)
     try:
@@ -299,6 +299,21 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
     finally:
         rt.close()
     return EXIT_OK
+
+
+# The command's name before 0.2, still run, with one line saying so (README "Renamed names").
+OLD_PUSH_RECEIVER = "callbacks"
+
+
+def cmd_callbacks_deprecated(args: argparse.Namespace) -> int:
+    """``callbacks``: the old name of ``push-receiver``, hidden from --help."""
+    print(
+        f"pixverse-tracker: `{OLD_PUSH_RECEIVER}` is deprecated: use `pixverse-tracker "
+        "push-receiver` (the old name still works)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return cmd_push_receiver(args)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

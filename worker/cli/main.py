@@ -13,14 +13,16 @@ from alembic.util import CommandError as AlembicError
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from pixverse_tracker.cli.commands import (
+    OLD_PUSH_RECEIVER,
     cmd_beat,
-    cmd_callbacks,
+    cmd_callbacks_deprecated,
     cmd_demo,
     cmd_enqueue,
     cmd_health,
     cmd_list,
     cmd_migrate,
     cmd_prune,
+    cmd_push_receiver,
     cmd_run,
     cmd_show,
     cmd_simulate,
@@ -73,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     _reading_commands(add)
     _upkeep_commands(add)
     _tool_commands(add)
+    # `callbacks`, push-receiver's name before 0.2: still runs, saying so; no help= keeps it
+    # out of the list of commands.
+    old = sub.add_parser(
+        OLD_PUSH_RECEIVER,
+        description="deprecated: the old name of `push-receiver` (use that instead)",
+    )
+    old.set_defaults(handler=cmd_callbacks_deprecated)
+    _push_receiver_arguments(old)
     return parser
 
 
@@ -157,10 +167,14 @@ def _upkeep_commands(add: Add) -> None:
     )
 
     p = add(
-        "callbacks",
-        cmd_callbacks,
+        "push-receiver",
+        cmd_push_receiver,
         "receive useapi.net replyUrl pushes: each makes its id due now",
     )
+    _push_receiver_arguments(p)
+
+
+def _push_receiver_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=_bounded(int, 0, 65535), default=8081, help="default 8081")
     p.add_argument(

@@ -253,7 +253,7 @@ def mark_due(session: Session, video_id: str) -> bool:
         .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]
     if moved:
-        add_events(session, now, [(video_id, EventSpec(EventKind.HINTED, "upstream callback"))])
+        add_events(session, now, [(video_id, EventSpec(EventKind.HINTED, "upstream push"))])
     return bool(moved)
 
 

@@ -22,27 +22,28 @@ from pixverse_tracker.settings.parsing import (
     float_in,
     parse_base_url,
     parse_bool,
-    parse_callback_secret,
     parse_choice,
     parse_database_url,
     parse_db_schema,
     parse_log_level,
     parse_number,
+    parse_push_secret,
     parse_queue_prefix,
     parse_webhook_allowlist,
     parse_webhook_secret,
     parse_webhook_url,
     stripped_number,
 )
+from pixverse_tracker.settings.renamed import lookup as renamed_lookup
 from pixverse_tracker.settings.values import (
-    CALLBACK_BODY_TIMEOUT,
-    CALLBACK_HEADER_TIMEOUT,
-    CALLBACK_MAX_BYTES,
-    CALLBACK_MAX_CONNECTIONS,
-    CALLBACK_SECRET_VARIABLE,
     DEFAULT_BASE_URL,
     EMBEDDED_BROKER_URL,
     EMBEDDED_DATABASE_FILE,
+    PUSH_BODY_TIMEOUT,
+    PUSH_HEADER_TIMEOUT,
+    PUSH_MAX_BYTES,
+    PUSH_MAX_CONNECTIONS,
+    PUSH_SECRET_VARIABLE,
     Secret,
     Settings,
     SettingsError,
@@ -60,16 +61,23 @@ class _Reader:
         self.env = env
         self.problems: list[str] = []
 
+    def lookup(self, name: str) -> tuple[str, str | None]:
+        """The name the value was set under (an old name of ``name``, renamed.py) and the
+        value, None when unset or blank."""
+        used, value, problem = renamed_lookup(self.env, name)
+        if problem is not None:
+            self.problems.append(problem)
+        return used, value
+
     def raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        return None if value is None or not value.strip() else value
+        return self.lookup(name)[1]
 
     def read(self, name: str, default: T, parse: Callable[[str, str], T]) -> T:
-        raw = self.raw(name)
+        used, raw = self.lookup(name)
         if raw is None:
             return default
         try:
-            return parse(name, raw)
+            return parse(used, raw)  # its message names the variable that was set
         except SettingsError as exc:
             self.problems.append(str(exc))
             return default
@@ -105,8 +113,9 @@ LOGGING = "logging"
 METRICS = "metrics"
 WEBHOOKS = "webhooks"
 MAINTENANCE = "maintenance"  # retention and pruning
-# TRACKER_CALLBACK_*: the callbacks receiver's own. Not in EVERYTHING: only the receiver
-# (`callbacks`, web.receiver's WSGI app) checks them, so a bad one never stops a worker.
+# TRACKER_PUSH_*: the push receiver's own (the old TRACKER_CALLBACK_* names too, renamed.py). Not
+# in EVERYTHING: only the receiver (`push-receiver`, web.receiver's WSGI app) checks them, so a
+# bad one never stops a worker.
 RECEIVER = "receiver"
 
 
@@ -275,25 +284,25 @@ def _maintenance(r: _Reader) -> dict[str, Any]:
 
 
 def _receiver(r: _Reader) -> dict[str, Any]:
-    # An unset secret is no problem here (Settings.require_callback_secret refuses it where the
+    # An unset secret is no problem here (Settings.require_push_secret refuses it where the
     # receiver runs); one that is set must be usable.
     return dict(
-        callback_secret=r.read(CALLBACK_SECRET_VARIABLE, Secret(""), parse_callback_secret),
-        callback_max_bytes=r.read(
-            "TRACKER_CALLBACK_MAX_BYTES", CALLBACK_MAX_BYTES, byte_count_in(1024, 16 * 1_048_576)
+        push_secret=r.read(PUSH_SECRET_VARIABLE, Secret(""), parse_push_secret),
+        push_max_bytes=r.read(
+            "TRACKER_PUSH_MAX_BYTES", PUSH_MAX_BYTES, byte_count_in(1024, 16 * 1_048_576)
         ),
-        callback_max_connections=r.read(
-            "TRACKER_CALLBACK_MAX_CONNECTIONS",
-            CALLBACK_MAX_CONNECTIONS,
+        push_max_connections=r.read(
+            "TRACKER_PUSH_MAX_CONNECTIONS",
+            PUSH_MAX_CONNECTIONS,
             stripped_number(int, 1, 100_000),
         ),
-        callback_header_timeout=r.read(
-            "TRACKER_CALLBACK_HEADER_TIMEOUT",
-            CALLBACK_HEADER_TIMEOUT,
+        push_header_timeout=r.read(
+            "TRACKER_PUSH_HEADER_TIMEOUT",
+            PUSH_HEADER_TIMEOUT,
             stripped_number(float, 1, 600),
         ),
-        callback_body_timeout=r.read(
-            "TRACKER_CALLBACK_BODY_TIMEOUT", CALLBACK_BODY_TIMEOUT, stripped_number(float, 1, 3600)
+        push_body_timeout=r.read(
+            "TRACKER_PUSH_BODY_TIMEOUT", PUSH_BODY_TIMEOUT, stripped_number(float, 1, 3600)
         ),
     )
 

@@ -17,8 +17,8 @@ from pixverse_tracker.rules.webhooks import (
     validate_url,
 )
 from pixverse_tracker.settings.values import (
-    MAX_CALLBACK_SECRET_LENGTH,
-    MIN_CALLBACK_SECRET_LENGTH,
+    MAX_PUSH_SECRET_LENGTH,
+    MIN_PUSH_SECRET_LENGTH,
     Secret,
     SettingsError,
 )
@@ -182,16 +182,16 @@ def stripped_number(cast: Callable[[str], T], low: float, high: float) -> Callab
     return lambda name, raw: parse_number(name, raw.strip(), cast, low, high)
 
 
-# The callback secret is a URL path segment: only unreserved characters (RFC 3986) survive every
+# The push secret is a URL path segment: only unreserved characters (RFC 3986) survive every
 # client, proxy and server unchanged, so anything else would make "right secret" depend on encoding.
 _SECRET_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
 DIGITS = re.compile(r"[0-9]{1,20}")  # a byte count: at most 20 digits, so int() stays cheap
 
 
-def parse_callback_secret(name: str, raw: str) -> Secret:
+def parse_push_secret(name: str, raw: str) -> Secret:
     # Messages describe the secret, never quote it: they end up on terminals and in logs.
     secret = raw.strip()
-    low, high = MIN_CALLBACK_SECRET_LENGTH, MAX_CALLBACK_SECRET_LENGTH
+    low, high = MIN_PUSH_SECRET_LENGTH, MAX_PUSH_SECRET_LENGTH
     if not low <= len(secret) <= high:
         raise SettingsError(
             f"{name} is {len(secret)} characters long: it must have between {low} and {high}"
@@ -199,7 +199,7 @@ def parse_callback_secret(name: str, raw: str) -> Secret:
     if not _SECRET_CHARS.fullmatch(secret):
         raise SettingsError(
             f"{name} may only hold letters, digits, '-', '_', '.' and '~' "
-            "(it is part of the callback URL's path)"
+            "(it is part of the push receiver's URL path)"
         )
     return Secret(secret)
 

@@ -18,13 +18,13 @@ EMBEDDED_BROKER_URL = "memory://"
 
 EMBEDDED_DATABASE_FILE = "tracker.db"  # under TRACKER_DATA_DIR
 
-# The callbacks receiver (web/): the secret in its URL, the largest body it reads, and its
+# The push receiver (web/): the secret in its URL, the largest body it reads, and its
 # servers' connection limits. The defaults here are the only ones (web.receiver_config uses them).
-CALLBACK_SECRET_VARIABLE = "TRACKER_CALLBACK_SECRET"
-MIN_CALLBACK_SECRET_LENGTH, MAX_CALLBACK_SECRET_LENGTH = 16, 256
-CALLBACK_MAX_BYTES = 262_144
-CALLBACK_MAX_CONNECTIONS = 1000
-CALLBACK_HEADER_TIMEOUT, CALLBACK_BODY_TIMEOUT = 10.0, 20.0
+PUSH_SECRET_VARIABLE = "TRACKER_PUSH_SECRET"
+MIN_PUSH_SECRET_LENGTH, MAX_PUSH_SECRET_LENGTH = 16, 256
+PUSH_MAX_BYTES = 262_144
+PUSH_MAX_CONNECTIONS = 1000
+PUSH_HEADER_TIMEOUT, PUSH_BODY_TIMEOUT = 10.0, 20.0
 
 
 class SettingsError(TrackerError, ValueError):
@@ -114,11 +114,11 @@ class Settings:
     scheduler_enabled: bool
     scheduler_interval: float
     celery_control: bool
-    callback_secret: Secret
-    callback_max_bytes: int
-    callback_max_connections: int
-    callback_header_timeout: float
-    callback_body_timeout: float
+    push_secret: Secret
+    push_max_bytes: int
+    push_max_connections: int
+    push_header_timeout: float
+    push_body_timeout: float
     # Lines for the operator about settings that are accepted but no longer do anything.
     notices: tuple[str, ...] = ()
     # True when DATABASE_URL is not set: database_url is then the embedded SQLite file, which
@@ -191,16 +191,16 @@ class Settings:
             )
         return self.useapi_token.reveal()
 
-    def require_callback_secret(self) -> Secret:
-        """The receiver's secret, or a clear error when TRACKER_CALLBACK_SECRET is not set."""
+    def require_push_secret(self) -> Secret:
+        """The receiver's secret, or a clear error when TRACKER_PUSH_SECRET is not set."""
         # Messages describe the secret, never quote it: they end up on terminals and in logs.
-        if not self.callback_secret:
+        if not self.push_secret:
             raise SettingsError(
-                f"{CALLBACK_SECRET_VARIABLE} is not set: the callbacks receiver needs it (at "
-                f"least {MIN_CALLBACK_SECRET_LENGTH} characters, for example the output of "
+                f"{PUSH_SECRET_VARIABLE} is not set: the push receiver needs it (at "
+                f"least {MIN_PUSH_SECRET_LENGTH} characters, for example the output of "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
-        return self.callback_secret
+        return self.push_secret
 
     def require_database(self) -> str:
         """The database URL, or a clear error when DATABASE_URL is not set: outside `run` and

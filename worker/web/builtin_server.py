@@ -1,4 +1,4 @@
-"""The receiver's built-in server (``pixverse-tracker callbacks``, no extra package): wsgiref
+"""The receiver's built-in server (``pixverse-tracker push-receiver``, no extra package): wsgiref
 with a thread per connection, a connection cap, and header and body deadlines that a client
 dripping one byte at a time cannot stretch."""
 
@@ -76,8 +76,8 @@ class _DevServer(ThreadingMixIn, WSGIServer):
         # A client that vanished is routine on the internet: no traceback for it on stderr.
         if isinstance(sys.exc_info()[1], OSError):
             return
-        extra = {"action": "callback", "fields": {"outcome": "bug"}}
-        log.error("callback", exc_info=True, extra=extra)
+        extra = {"action": "push", "fields": {"outcome": "bug"}}
+        log.error("push", exc_info=True, extra=extra)
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -131,7 +131,7 @@ class _QuietHandler(WSGIRequestHandler):
         except TimeoutError:
             # Only a request line or headers get here (the app answers a late body with 408).
             # DEBUG: slow clients are common and would flood the log at INFO.
-            logs.event(log, logging.DEBUG, "callback", outcome="header_timeout")
+            logs.event(log, logging.DEBUG, "push", outcome="header_timeout")
 
     def log_message(self, format: str, *args: Any) -> None:
         # wsgiref's access line would print the path, secret included; the app logs its own

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from pixverse_tracker.settings import SettingsError
 from pixverse_tracker.settings.values import (
-    CALLBACK_BODY_TIMEOUT,
-    CALLBACK_HEADER_TIMEOUT,
-    CALLBACK_MAX_CONNECTIONS,
+    PUSH_BODY_TIMEOUT,
+    PUSH_HEADER_TIMEOUT,
+    PUSH_MAX_CONNECTIONS,
 )
 
-MAX_CONNECTIONS_VARIABLE = "TRACKER_CALLBACK_MAX_CONNECTIONS"
+MAX_CONNECTIONS_VARIABLE = "TRACKER_PUSH_MAX_CONNECTIONS"
 
 # Descriptors a receiver needs besides its connections: stdio, the listening socket, the
 # database pool, waitress's wake-up pipe, imported files. Generous, since running out costs more.
@@ -35,10 +35,10 @@ LISTEN_BACKLOG = 1024
 class ConnectionLimits:
     """How many connections at once, and how long a request may take to arrive."""
 
-    # The settings' defaults (TRACKER_CALLBACK_*, read by the settings package).
-    max_connections: int = CALLBACK_MAX_CONNECTIONS
-    header_timeout: float = CALLBACK_HEADER_TIMEOUT
-    body_timeout: float = CALLBACK_BODY_TIMEOUT
+    # The settings' defaults (TRACKER_PUSH_*, read by the settings package).
+    max_connections: int = PUSH_MAX_CONNECTIONS
+    header_timeout: float = PUSH_HEADER_TIMEOUT
+    body_timeout: float = PUSH_BODY_TIMEOUT
 
 
 def deadline(limits: ConnectionLimits, started: float, headers_done: float | None) -> float:

@@ -29,12 +29,14 @@ from pixverse_tracker.settings import DATABASE, LOGGING, RECEIVER, SettingsError
 from pixverse_tracker.settings.parsing import DIGITS
 from pixverse_tracker.web.receiver_config import ReceiverConfig, from_settings
 
-log = logging.getLogger("tracker.callbacks")
+log = logging.getLogger("tracker.push")
 
 
-CALLBACK_PREFIX = "/callbacks/"
+# The URL path keeps its old word: the replyUrls already handed to useapi.net name it, and a
+# push to a path that moved would be a 404 (README "Renamed in 0.2: the inbound push").
+PUSH_PREFIX = "/callbacks/"
 HEALTH_PATH = "/healthz"
-MASKED_PATH = CALLBACK_PREFIX + "****"
+MASKED_PATH = PUSH_PREFIX + "****"
 READ_CHUNK = 65_536
 RETRY_AFTER_SECONDS = "30"
 
@@ -127,7 +129,7 @@ class _Receiver:
             # Liveness only: touching the database here would let a database outage restart
             # receivers that are fine (and answer 503 to pushes on their own anyway).
             return _Reply(HTTPStatus.OK, "ok", "health", logging.DEBUG)
-        if path.startswith(CALLBACK_PREFIX) and self._secret_matches(path[len(CALLBACK_PREFIX) :]):
+        if path.startswith(PUSH_PREFIX) and self._secret_matches(path[len(PUSH_PREFIX) :]):
             if method != "POST":
                 return _error(
                     HTTPStatus.METHOD_NOT_ALLOWED,
@@ -135,8 +137,8 @@ class _Receiver:
                     "method_not_allowed",
                     headers=(("Allow", "POST"),),
                 )
-            return self._callback(environ)
-        if path == CALLBACK_PREFIX.rstrip("/") or path.startswith(CALLBACK_PREFIX):
+            return self._push(environ)
+        if path == PUSH_PREFIX.rstrip("/") or path.startswith(PUSH_PREFIX):
             return _error(HTTPStatus.NOT_FOUND, _NOT_FOUND_MESSAGE, "wrong_secret")
         return _error(HTTPStatus.NOT_FOUND, _NOT_FOUND_MESSAGE, "not_found", logging.INFO)
 
@@ -146,7 +148,7 @@ class _Receiver:
         digest = hashlib.sha256(given.encode("latin-1", "replace")).digest()
         return hmac.compare_digest(digest, self._secret_digest)
 
-    def _callback(self, environ: WSGIEnvironment) -> _Reply:
+    def _push(self, environ: WSGIEnvironment) -> _Reply:
         body = self._read_body(environ)
         if isinstance(body, _Reply):
             return body
@@ -210,7 +212,7 @@ class _Receiver:
                 # past the cap is enough to know it is too large.
                 body = _read_at_most(stream, cap + 1)
                 return too_large if len(body) > cap else body
-        except TimeoutError:  # the body missed its deadline (TRACKER_CALLBACK_BODY_TIMEOUT)
+        except TimeoutError:  # the body missed its deadline (TRACKER_PUSH_BODY_TIMEOUT)
             return _error(
                 HTTPStatus.REQUEST_TIMEOUT, "the body did not arrive in time", "body_timeout"
             )
@@ -230,7 +232,7 @@ class _Receiver:
     def _masked(self, path: str) -> str:
         """``path`` with the secret, and anything after a ``/callbacks/``, replaced by stars."""
         # Also a path a proxy forwarded under a prefix, e.g. /tracker/callbacks/<secret>.
-        head, sep, _ = self._scrub(path).partition(CALLBACK_PREFIX)
+        head, sep, _ = self._scrub(path).partition(PUSH_PREFIX)
         # PATH_INFO arrives percent-decoded: encode blanks and controls again, so a %0A in a
         # URL cannot start a forged line in a text log.
         return _UNPRINTABLE.sub(_percent, head + MASKED_PATH if sep else head[:200])
@@ -249,10 +251,10 @@ class _Receiver:
         fields["seconds"] = time.monotonic() - started
         if reply.exception is not None:
             # logs.event has no traceback; the redacting filter still scrubs this one.
-            extra = {"action": "callback", "fields": fields}
-            log.log(reply.level, "callback", exc_info=reply.exception, extra=extra)
+            extra = {"action": "push", "fields": fields}
+            log.log(reply.level, "push", exc_info=reply.exception, extra=extra)
             return
-        logs.event(log, reply.level, "callback", **fields)
+        logs.event(log, reply.level, "push", **fields)
 
 
 _UNPRINTABLE = re.compile(r"[\x00-\x20\x7f-\xa0%]")
@@ -345,7 +347,7 @@ def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iter
             logging.ERROR,
             detail=str(exc),
         )
-        logs.event(log, reply.level, "callback", outcome=reply.outcome, status=500, detail=str(exc))
+        logs.event(log, reply.level, "push", outcome=reply.outcome, status=500, detail=str(exc))
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         return _respond(start_response, reply, head=method == "HEAD")
     return built.app(environ, start_response)

@@ -1,6 +1,6 @@
 """The receiver's own settings: the secret in its URL, the largest body it reads, and the
 connection limits of its servers, taken from the Settings (the settings package reads and checks
-TRACKER_CALLBACK_*: ``settings.RECEIVER``)."""
+TRACKER_PUSH_*: ``settings.RECEIVER``)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import dataclasses
 from dataclasses import dataclass
 
 from pixverse_tracker.settings import Secret, Settings
-from pixverse_tracker.settings.values import CALLBACK_MAX_BYTES, CALLBACK_SECRET_VARIABLE
+from pixverse_tracker.settings.values import PUSH_MAX_BYTES, PUSH_SECRET_VARIABLE
 from pixverse_tracker.web.connection_limits import ConnectionLimits
 
-SECRET_VARIABLE = CALLBACK_SECRET_VARIABLE
-DEFAULT_MAX_BYTES = CALLBACK_MAX_BYTES
+SECRET_VARIABLE = PUSH_SECRET_VARIABLE
+DEFAULT_MAX_BYTES = PUSH_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,14 @@ class ReceiverConfig:
 
 
 def from_settings(settings: Settings) -> ReceiverConfig:
-    """The receiver's config; SettingsError when TRACKER_CALLBACK_SECRET is not set. The
+    """The receiver's config; SettingsError when TRACKER_PUSH_SECRET is not set. The
     settings must have been loaded with ``settings.RECEIVER`` among the concerns checked."""
     return ReceiverConfig(
-        settings.require_callback_secret(),
-        settings.callback_max_bytes,
+        settings.require_push_secret(),
+        settings.push_max_bytes,
         ConnectionLimits(
-            settings.callback_max_connections,
-            settings.callback_header_timeout,
-            settings.callback_body_timeout,
+            settings.push_max_connections,
+            settings.push_header_timeout,
+            settings.push_body_timeout,
         ),
     )

@@ -17,7 +17,7 @@ from pixverse_tracker.web.receiver import HEALTH_PATH, MASKED_PATH, log, make_ap
 from pixverse_tracker.web.receiver_config import SECRET_VARIABLE, ReceiverConfig
 
 
-def callback_url(server: WSGIServer) -> str:
+def push_url(server: WSGIServer) -> str:
     """The URL to pass as ``replyUrl``, with the secret shown as ``****``."""
     return _base_url(str(server.server_address[0]), int(server.server_address[1])) + MASKED_PATH
 
@@ -44,7 +44,7 @@ def serve(
     )
     limits, lowered = connection_limits.fit_open_files(config.limits)
     if lowered is not None:
-        logs.event(log, logging.WARNING, "callback_limits", detail=lowered)
+        logs.event(log, logging.WARNING, "push_limits", detail=lowered)
     config = dataclasses.replace(config, limits=limits)
     if server == "waitress":
         try:
@@ -69,7 +69,7 @@ def serve(
     try:
         base = _base_url(*address)
         print(
-            f"receiving callbacks: POST {base}{MASKED_PATH} (**** is {SECRET_VARIABLE}); "
+            f"receiving pushes: POST {base}{MASKED_PATH} (**** is {SECRET_VARIABLE}); "
             f"liveness: GET {base}{HEALTH_PATH}; {server} server, "
             f"{connection_limits.describe(limits)}",
             flush=True,

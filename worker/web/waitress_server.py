@@ -7,7 +7,7 @@ and restarts with every byte: a client sending one byte every two seconds would 
 connection forever. The channel below remembers when its request began and when its headers
 were complete, and the server's periodic sweep closes any connection whose request missed
 ``connection_limits.deadline``. Needs the ``server`` extra (``pip install
-'pixverse-tracker[server]'``); ``pixverse-tracker callbacks --server waitress`` runs it.
+'pixverse-tracker[server]'``); ``pixverse-tracker push-receiver --server waitress`` runs it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pixverse_tracker import logs
 from pixverse_tracker.web import connection_limits
 from pixverse_tracker.web.connection_limits import ConnectionLimits
 
-log = logging.getLogger("tracker.callbacks")
+log = logging.getLogger("tracker.push")
 
 THREADS = 4  # application threads: each push is one short transaction
 # How often the deadlines are checked: a late connection lives at most this much longer.
@@ -92,7 +92,7 @@ class DeadlineServer(TcpWSGIServer):
         for channel in list(channels.values()):
             if not channel.will_close and channel.overdue(self.limits, clock):
                 phase = "header" if channel.headers_done is None else "body"
-                logs.event(log, logging.DEBUG, "callback", outcome=f"{phase}_timeout")
+                logs.event(log, logging.DEBUG, "push", outcome=f"{phase}_timeout")
                 channel.will_close = True  # the loop closes it on its next turn
 
 

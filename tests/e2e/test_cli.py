@@ -1077,17 +1077,17 @@ def test_simulate_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(result, str(port))
 
 
-def test_a_callback_address_that_is_never_allowed_is_one_line_and_stores_nothing(
+def test_a_webhook_address_that_is_never_allowed_is_one_line_and_stores_nothing(
     pg_env: dict[str, str], pg_engine: Engine, tmp_path: Path
 ) -> None:
     metadata = "http://[::ffff:169.254.169.254]/latest/meta-data/?token=app-secret-1"
     # health checks every setting, as worker and run do (status reads only the database ones)
     enqueue, health = parallel(
-        lambda: cli("enqueue", "--callback-url", metadata, vid(9101), env=pg_env, cwd=tmp_path),
+        lambda: cli("enqueue", "--webhook-url", metadata, vid(9101), env=pg_env, cwd=tmp_path),
         lambda: cli("health", env={**pg_env, "TRACKER_WEBHOOK_URL": metadata}, cwd=tmp_path),
     )
     line = assert_one_line_error(
-        enqueue, "callback URL host ::ffff:169.254.169.254 is a cloud metadata address"
+        enqueue, "webhook URL host ::ffff:169.254.169.254 is a cloud metadata address"
     )
     assert "never allowed" in line and "app-secret-1" not in enqueue.both
     assert sql(pg_engine, "SELECT count(*) FROM videos WHERE video_id = :v", v=vid(9101)) == [(0,)]

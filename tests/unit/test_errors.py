@@ -8,7 +8,7 @@ import pixverse_tracker
 from pixverse_tracker.cli.context import CommandError
 from pixverse_tracker.rules.errors import TrackerError
 from pixverse_tracker.rules.ids import InvalidId, validate
-from pixverse_tracker.rules.webhooks import InvalidCallbackUrl, InvalidSecret
+from pixverse_tracker.rules.webhooks import InvalidSecret, InvalidWebhookUrl
 from pixverse_tracker.settings import SettingsError
 
 GOOD_ID = "user:1-pixverse:me@example.com-video:42"
@@ -20,7 +20,7 @@ def test_the_root_is_offered_at_the_top_of_the_package() -> None:
 
 
 @pytest.mark.parametrize(
-    "error", [SettingsError, InvalidId, InvalidCallbackUrl, InvalidSecret, CommandError]
+    "error", [SettingsError, InvalidId, InvalidWebhookUrl, InvalidSecret, CommandError]
 )
 def test_every_error_of_the_tracker_is_a_tracker_error(error: type[Exception]) -> None:
     assert issubclass(error, TrackerError)
@@ -28,7 +28,7 @@ def test_every_error_of_the_tracker_is_a_tracker_error(error: type[Exception]) -
     assert error.__doc__ and error.__doc__.strip()
 
 
-@pytest.mark.parametrize("error", [SettingsError, InvalidId, InvalidCallbackUrl, InvalidSecret])
+@pytest.mark.parametrize("error", [SettingsError, InvalidId, InvalidWebhookUrl, InvalidSecret])
 def test_a_value_refused_is_still_a_value_error(error: type[Exception]) -> None:
     # Callers that catch ValueError keep working.
     assert issubclass(error, ValueError)
@@ -40,20 +40,20 @@ def test_every_error_the_top_level_offers_is_a_tracker_error() -> None:
     assert {error.__name__ for error in errors} >= {
         "TrackerError",
         "SettingsError",
-        "InvalidCallbackUrl",
+        "InvalidWebhookUrl",
         "InvalidId",
     }
     assert all(issubclass(error, TrackerError) for error in errors)
 
 
-def test_enqueue_reports_a_bad_id_and_raises_a_tracker_error_for_a_bad_callback_url() -> None:
+def test_enqueue_reports_a_bad_id_and_raises_a_tracker_error_for_a_bad_webhook_url() -> None:
     # A bad id is refused in the report (no exception, nothing touches a database)...
     report = pixverse_tracker.enqueue(["nope"])
     assert not report.ok and [r.video_id for r in report.refused] == ["nope"]
     # ...and what enqueue raises for a bad argument is caught as a TrackerError.
-    with pytest.raises(InvalidCallbackUrl):
+    with pytest.raises(InvalidWebhookUrl):
         try:
-            pixverse_tracker.enqueue([GOOD_ID], callback_url="ftp://example.com/hook")
+            pixverse_tracker.enqueue([GOOD_ID], webhook_url="ftp://example.com/hook")
         except pixverse_tracker.TrackerError as caught:
             assert "http or https" in str(caught)
             raise

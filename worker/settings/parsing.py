@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 from pixverse_tracker.rules.addresses import parse_allowlist
 from pixverse_tracker.rules.webhooks import (
-    InvalidCallbackUrl,
     InvalidSecret,
+    InvalidWebhookUrl,
     signing_key,
     validate_url,
 )
@@ -126,7 +126,7 @@ SCHEDULES = ("adaptive", "backoff")
 def parse_webhook_url(_name: str, raw: str) -> str | None:
     try:
         return validate_url(raw)
-    except InvalidCallbackUrl as exc:
+    except InvalidWebhookUrl as exc:
         raise SettingsError(f"TRACKER_WEBHOOK_URL: {exc}") from None
 
 
@@ -199,7 +199,7 @@ def parse_callback_secret(name: str, raw: str) -> Secret:
     if not _SECRET_CHARS.fullmatch(secret):
         raise SettingsError(
             f"{name} may only hold letters, digits, '-', '_', '.' and '~' "
-            "(it is part of the callback URL's path)"
+            "(it is part of the webhook URL's path)"
         )
     return Secret(secret)
 

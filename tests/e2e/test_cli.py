@@ -294,6 +294,30 @@ def test_enqueue_all_valid_exits_0_and_is_idempotent(
     assert sql(pg_engine, "SELECT count(*) FROM video_events") == [(2,)]
 
 
+def test_enqueue_webhook_url_and_its_old_name_callback_url_store_the_url(
+    pg_env: dict[str, str], pg_engine: Engine, tmp_path: Path
+) -> None:
+    new, old, both = vid(9201), vid(9202), vid(9203)
+    url = "https://app.example.com/hooks/pixverse"
+    by_new, by_old, by_both = parallel(
+        lambda: cli("enqueue", "--webhook-url", url, new, env=pg_env, cwd=tmp_path),
+        lambda: cli("enqueue", "--callback-url", url, old, env=pg_env, cwd=tmp_path),
+        lambda: cli(
+            "enqueue", "--webhook-url", url, "--callback-url", url, both, env=pg_env, cwd=tmp_path
+        ),
+    )
+    assert by_new.code == 0 and by_new.err == "", by_new
+    # the old flag: the same result, and exactly one line saying what to use instead
+    assert by_old.code == 0, by_old
+    assert by_old.out == by_new.out
+    assert by_old.err.splitlines() == [
+        "pixverse-tracker: warning: --callback-url is deprecated, use --webhook-url (same meaning)"
+    ]
+    assert_one_line_error(by_both, "--callback-url and --webhook-url both given")
+    stored = "SELECT video_id, webhook_url FROM videos WHERE video_id IN (:a, :b, :c) ORDER BY 1"
+    assert sql(pg_engine, stored, a=new, b=old, c=both) == [(new, url), (old, url)]
+
+
 def test_enqueue_stdin_trims_skips_blanks_bom_duplicates_and_names_invalid_lines(
     pg_env: dict[str, str], pg_engine: Engine, tmp_path: Path
 ) -> None:

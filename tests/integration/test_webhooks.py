@@ -237,6 +237,24 @@ def test_an_invalid_webhook_url_is_refused_at_enqueue_and_nothing_is_stored(
         rt.close()
 
 
+def test_the_old_callback_url_keyword_still_stores_the_url_with_a_deprecation_warning(
+    pg: sessionmaker[Session], pg_database: str, simulator: Simulator
+) -> None:
+    rt = _runtime(pg_database, simulator)
+    video = make_id("completed_0", 10)
+    try:
+        with pytest.warns(DeprecationWarning, match="use webhook_url"):
+            report = api.enqueue([video], callback_url="https://app.example.com/hook", rt=rt)
+        assert report.added == [video]
+        with rt.sessions.begin() as session:
+            stored = session.execute(
+                text("SELECT webhook_url FROM videos WHERE video_id = :v"), {"v": video}
+            ).scalar_one()
+        assert stored == "https://app.example.com/hook"
+    finally:
+        rt.close()
+
+
 def _finished_with_webhook(rt: Runtime, url: str, n: int) -> None:
     """One id, finished, with a delivery to ``url`` owed."""
     api.enqueue([make_id("completed_0", n)], webhook_url=url, rt=rt)

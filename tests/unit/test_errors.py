@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import pixverse_tracker
@@ -63,3 +65,34 @@ def test_validating_a_bad_id_raises_a_tracker_error() -> None:
     with pytest.raises(pixverse_tracker.TrackerError, match="invalid id 'nope'") as caught:
         validate("nope")
     assert isinstance(caught.value, pixverse_tracker.InvalidId)
+
+
+# --- names before 0.2, still accepted -----------------------------------------------------------
+
+
+def test_invalid_callback_url_is_invalid_webhook_url_under_its_old_name() -> None:
+    from pixverse_tracker.rules import webhooks
+
+    assert pixverse_tracker.InvalidCallbackUrl is InvalidWebhookUrl
+    assert webhooks.InvalidCallbackUrl is InvalidWebhookUrl
+    assert "InvalidCallbackUrl" in pixverse_tracker.__all__
+    with pytest.raises(pixverse_tracker.InvalidCallbackUrl, match="http or https"):
+        pixverse_tracker.enqueue([GOOD_ID], webhook_url="ftp://example.com/hook")
+
+
+def test_the_old_callback_url_keyword_warns_and_is_validated_as_webhook_url() -> None:
+    # validated before any database is touched: the warning, then the same refusal
+    with (
+        pytest.warns(DeprecationWarning, match=r"callback_url=\.\.\.\) is deprecated.*webhook_url"),
+        pytest.raises(InvalidWebhookUrl, match="http or https"),
+    ):
+        pixverse_tracker.enqueue([GOOD_ID], callback_url="ftp://example.com/hook")
+
+
+@pytest.mark.parametrize("enqueue", [pixverse_tracker.enqueue, pixverse_tracker.enqueue_numbered])
+def test_webhook_url_and_the_old_callback_url_together_are_refused_naming_both(
+    enqueue: Any,
+) -> None:
+    url = "https://app.example.com/hook"
+    with pytest.raises(TypeError, match="both webhook_url and callback_url"):
+        enqueue([], webhook_url=url, callback_url=url)

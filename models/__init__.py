@@ -5,7 +5,7 @@ No engine and no I/O here: importing models never touches a database.
 
 from pixverse_tracker.models.base import Base, UTCDateTime
 from pixverse_tracker.models.control import CONTROL_ROW_ID, PollMinute, TrackerControl
-from pixverse_tracker.models.outbox import CallbackDelivery
+from pixverse_tracker.models.outbox import WebhookDelivery
 from pixverse_tracker.models.video import Video, VideoEvent
 from pixverse_tracker.rules.state import State
 
@@ -14,12 +14,12 @@ metadata = Base.metadata
 __all__ = [
     "CONTROL_ROW_ID",
     "Base",
-    "CallbackDelivery",
     "PollMinute",
     "State",
     "TrackerControl",
     "UTCDateTime",
     "Video",
     "VideoEvent",
+    "WebhookDelivery",
     "metadata",
 ]

@@ -1,4 +1,4 @@
-"""The callback outbox: deliveries to applications, written in the same transaction as the
+"""The webhook outbox: deliveries to applications, written in the same transaction as the
 state change they announce, so a crash never loses or invents one."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from pixverse_tracker.models.base import Base, BigId, UTCDateTime
 
 
-class CallbackDelivery(Base):
+class WebhookDelivery(Base):
     """One POST owed to an application: done until a 2xx, or failed after the last attempt."""
 
-    __tablename__ = "callback_outbox"
+    __tablename__ = "webhook_outbox"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     video_id: Mapped[str] = mapped_column(
@@ -38,7 +38,7 @@ class CallbackDelivery(Base):
     __table_args__ = (
         # Deliveries still owed, by due time: the only rows the sender ever scans.
         Index(
-            "ix_callback_outbox_due",
+            "ix_webhook_outbox_due",
             "next_attempt_at",
             postgresql_where=text("delivered_at IS NULL AND failed_at IS NULL"),
             sqlite_where=text("delivered_at IS NULL AND failed_at IS NULL"),

@@ -99,7 +99,7 @@ class Video(Base):
     # The fencing token of the current claim: an answer is applied only if it still matches.
     claim_token: Mapped[str | None] = mapped_column(String(36))
     # Where to POST the row when it finishes (NULL: TRACKER_WEBHOOK_URL, if set).
-    callback_url: Mapped[str | None] = mapped_column(Text)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint(f"state IN ({STATE_VALUES})", name="state_known"),

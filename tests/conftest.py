@@ -83,7 +83,7 @@ def pg_engine(pg_database: str) -> Iterator[Engine]:
 
 def reset_tables(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE callback_outbox, video_events, videos, poll_minutes"))
+        conn.execute(text("TRUNCATE webhook_outbox, video_events, videos, poll_minutes"))
         # A fresh control row with every column at its default, whatever columns it gains.
         conn.execute(text("DELETE FROM tracker_control"))
         conn.execute(text("INSERT INTO tracker_control (id) VALUES (1)"))

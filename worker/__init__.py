@@ -8,7 +8,7 @@ The Python API for applications (``pixverse_tracker.api``), at the top of the pa
     video = pixverse_tracker.wait_for("user:1-pixverse:me@example.com-video:42", timeout=600)
 
 Every error the tracker raises on purpose is a ``pixverse_tracker.TrackerError``
-(``SettingsError``, ``InvalidCallbackUrl``, ``InvalidId``, ...).
+(``SettingsError``, ``InvalidWebhookUrl``, ``InvalidId``, ...).
 """
 
 from pixverse_tracker.api import (
@@ -24,15 +24,16 @@ from pixverse_tracker.api import (
 )
 from pixverse_tracker.rules.errors import TrackerError
 from pixverse_tracker.rules.ids import InvalidId
-from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
+from pixverse_tracker.rules.webhooks import InvalidCallbackUrl, InvalidWebhookUrl
 from pixverse_tracker.settings import SettingsError
 
 # The API's functions, the types they return, and the errors they raise.
 __all__ = [
     "Cursor",
     "EnqueueReport",
-    "InvalidCallbackUrl",
+    "InvalidCallbackUrl",  # deprecated: InvalidWebhookUrl under its name before 0.2
     "InvalidId",
+    "InvalidWebhookUrl",
     "Page",
     "SettingsError",
     "TrackerError",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import select
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,23 +51,42 @@ class EnqueueReport:
         return not self.refused
 
 
+def _webhook_url(webhook_url: str | None, callback_url: str | None) -> str | None:
+    """``webhook_url``, or the deprecated ``callback_url`` (its name before 0.2) with a
+    DeprecationWarning; both at once is a mistake, refused."""
+    if callback_url is None:
+        return webhook_url
+    if webhook_url is not None:
+        raise TypeError("enqueue() got both webhook_url and callback_url: give webhook_url only")
+    warnings.warn(
+        "enqueue(callback_url=...) is deprecated: use webhook_url=... (same meaning)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return callback_url
+
+
 def enqueue_numbered(
     numbered: Iterable[tuple[int, str]],
     *,
     retrack: bool = False,
-    callback_url: str | None = None,
+    webhook_url: str | None = None,
     rt: Runtime | None = None,
+    callback_url: str | None = None,
 ) -> EnqueueReport:
-    """Validate (position, id) pairs, store the valid ones in one batched upsert."""
-    if callback_url is not None:
-        callback_url = webhooks.validate_url(callback_url)  # raises InvalidCallbackUrl
+    """Validate (position, id) pairs, store the valid ones in one batched upsert.
+
+    ``callback_url`` is ``webhook_url``'s deprecated name (before 0.2)."""
+    webhook_url = _webhook_url(webhook_url, callback_url)
+    if webhook_url is not None:
+        webhook_url = webhooks.validate_url(webhook_url)  # raises InvalidWebhookUrl
     valid, refused = ids.split_valid(numbered)
     if not valid:
         return EnqueueReport(refused=refused)
     rt = _runtime(rt)
     with rt.sessions.begin() as session:
         result = service_enqueue.enqueue(
-            session, valid, rt.policy, retrack=retrack, callback_url=callback_url
+            session, valid, rt.policy, retrack=retrack, webhook_url=webhook_url
         )
     return EnqueueReport(result.added, result.rearmed, result.unchanged, refused)
 
@@ -75,18 +95,21 @@ def enqueue(
     video_ids: Iterable[str],
     *,
     retrack: bool = False,
-    callback_url: str | None = None,
+    webhook_url: str | None = None,
     rt: Runtime | None = None,
+    callback_url: str | None = None,
 ) -> EnqueueReport:
     """Start tracking ``video_ids``. Idempotent; ``retrack`` re-arms done or abandoned ids.
 
     Invalid ids are reported in ``refused`` (position is 1-based); valid ones are stored.
-    ``callback_url``: POST the row there when it finishes (validated: http(s), at most 2048
-    characters; raises ``InvalidCallbackUrl``). It is set on new ids, and on ids
-    re-armed by ``retrack``; an id already tracked keeps its own.
+    ``webhook_url``: POST the row there when it finishes (validated: http(s), at most 2048
+    characters; raises ``InvalidWebhookUrl``). It is set on new ids, and on ids
+    re-armed by ``retrack``; an id already tracked keeps its own. ``callback_url`` is its
+    deprecated name (before 0.2): still accepted, with a DeprecationWarning.
     """
+    webhook_url = _webhook_url(webhook_url, callback_url)
     return enqueue_numbered(
-        enumerate(video_ids, start=1), retrack=retrack, callback_url=callback_url, rt=rt
+        enumerate(video_ids, start=1), retrack=retrack, webhook_url=webhook_url, rt=rt
     )
 
 

@@ -382,6 +382,30 @@ def test_enqueue_all_valid_exits_0_and_is_idempotent(
     assert sql(pg_engine, "SELECT count(*) FROM video_events") == [(2,)]
 
 
+def test_enqueue_webhook_url_and_its_old_name_callback_url_store_the_url(
+    pg_env: dict[str, str], pg_engine: Engine, tmp_path: Path
+) -> None:
+    new, old, both = vid(9201), vid(9202), vid(9203)
+    url = "https://app.example.com/hooks/pixverse"
+    by_new, by_old, by_both = parallel(
+        lambda: cli("enqueue", "--webhook-url", url, new, env=pg_env, cwd=tmp_path),
+        lambda: cli("enqueue", "--callback-url", url, old, env=pg_env, cwd=tmp_path),
+        lambda: cli(
+            "enqueue", "--webhook-url", url, "--callback-url", url, both, env=pg_env, cwd=tmp_path
+        ),
+    )
+    assert by_new.code == 0 and by_new.err == "", by_new
+    # the old flag: the same result, and exactly one line saying what to use instead
+    assert by_old.code == 0, by_old
+    assert by_old.out == by_new.out
+    assert by_old.err.splitlines() == [
+        "pixverse-tracker: warning: --callback-url is deprecated, use --webhook-url (same meaning)"
+    ]
+    assert_one_line_error(by_both, "--callback-url and --webhook-url both given")
+    stored = "SELECT video_id, webhook_url FROM videos WHERE video_id IN (:a, :b, :c) ORDER BY 1"
+    assert sql(pg_engine, stored, a=new, b=old, c=both) == [(new, url), (old, url)]
+
+
 def test_enqueue_stdin_trims_skips_blanks_bom_duplicates_and_names_invalid_lines(
     pg_env: dict[str, str], pg_engine: Engine, tmp_path: Path
 ) -> None:
@@ -1165,17 +1189,17 @@ def test_simulate_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(result, str(port))
 
 
-def test_a_callback_address_that_is_never_allowed_is_one_line_and_stores_nothing(
+def test_a_webhook_address_that_is_never_allowed_is_one_line_and_stores_nothing(
     pg_env: dict[str, str], pg_engine: Engine, tmp_path: Path
 ) -> None:
     metadata = "http://[::ffff:169.254.169.254]/latest/meta-data/?token=app-secret-1"
     # health checks every setting, as worker and run do (status reads only the database ones)
     enqueue, health = parallel(
-        lambda: cli("enqueue", "--callback-url", metadata, vid(9101), env=pg_env, cwd=tmp_path),
+        lambda: cli("enqueue", "--webhook-url", metadata, vid(9101), env=pg_env, cwd=tmp_path),
         lambda: cli("health", env={**pg_env, "TRACKER_WEBHOOK_URL": metadata}, cwd=tmp_path),
     )
     line = assert_one_line_error(
-        enqueue, "callback URL host ::ffff:169.254.169.254 is a cloud metadata address"
+        enqueue, "webhook URL host ::ffff:169.254.169.254 is a cloud metadata address"
     )
     assert "never allowed" in line and "app-secret-1" not in enqueue.both
     assert sql(pg_engine, "SELECT count(*) FROM videos WHERE video_id = :v", v=vid(9101)) == [(0,)]

@@ -49,7 +49,7 @@ def test_slow_webhook_endpoints_neither_stop_polling_nor_get_a_delivery_sent_twi
     hooked = [make_id("completed_0", n, user=31) for n in range(1, 13)]
     later = [make_id("completed_20", n, user=32) for n in range(1, 6)]
     try:
-        _enqueue(processes.env, hooked, "--callback-url", endpoint.url)
+        _enqueue(processes.env, hooked, "--webhook-url", endpoint.url)
         _enqueue(processes.env, later)
         started = time.monotonic()
         processes.start("beat")
@@ -67,9 +67,9 @@ def test_slow_webhook_endpoints_neither_stop_polling_nor_get_a_delivery_sent_twi
 
     with pg_engine.connect() as conn:
         attempts = dict(
-            conn.execute(text("SELECT idempotency_key, attempts FROM callback_outbox")).all()
+            conn.execute(text("SELECT idempotency_key, attempts FROM webhook_outbox")).all()
         )
-        errors = {e for (e,) in conn.execute(text("SELECT last_error FROM callback_outbox"))}
+        errors = {e for (e,) in conn.execute(text("SELECT last_error FROM webhook_outbox"))}
     by_key: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for visit in endpoint.visits:
         by_key[visit.key].append((visit.started, visit.ended or time.monotonic()))

@@ -43,7 +43,7 @@ def sim() -> Iterator[Simulator]:
 
 def outbox(pg: sessionmaker[Session]) -> list[dict[str, Any]]:
     with pg() as session:
-        found = session.execute(text("SELECT * FROM callback_outbox ORDER BY id")).mappings()
+        found = session.execute(text("SELECT * FROM webhook_outbox ORDER BY id")).mappings()
         return [dict(r) for r in found]
 
 
@@ -52,7 +52,7 @@ def dump(pg: sessionmaker[Session]) -> str:
     with pg() as session:
         return "\n".join(
             str(session.execute(text(f"SELECT json_agg(t)::text FROM {table} t")).scalar_one())
-            for table in ("videos", "video_events", "callback_outbox", "tracker_control")
+            for table in ("videos", "video_events", "webhook_outbox", "tracker_control")
         )
 
 
@@ -60,7 +60,7 @@ def finished(
     pg: sessionmaker[Session], pg_database: str, sim: Simulator, scenario: str, n: int, path: str
 ) -> str:
     """Track one video playing ``scenario`` to its end, fetched by id or answered by its
-    account's list (a video the list shows from the start), with a callback URL set."""
+    account's list (a video the list shows from the start), with a webhook URL set."""
     if path == "through the list":
         video_id = f"user:1-pixverse:team@example.com-video:{n}"
         sim.script(video_id, scenario)

@@ -75,7 +75,7 @@ def test_a_worker_role_without_ddl_or_delete_tracks_videos_to_the_end(worker_url
                 threading.Event().wait(0.2)
             assert states == {ids[0]: "done", ids[1]: "abandoned", ids[2]: "done"}
             with rt.sessions.begin() as session:  # the outbox was written by the same role
-                assert session.execute(text("SELECT count(*) FROM callback_outbox")).scalar() == 3
+                assert session.execute(text("SELECT count(*) FROM webhook_outbox")).scalar() == 3
         finally:
             rt.close()
 

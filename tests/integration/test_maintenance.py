@@ -46,7 +46,7 @@ def test_prune_removes_old_history_but_never_videos(rt: Runtime) -> None:
     with rt.sessions.begin() as session:
         session.execute(
             text(
-                "INSERT INTO callback_outbox (video_id, url, kind, body, idempotency_key, "
+                "INSERT INTO webhook_outbox (video_id, url, kind, body, idempotency_key, "
                 "created_at, attempts, delivered_at, failed_at) VALUES "
                 "(:v, 'http://a/b', 'done', '{}', 'k1', now(), 1, now() - interval '40 days', NULL),"
                 "(:v, 'http://a/b', 'done', '{}', 'k2', now(), 1, now(), NULL),"
@@ -55,12 +55,12 @@ def test_prune_removes_old_history_but_never_videos(rt: Runtime) -> None:
             {"v": ids[1]},
         )
     removed = maintenance.prune(rt)  # default retention: 30 days
-    assert removed == (2, 1, 1)  # only the old *delivered* callback goes
+    assert removed == (2, 1, 1)  # only the old *delivered* webhook goes
     assert _count(rt, "SELECT count(*) FROM videos") == 3
     assert _count(rt, "SELECT count(*) FROM video_events") == 1
     assert _count(rt, "SELECT sum(polls) FROM poll_minutes") == 7
     assert maintenance.prune(rt) == (0, 0, 0)
-    assert _count(rt, "SELECT count(*) FROM callback_outbox") == 2
+    assert _count(rt, "SELECT count(*) FROM webhook_outbox") == 2
 
 
 def test_health_is_ok_when_database_broker_and_token_are_fine(rt: Runtime) -> None:

@@ -14,7 +14,13 @@ from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from pixverse_tracker.db.engines import make_engine
-from pixverse_tracker.db.revisions import VERSION_TABLE, current_revision, head_revision, upgrade
+from pixverse_tracker.db.revisions import (
+    VERSION_TABLE,
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade,
+)
 from tests.conftest import empty_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,3 +209,134 @@ def test_completed_videos_lists_only_done_rows_with_status_completed(
             .all()
         )
     assert listed == ["done-completed"]
+
+
+# --- 0010: the outbound names say "webhook" ------------------------------------------------------
+
+RENAME_SCHEMA = "tracker_own"
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql-schema"])
+def at_0009(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Engine, str | None]]:
+    """A database at revision 0009 on each backend (Postgres also in a TRACKER_DB_SCHEMA, beside
+    an application's own ``public.callback_outbox``): its engine and the schema, if any."""
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{(tmp_path / 'at_0009.db').as_posix()}", pool=False)
+        _migrate_to(engine, "0009")
+        yield engine, None
+        engine.dispose()
+        return
+    schema = RENAME_SCHEMA if request.param == "postgresql-schema" else None
+    with empty_database("pt_0010") as url:
+        if schema is not None:
+            admin = make_engine(url, pool=False)
+            with admin.begin() as conn:
+                conn.execute(text("CREATE TABLE callback_outbox (id INTEGER PRIMARY KEY)"))
+                conn.execute(text("INSERT INTO callback_outbox VALUES (7)"))
+            admin.dispose()
+        engine = make_engine(url, pool=False, schema=schema)
+        _migrate_to(engine, "0009")
+        yield engine, schema
+        if schema is not None:
+            with engine.begin() as conn:
+                assert conn.execute(text("SELECT id FROM public.callback_outbox")).all() == [(7,)]
+        engine.dispose()
+
+
+def _migrate_to(engine: Engine, revision: str, *, down: bool = False) -> None:
+    from alembic import command
+
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
+def _outbox_names(engine: Engine, table: str, schema: str | None) -> set[str]:
+    """The outbox's primary key, foreign key, unique key and index names, as the database has them."""
+    inspector = inspect(engine)
+    names = {inspector.get_pk_constraint(table, schema=schema)["name"]}
+    names |= {fk["name"] for fk in inspector.get_foreign_keys(table, schema=schema)}
+    names |= {uq["name"] for uq in inspector.get_unique_constraints(table, schema=schema)}
+    names |= {ix["name"] for ix in inspector.get_indexes(table, schema=schema)}
+    return {str(name) for name in names if name is not None}
+
+
+def _names(prefix: str) -> set[str]:
+    table = f"{prefix}_outbox"
+    return {
+        f"pk_{table}",
+        f"fk_{table}_video_id_videos",
+        f"uq_{table}_idempotency_key",
+        f"ix_{table}_video_id",
+        f"ix_{table}_due",
+    }
+
+
+def test_0010_renames_the_url_column_and_the_outbox_keeping_their_rows_and_downgrade_restores(
+    at_0009: tuple[Engine, str | None],
+) -> None:
+    engine, schema = at_0009
+    now = "CURRENT_TIMESTAMP"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO videos (video_id, state, enqueued_at, updated_at, callback_url) "
+                f"VALUES ('v-pending', 'pending', {now}, {now}, 'https://app.example/hook')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO callback_outbox (video_id, url, kind, body, idempotency_key, "
+                f"created_at, next_attempt_at) VALUES ('v-pending', 'https://app.example/hook', "
+                f"'done', '{{}}', 'key-1', {now}, {now})"
+            )
+        )
+
+    _migrate_to(engine, "0010")
+
+    assert current_revision(engine) == "0010"
+    inspector = inspect(engine)
+    tables = set(inspector.get_table_names(schema=schema))
+    assert "webhook_outbox" in tables and "callback_outbox" not in tables
+    assert _outbox_names(engine, "webhook_outbox", schema) == _names("webhook")
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT video_id, webhook_url FROM videos")).all() == [
+            ("v-pending", "https://app.example/hook")
+        ]
+        owed = "SELECT video_id, idempotency_key FROM {} WHERE delivered_at IS NULL"
+        assert conn.execute(text(owed.format("webhook_outbox"))).all() == [("v-pending", "key-1")]
+        # the view shows the new column name; the id still comes from its (renamed) sequence
+        conn.execute(text("SELECT webhook_url FROM completed_videos")).all()
+        conn.execute(
+            text(
+                "INSERT INTO webhook_outbox (video_id, url, kind, body, idempotency_key, "
+                f"created_at) VALUES ('v-pending', 'https://app.example/hook', 'done', '{{}}', "
+                f"'key-2', {now})"
+            )
+        )
+        ids = conn.execute(text("SELECT id FROM webhook_outbox ORDER BY id")).scalars().all()
+        assert len(ids) == 2 and ids[0] < ids[1]
+        if engine.dialect.name == "postgresql":
+            sequences = set(inspect(conn).get_sequence_names(schema=schema))
+            assert "webhook_outbox_id_seq" in sequences
+            assert "callback_outbox_id_seq" not in sequences
+        conn.execute(text("DELETE FROM webhook_outbox WHERE idempotency_key = 'key-2'"))
+
+    _migrate_to(engine, "0009", down=True)
+
+    assert current_revision(engine) == "0009"
+    inspector = inspect(engine)
+    tables = set(inspector.get_table_names(schema=schema))
+    assert "callback_outbox" in tables and "webhook_outbox" not in tables
+    assert _outbox_names(engine, "callback_outbox", schema) == _names("callback")
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT video_id, callback_url FROM videos")).all() == [
+            ("v-pending", "https://app.example/hook")
+        ]
+        owed = "SELECT video_id, idempotency_key FROM callback_outbox WHERE delivered_at IS NULL"
+        assert conn.execute(text(owed)).all() == [("v-pending", "key-1")]
+        conn.execute(text("SELECT callback_url FROM completed_videos")).all()
+        if engine.dialect.name == "postgresql":
+            sequences = set(inspect(conn).get_sequence_names(schema=schema))
+            assert "callback_outbox_id_seq" in sequences

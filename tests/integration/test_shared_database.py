@@ -33,7 +33,7 @@ from tests.integration.test_migrations import _alembic_check
 from tests.integration.test_poller import TOKEN, drive, heard, listening, tracker
 
 FOREIGN_REVISION = "ae1027a6acf"  # what an application's Alembic revision id looks like
-TRACKER_TABLES = {"videos", "video_events", "tracker_control", "poll_minutes", "callback_outbox"}
+TRACKER_TABLES = {"videos", "video_events", "tracker_control", "poll_minutes", "webhook_outbox"}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

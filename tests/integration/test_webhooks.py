@@ -1,4 +1,4 @@
-"""Completion callbacks end to end: outbox in the same transaction, signed POST, retries."""
+"""Webhooks end to end: outbox in the same transaction, signed POST, retries."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def _drive_until_finished(rt: Runtime, rounds: int = 40) -> None:
 
 def _outbox(rt: Runtime) -> list[Any]:
     with rt.sessions.begin() as session:
-        return list(session.execute(text("SELECT * FROM callback_outbox ORDER BY id")).mappings())
+        return list(session.execute(text("SELECT * FROM webhook_outbox ORDER BY id")).mappings())
 
 
 def test_a_finished_video_is_posted_once_signed_with_its_row(
@@ -76,7 +76,7 @@ def test_a_finished_video_is_posted_once_signed_with_its_row(
     rt = _runtime(pg_database, simulator)
     try:
         done, gone = make_id("completed_0.3", 1), make_id("deleted_0", 2)
-        api.enqueue([done, gone], callback_url=receiver.url, rt=rt)
+        api.enqueue([done, gone], webhook_url=receiver.url, rt=rt)
         _drive_until_finished(rt)
         owed = _outbox(rt)
         assert sorted((o["video_id"], o["kind"]) for o in owed) == [
@@ -111,12 +111,12 @@ def test_a_failing_endpoint_is_retried_with_the_same_body_and_key_until_2xx(
     receiver = Receiver([500, 503, 200])
     rt = _runtime(pg_database, simulator)
     try:
-        api.enqueue([make_id("completed_0", 3)], callback_url=receiver.url, rt=rt)
+        api.enqueue([make_id("completed_0", 3)], webhook_url=receiver.url, rt=rt)
         _drive_until_finished(rt)
         for _ in range(3):
             sender.deliver_due(rt)
             with rt.sessions.begin() as session:  # make the retry due now
-                session.execute(text("UPDATE callback_outbox SET next_attempt_at = now()"))
+                session.execute(text("UPDATE webhook_outbox SET next_attempt_at = now()"))
         bodies = {body for _, body in receiver.received}
         keys = {headers[IDEMPOTENCY_HEADER] for headers, _ in receiver.received}
         assert len(receiver.received) == 3 and len(bodies) == 1 and len(keys) == 1
@@ -134,14 +134,14 @@ def test_after_the_last_attempt_a_delivery_is_marked_failed_not_retried_forever(
     receiver = Receiver([500] * 10)
     rt = _runtime(pg_database, simulator, TRACKER_WEBHOOK_MAX_ATTEMPTS="2")
     try:
-        api.enqueue([make_id("completed_0", 4)], callback_url=receiver.url, rt=rt)
+        api.enqueue([make_id("completed_0", 4)], webhook_url=receiver.url, rt=rt)
         _drive_until_finished(rt)
         for _ in range(4):
             sender.deliver_due(rt)
             with rt.sessions.begin() as session:
                 session.execute(
                     text(
-                        "UPDATE callback_outbox SET next_attempt_at = now() WHERE failed_at IS NULL"
+                        "UPDATE webhook_outbox SET next_attempt_at = now() WHERE failed_at IS NULL"
                     )
                 )
         (row,) = _outbox(rt)
@@ -177,7 +177,7 @@ def test_without_a_signing_secret_nothing_is_sent_and_the_delivery_waits(
     receiver = Receiver([])
     rt = _runtime(pg_database, simulator, TRACKER_WEBHOOK_SECRET="")
     try:
-        api.enqueue([make_id("completed_0", 7)], callback_url=receiver.url, rt=rt)
+        api.enqueue([make_id("completed_0", 7)], webhook_url=receiver.url, rt=rt)
         _drive_until_finished(rt)
         assert sender.deliver_due(rt) == 0
         assert receiver.received == []
@@ -189,7 +189,7 @@ def test_without_a_signing_secret_nothing_is_sent_and_the_delivery_waits(
         receiver.close()
 
 
-def test_a_rolled_back_state_change_leaves_no_callback_behind(
+def test_a_rolled_back_state_change_leaves_no_webhook_behind(
     pg: sessionmaker[Session],
     pg_database: str,
     simulator: Simulator,
@@ -208,7 +208,7 @@ def test_a_rolled_back_state_change_leaves_no_callback_behind(
 
     store_error = OperationalError("INSERT", {}, Exception("connection lost"))
     try:
-        api.enqueue([make_id("completed_0", 8)], callback_url=receiver.url, rt=rt)
+        api.enqueue([make_id("completed_0", 8)], webhook_url=receiver.url, rt=rt)
         monkeypatch.setattr(service_apply, "add_events", fail_after_outbox)
         for batch in dispatch(rt):
             poll_batch(rt, batch)
@@ -223,23 +223,41 @@ def test_a_rolled_back_state_change_leaves_no_callback_behind(
         receiver.close()
 
 
-def test_an_invalid_callback_url_is_refused_at_enqueue_and_nothing_is_stored(
+def test_an_invalid_webhook_url_is_refused_at_enqueue_and_nothing_is_stored(
     pg: sessionmaker[Session], pg_database: str, simulator: Simulator
 ) -> None:
-    from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
+    from pixverse_tracker.rules.webhooks import InvalidWebhookUrl
 
     rt = _runtime(pg_database, simulator)
     try:
-        with pytest.raises(InvalidCallbackUrl):
-            api.enqueue([make_id("completed_0", 9)], callback_url="gopher://x", rt=rt)
+        with pytest.raises(InvalidWebhookUrl):
+            api.enqueue([make_id("completed_0", 9)], webhook_url="gopher://x", rt=rt)
         assert api.get(make_id("completed_0", 9), rt=rt) is None
     finally:
         rt.close()
 
 
-def _finished_with_callback(rt: Runtime, url: str, n: int) -> None:
+def test_the_old_callback_url_keyword_still_stores_the_url_with_a_deprecation_warning(
+    pg: sessionmaker[Session], pg_database: str, simulator: Simulator
+) -> None:
+    rt = _runtime(pg_database, simulator)
+    video = make_id("completed_0", 10)
+    try:
+        with pytest.warns(DeprecationWarning, match="use webhook_url"):
+            report = api.enqueue([video], callback_url="https://app.example.com/hook", rt=rt)
+        assert report.added == [video]
+        with rt.sessions.begin() as session:
+            stored = session.execute(
+                text("SELECT webhook_url FROM videos WHERE video_id = :v"), {"v": video}
+            ).scalar_one()
+        assert stored == "https://app.example.com/hook"
+    finally:
+        rt.close()
+
+
+def _finished_with_webhook(rt: Runtime, url: str, n: int) -> None:
     """One id, finished, with a delivery to ``url`` owed."""
-    api.enqueue([make_id("completed_0", n)], callback_url=url, rt=rt)
+    api.enqueue([make_id("completed_0", n)], webhook_url=url, rt=rt)
     _drive_until_finished(rt)
     assert len(_outbox(rt)) == 1
 
@@ -257,7 +275,7 @@ def test_an_endpoint_that_drips_a_byte_every_two_seconds_is_cut_off_at_the_deadl
     endpoint = DripEndpoint(gap=2.0, limit=40.0)
     rt = _runtime(pg_database, simulator)
     try:
-        _finished_with_callback(rt, endpoint.url, 20)
+        _finished_with_webhook(rt, endpoint.url, 20)
         deadline = rt.settings.webhook_timeout
         started = time.monotonic()
         assert sender.deliver_due(rt) == 0
@@ -285,8 +303,8 @@ def test_each_result_is_stored_as_soon_as_it_is_known_not_after_the_slowest(
     # A short deadline keeps the test short; the default deadline is exercised above.
     rt = _runtime(pg_database, simulator, TRACKER_WEBHOOK_TIMEOUT="4")
     try:
-        api.enqueue([make_id("completed_0", 21)], callback_url=slow.url, rt=rt)
-        api.enqueue([make_id("completed_0", 22)], callback_url=fast.url, rt=rt)
+        api.enqueue([make_id("completed_0", 21)], webhook_url=slow.url, rt=rt)
+        api.enqueue([make_id("completed_0", 22)], webhook_url=fast.url, rt=rt)
         _drive_until_finished(rt)
         delivering = threading.Thread(target=sender.deliver_due, args=(rt,))
         delivering.start()
@@ -313,10 +331,10 @@ def test_a_receiver_verifies_deliveries_with_the_standard_webhooks_library_and_a
     receiver = Receiver([500, 200])
     rt = _runtime(pg_database, simulator, TRACKER_WEBHOOK_SECRET=secret)
     try:
-        _finished_with_callback(rt, receiver.url, 23)
+        _finished_with_webhook(rt, receiver.url, 23)
         sender.deliver_due(rt)
         with rt.sessions.begin() as session:  # make the retry due now
-            session.execute(text("UPDATE callback_outbox SET next_attempt_at = now()"))
+            session.execute(text("UPDATE webhook_outbox SET next_attempt_at = now()"))
         time.sleep(1.1)  # so the retry is signed in another second
         sender.deliver_due(rt)
         (first, second) = receiver.received
@@ -340,7 +358,7 @@ def test_a_captured_delivery_replayed_later_fails_verification(
     receiver = Receiver([])
     rt = _runtime(pg_database, simulator)
     try:
-        _finished_with_callback(rt, receiver.url, 24)
+        _finished_with_webhook(rt, receiver.url, 24)
         sender.deliver_due(rt)
         ((headers, body),) = receiver.received
         key = webhooks.signing_key(SECRET)
@@ -373,7 +391,7 @@ def test_a_loopback_endpoint_is_refused_by_default_and_nothing_is_sent(
     receiver = Receiver([])
     rt = _runtime(pg_database, simulator, TRACKER_WEBHOOK_ALLOW_PRIVATE="")  # the default
     try:
-        _finished_with_callback(rt, receiver.url, 25)
+        _finished_with_webhook(rt, receiver.url, 25)
         assert sender.deliver_due(rt) == 0
         assert receiver.received == []
         (row,) = _outbox(rt)
@@ -400,7 +418,7 @@ def test_an_allowlisted_network_is_delivered_to_without_allowing_every_private_a
         TRACKER_WEBHOOK_ALLOWLIST="127.0.0.0/8",
     )
     try:
-        _finished_with_callback(rt, receiver.url, 26)
+        _finished_with_webhook(rt, receiver.url, 26)
         assert sender.deliver_due(rt) == 1
         assert len(receiver.received) == 1
     finally:
@@ -444,12 +462,12 @@ def test_every_spelling_of_loopback_is_recognised_and_refused_by_default(host: s
 def test_an_address_that_is_never_allowed_is_refused_at_enqueue_and_nothing_is_stored(
     pg: sessionmaker[Session], pg_database: str, simulator: Simulator, url: str
 ) -> None:
-    from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
+    from pixverse_tracker.rules.webhooks import InvalidWebhookUrl
 
     rt = _runtime(pg_database, simulator)  # even with private addresses allowed
     try:
-        with pytest.raises(InvalidCallbackUrl, match="which is never allowed"):
-            api.enqueue([make_id("completed_0", 27)], callback_url=url, rt=rt)
+        with pytest.raises(InvalidWebhookUrl, match="which is never allowed"):
+            api.enqueue([make_id("completed_0", 27)], webhook_url=url, rt=rt)
         assert api.get(make_id("completed_0", 27), rt=rt) is None
     finally:
         rt.close()
@@ -488,10 +506,10 @@ def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to
         receiver.close()
 
 
-# --- issue 11, item 8: a callback URL's secrets stay out of errors and logs ----------------------
+# --- issue 11, item 8: a webhook URL's secrets stay out of errors and logs ----------------------
 
 
-def test_a_callback_urls_query_never_reaches_last_error_or_the_log(
+def test_a_webhook_urls_query_never_reaches_last_error_or_the_log(
     pg: sessionmaker[Session],
     pg_database: str,
     simulator: Simulator,
@@ -505,7 +523,7 @@ def test_a_callback_urls_query_never_reaches_last_error_or_the_log(
     url = f"http://127.0.0.1:{port}/hook?token=app-secret-5e1f"
     rt = _runtime(pg_database, simulator)
     try:
-        _finished_with_callback(rt, url, 28)
+        _finished_with_webhook(rt, url, 28)
         with caplog.at_level("INFO", logger="tracker.webhooks"):
             sender.deliver_due(rt)
         (row,) = _outbox(rt)
@@ -607,10 +625,10 @@ def test_a_stored_delivery_to_a_forbidden_address_fails_at_once_without_a_connec
     receiver = Receiver([])
     rt = _runtime(pg_database, simulator)
     try:
-        _finished_with_callback(rt, receiver.url, 29)
+        _finished_with_webhook(rt, receiver.url, 29)
         with rt.sessions.begin() as session:  # as stored before addresses were checked
             session.execute(
-                text("UPDATE callback_outbox SET url = 'http://169.254.169.254/latest/meta-data/'")
+                text("UPDATE webhook_outbox SET url = 'http://169.254.169.254/latest/meta-data/'")
             )
         assert sender.deliver_due(rt) == 0
         (row,) = _outbox(rt)

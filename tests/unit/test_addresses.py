@@ -1,4 +1,4 @@
-"""Which addresses a callback may reach: every spelling of an address, judged the same."""
+"""Which addresses a webhook may reach: every spelling of an address, judged the same."""
 
 from __future__ import annotations
 

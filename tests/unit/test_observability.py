@@ -117,7 +117,7 @@ def test_every_known_outcome_is_a_series_from_the_start_so_alerts_can_rate_it() 
     ):
         assert f'{name}{{outcome="rate_limited"}}' in exposition
     assert 'tracker_videos_finished_total{state="done"}' in exposition
-    assert 'tracker_callbacks_total{result="failed"}' in exposition
+    assert 'tracker_webhooks_total{result="failed"}' in exposition
 
 
 def _table() -> list[Gauge]:

@@ -1,4 +1,4 @@
-"""Completion-callback rules: URL validation, signature, body, idempotency key, retry timing."""
+"""Webhook rules: URL validation, signature, body, idempotency key, retry timing."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from pixverse_tracker.rules.webhooks import (
     MAX_RETRY,
-    InvalidCallbackUrl,
     InvalidSecret,
+    InvalidWebhookUrl,
     body_for,
     idempotency_key,
     retry_delay,
@@ -71,8 +71,8 @@ def test_http_and_https_urls_with_a_host_are_accepted(url: str) -> None:
         ("http://0/", "unspecified"),
     ],
 )
-def test_bad_callback_urls_are_refused_naming_the_problem(url: str, problem: str) -> None:
-    with pytest.raises(InvalidCallbackUrl, match=problem):
+def test_bad_webhook_urls_are_refused_naming_the_problem(url: str, problem: str) -> None:
+    with pytest.raises(InvalidWebhookUrl, match=problem):
         validate_url(url)
 
 
@@ -174,7 +174,7 @@ def test_retry_delays_grow_from_ten_seconds_and_never_exceed_an_hour(
         assert delay <= 10.0
 
 
-# --- the settings that govern callbacks ----------------------------------------------------------
+# --- the settings that govern webhooks -----------------------------------------------------------
 
 
 def test_by_default_private_addresses_are_refused_and_the_deadline_ends_before_the_lease() -> None:
@@ -197,7 +197,7 @@ def test_by_default_private_addresses_are_refused_and_the_deadline_ends_before_t
         ({"TRACKER_WEBHOOK_CONCURRENCY": "0"}, "TRACKER_WEBHOOK_CONCURRENCY='0'"),
     ],
 )
-def test_bad_callback_settings_are_refused_naming_the_variable(
+def test_bad_webhook_settings_are_refused_naming_the_variable(
     env: dict[str, str], phrase: str
 ) -> None:
     from pixverse_tracker.settings import SettingsError, load
@@ -207,7 +207,7 @@ def test_bad_callback_settings_are_refused_naming_the_variable(
     assert phrase in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_the_default_callback_urls_query_is_not_shown_by_repr() -> None:
+def test_the_default_webhook_urls_query_is_not_shown_by_repr() -> None:
     from pixverse_tracker.settings import load
 
     s = load({"TRACKER_WEBHOOK_URL": "https://app.example.com/hook?token=app-secret-9"})

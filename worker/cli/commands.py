@@ -61,6 +61,23 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 STDIN_CHUNK = 50_000  # ids validated and stored per round: memory stays flat for any input
 
 
+def _webhook_url(args: argparse.Namespace) -> str | None:
+    """``--webhook-url``, or the deprecated ``--callback-url`` with one line saying so."""
+    new: str | None = args.webhook_url
+    old: str | None = args.deprecated_callback_url
+    if old is None:
+        return new
+    if new is not None:
+        raise CommandError("--callback-url and --webhook-url both given: use --webhook-url only")
+    print(DEPRECATED_CALLBACK_URL, file=sys.stderr)
+    return old
+
+
+DEPRECATED_CALLBACK_URL = (
+    "pixverse-tracker: warning: --callback-url is deprecated, use --webhook-url (same meaning)"
+)
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
     if args.ids == ["-"]:
         numbered: Iterator[tuple[int, str]] = ids.from_lines(sys.stdin)
@@ -70,6 +87,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     else:
         numbered = enumerate(args.ids, start=1)
         where = "argument"
+    webhook_url = _webhook_url(args)
     settings = settings_for("enqueue")
     rt: Runtime | None = None
     added = rearmed = unchanged = refused = seen = 0
@@ -79,9 +97,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         seen += len(chunk)
         if rt is None and any(ids.problem_with(video_id) is None for _, video_id in chunk):
             rt = open_runtime(settings)
-        report = api.enqueue_numbered(
-            chunk, retrack=args.retrack, callback_url=args.callback_url, rt=rt
-        )
+        report = api.enqueue_numbered(chunk, retrack=args.retrack, webhook_url=webhook_url, rt=rt)
         for bad in report.refused:
             print(
                 f"error: {where} {bad.where}: invalid id {ids.shown(bad.video_id)}: {bad.problem}",
@@ -267,7 +283,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     days = (older_than if older_than is not None else rt.settings.retention) / 86400.0
     print(
         f"removed {events} events, {minutes} poll-count rows and {deliveries} delivered "
-        f"callbacks older than {days:g} days"
+        f"webhooks older than {days:g} days"
     )
     return EXIT_OK
 

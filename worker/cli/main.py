@@ -30,7 +30,7 @@ from pixverse_tracker.cli.commands import (
 )
 from pixverse_tracker.cli.context import EXIT_FAILED, EXIT_OK, CommandError
 from pixverse_tracker.cli.status import cmd_status
-from pixverse_tracker.rules.webhooks import InvalidCallbackUrl
+from pixverse_tracker.rules.webhooks import InvalidWebhookUrl
 from pixverse_tracker.service.database import describe_error
 from pixverse_tracker.settings import SettingsError
 
@@ -98,10 +98,12 @@ def _tracking_commands(add: Add) -> None:
         "--retrack", action="store_true", help="re-arm ids that are already done or abandoned"
     )
     p.add_argument(
-        "--callback-url",
+        "--webhook-url",
         metavar="URL",
         help="POST each id's row here when it finishes (signed; see docs/webhooks.md)",
     )
+    # The flag's name before 0.2, still accepted: cmd_enqueue prints a deprecation line.
+    p.add_argument("--callback-url", dest="deprecated_callback_url", help=argparse.SUPPRESS)
 
     for name, handler, help_ in (
         ("run", cmd_run, "worker and beat in one process (embedded mode, or one machine)"),
@@ -253,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.celery_args = args.celery_args[1:]
     try:
         return int(args.handler(args))
-    except (CommandError, SettingsError, InvalidCallbackUrl) as exc:
+    except (CommandError, SettingsError, InvalidWebhookUrl) as exc:
         _fail(str(exc))
     except OperationalError as exc:
         _fail(f"cannot use the database: {describe_error(exc)}")

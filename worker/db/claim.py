@@ -105,7 +105,7 @@ _VIEW_COLUMNS = (
     Video.error_count,
     Video.status_code,
     Video.record.is_not(None),
-    Video.callback_url,
+    Video.webhook_url,
     Video.record_sha,
     Video.started_at,
     Video.list_missed_at,

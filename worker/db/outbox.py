@@ -1,4 +1,4 @@
-"""SQL on ``callback_outbox``: deliveries owed to applications, claimed, and their results.
+"""SQL on ``webhook_outbox``: deliveries owed to applications, claimed, and their results.
 
 A delivery is written in the same transaction as the state change it announces, so a crash
 never loses or invents one.
@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from pixverse_tracker.db.sql import current_time, table_of
-from pixverse_tracker.models import CallbackDelivery
+from pixverse_tracker.models import WebhookDelivery
 
 
 def queue(
@@ -23,7 +23,7 @@ def queue(
 ) -> None:
     """Owe one delivery: ``body`` is the exact text signed and sent at every attempt."""
     session.execute(
-        insert(table_of(CallbackDelivery)).values(
+        insert(table_of(WebhookDelivery)).values(
             video_id=video_id,
             url=url,
             kind=kind,
@@ -48,10 +48,10 @@ class Delivery:
 
 
 def claim_deliveries(session: Session, *, limit: int, lease: float) -> tuple[str, list[Delivery]]:
-    """Claim owed callbacks (FOR UPDATE SKIP LOCKED); a crashed sender's come back after lease."""
+    """Claim owed webhooks (FOR UPDATE SKIP LOCKED); a crashed sender's come back after lease."""
     now = current_time(session)
     token = uuid.uuid4().hex
-    outbox = table_of(CallbackDelivery)
+    outbox = table_of(WebhookDelivery)
     due = (
         select(outbox.c.id)
         .where(
@@ -91,7 +91,7 @@ def delivery_result(
 ) -> None:
     """Record one attempt: delivered, due again after ``retry_in``, or failed for good (None)."""
     now = current_time(session)
-    outbox = table_of(CallbackDelivery)
+    outbox = table_of(WebhookDelivery)
     values: dict[str, Any] = {
         "attempts": outbox.c.attempts + 1,
         "last_status": status,
@@ -111,9 +111,9 @@ def delivery_result(
     )
 
 
-def callbacks_owed(session: Session) -> int:
+def webhooks_owed(session: Session) -> int:
     """Webhook deliveries not yet made nor given up, for the metrics."""
-    outbox = table_of(CallbackDelivery)
+    outbox = table_of(WebhookDelivery)
     owed = session.execute(
         select(func.count())
         .select_from(outbox)

@@ -15,11 +15,11 @@ from pixverse_tracker.db.control import limiter_view
 from pixverse_tracker.db.sql import current_time, table_of
 from pixverse_tracker.models import (
     CONTROL_ROW_ID,
-    CallbackDelivery,
     PollMinute,
     TrackerControl,
     Video,
     VideoEvent,
+    WebhookDelivery,
 )
 from pixverse_tracker.rules.events import EventKind
 from pixverse_tracker.rules.limiter import LimiterView
@@ -209,8 +209,8 @@ def prune_batch(
 ) -> tuple[int, int, int]:
     """Delete one batch of history older than ``older_than``.
 
-    Returns (events, poll minutes, delivered callbacks) removed. Rows in ``videos`` are the
-    product and are never pruned, nor are callbacks still owed or failed (an operator may want
+    Returns (events, poll minutes, delivered webhooks) removed. Rows in ``videos`` are the
+    product and are never pruned, nor are webhooks still owed or failed (an operator may want
     to see those). Batches keep each transaction short; call until all counts are 0.
     """
     cutoff = current_time(session) - older_than
@@ -227,7 +227,7 @@ def prune_batch(
         .where(PollMinute.minute < cutoff)
         .execution_options(synchronize_session=False)
     )
-    outbox = table_of(CallbackDelivery)
+    outbox = table_of(WebhookDelivery)
     old_deliveries = (
         select(outbox.c.id).where(outbox.c.delivered_at < cutoff).order_by(outbox.c.id).limit(batch)
     )

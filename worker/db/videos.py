@@ -39,7 +39,7 @@ def insert(
     first: datetime,
     firsts: dict[str, datetime] | None,
     retrack: bool,
-    callback_url: str | None,
+    webhook_url: str | None,
 ) -> tuple[list[str], list[str]]:
     """Insert the ids that are new (first looked at ``first``, or at ``firsts[id]``); with
     ``retrack``, re-arm the finished ones. Returns (added, re-armed).
@@ -50,12 +50,12 @@ def insert(
     added: list[str] = []
     rearmed: list[str] = []
     for chunk in chunks(video_ids, 50_000 if is_postgres(session) else CHUNK):
-        new = insert_new(session, chunk, now, first, callback_url, firsts)
+        new = insert_new(session, chunk, now, first, webhook_url, firsts)
         added.extend(new)
         if retrack and len(new) < len(chunk):
             fresh = set(new)
             existing = [v for v in chunk if v not in fresh]
-            rearmed.extend(_rearm(session, existing, now, first, callback_url))
+            rearmed.extend(_rearm(session, existing, now, first, webhook_url))
     add_events(session, now, [(v, EventSpec(EventKind.RETRACKED)) for v in rearmed])
     return added, rearmed
 
@@ -64,8 +64,8 @@ _INSERT_NEW_PG = text(
     f"""
     WITH added AS (
         INSERT INTO videos (video_id, state, enqueued_at, updated_at, next_poll_at,
-                            poll_count, error_count, callback_url)
-        SELECT v, 'pending', :now, :now, coalesce(to_timestamp(f), :first), 0, 0, :callback_url
+                            poll_count, error_count, webhook_url)
+        SELECT v, 'pending', :now, :now, coalesce(to_timestamp(f), :first), 0, 0, :webhook_url
         FROM unnest(:ids, :firsts) AS t(v, f)
         ON CONFLICT (video_id) DO NOTHING
         RETURNING video_id
@@ -87,7 +87,7 @@ def _insert_new_pg(
     video_ids: Sequence[str],
     now: datetime,
     first: datetime,
-    callback_url: str | None,
+    webhook_url: str | None,
     firsts: dict[str, datetime] | None = None,
 ) -> list[str]:
     params = {
@@ -96,7 +96,7 @@ def _insert_new_pg(
         "firsts": [_epoch(firsts.get(v)) for v in video_ids] if firsts else [None] * len(video_ids),
         "now": now,
         "first": first,
-        "callback_url": callback_url,
+        "webhook_url": webhook_url,
     }
     return list(session.execute(_INSERT_NEW_PG, params).scalars())
 
@@ -110,7 +110,7 @@ def _insert_new_portable(
     video_ids: Sequence[str],
     now: datetime,
     first: datetime,
-    callback_url: str | None,
+    webhook_url: str | None,
     firsts: dict[str, datetime] | None = None,
 ) -> list[str]:
     rows = [
@@ -122,7 +122,7 @@ def _insert_new_portable(
             "next_poll_at": (firsts or {}).get(video_id, first),
             "poll_count": 0,
             "error_count": 0,
-            "callback_url": callback_url,
+            "webhook_url": webhook_url,
         }
         for video_id in video_ids
     ]
@@ -141,10 +141,10 @@ def _rearm(
     video_ids: Sequence[str],
     now: datetime,
     first: datetime,
-    callback_url: str | None,
+    webhook_url: str | None,
 ) -> list[str]:
-    # a re-armed id keeps its callback URL unless a new one is given
-    new_url = {"callback_url": callback_url} if callback_url is not None else {}
+    # a re-armed id keeps its webhook URL unless a new one is given
+    new_url = {"webhook_url": webhook_url} if webhook_url is not None else {}
     stmt = (
         update(Video)
         .where(Video.video_id.in_(video_ids), Video.state != State.PENDING)

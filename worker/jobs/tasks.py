@@ -45,7 +45,7 @@ def prune() -> int:
 
 @app.task(name="tracker.deliver", ignore_result=True)
 def deliver() -> int:
-    """Hand owed completion callbacks to this process's webhook senders (beat runs it every
+    """Hand owed webhook deliveries to this process's webhook senders (beat runs it every
     dispatch interval). Returns at once: the POSTs run on the senders' own threads, never on a
     Celery thread that could poll."""
     return sender.start(runtime.get())

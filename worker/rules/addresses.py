@@ -1,4 +1,4 @@
-"""Which network addresses a completion callback may reach: pure rules, no DNS and no sockets.
+"""Which network addresses a webhook may reach: pure rules, no DNS and no sockets.
 
 An address is *public* (always allowed), *private* (loopback, RFC 1918, unique-local and the
 other ranges that are not globally routable: allowed only with

@@ -6,7 +6,7 @@ setting, which id, which URL). A subclass keeps the standard base its callers al
 (``ValueError`` for a value refused), so ``except ValueError`` keeps working too.
 
 It lives in ``rules/`` because the rules raise errors of their own (InvalidId,
-InvalidCallbackUrl, InvalidSecret) and may import nothing outside ``rules/``; every other room
+InvalidWebhookUrl, InvalidSecret) and may import nothing outside ``rules/``; every other room
 may import the rules.
 """
 

@@ -1,7 +1,7 @@
 """Upstream JSON made fit to store and forward: bounded depth, storable text, no token.
 
 Pure functions. The client cleans every record and list entry with the token it sent
-(``clean(value, secrets)``), so nothing downstream (the rules, the row, the callback body)
+(``clean(value, secrets)``), so nothing downstream (the rules, the row, the webhook body)
 ever holds the token; the rules clean again without it (``verdict.clean_json``), so a value
 that did not come through the client is held to the same bounds.
 """

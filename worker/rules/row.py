@@ -23,7 +23,7 @@ class RowView:
     error_count: int = 0
     status_code: int | None = None
     has_record: bool = False
-    callback_url: str | None = None
+    webhook_url: str | None = None
     record_sha: str | None = None
     started_at: datetime | None = None
     list_missed_at: datetime | None = None

@@ -128,7 +128,7 @@ def judge(record: dict[str, Any]) -> tuple[Verdict, str | None]:
 def media_url(value: Any) -> str | None:
     """The value when it is a URL an application may fetch: ``https`` with a host, else None.
 
-    The media URL is handed on (the ``url`` column, callbacks); ``javascript:``, ``data:``,
+    The media URL is handed on (the ``url`` column, webhooks); ``javascript:``, ``data:``,
     plain ``http://`` and the like are not a finished video's media, whatever the status says.
     """
     text = (_as_text(value) or "").strip()

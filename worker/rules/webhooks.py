@@ -1,7 +1,7 @@
-"""Completion callbacks to applications ("webhooks"): URL rules, the signed body, retry timing.
+"""Webhooks: completion POSTs to applications. URL rules, the signed body, retry timing.
 
-Pure functions. When a row becomes done or abandoned and has a callback URL (its own, or
-TRACKER_WEBHOOK_URL), ``service.apply`` writes the delivery into ``callback_outbox`` in the same
+Pure functions. When a row becomes done or abandoned and has a webhook URL (its own, or
+TRACKER_WEBHOOK_URL), ``service.apply`` writes the delivery into ``webhook_outbox`` in the same
 transaction; ``sender`` POSTs what is owed. Signatures follow Standard Webhooks
 (https://www.standardwebhooks.com), so receivers can verify with an existing library.
 """
@@ -37,37 +37,42 @@ FIRST_RETRY = 10.0  # seconds; doubles per attempt
 MAX_RETRY = 3600.0
 
 
-class InvalidCallbackUrl(TrackerError, ValueError):
-    """A callback URL the tracker will not POST to."""
+class InvalidWebhookUrl(TrackerError, ValueError):
+    """A webhook URL the tracker will not POST to."""
+
+
+# Deprecated: the name before 0.2 (when "callback" meant the outbound webhook too). The same
+# class, so ``except InvalidCallbackUrl`` still catches it.
+InvalidCallbackUrl = InvalidWebhookUrl
 
 
 def validate_url(url: str) -> str:
     """http(s), a host, bounded length, no credentials or fragment, not a literal address that
-    is never allowed (addresses.py); else InvalidCallbackUrl."""
+    is never allowed (addresses.py); else InvalidWebhookUrl."""
     text = url.strip()
     if not text:
-        raise InvalidCallbackUrl("callback URL is empty")
+        raise InvalidWebhookUrl("webhook URL is empty")
     if len(text) > MAX_URL_LENGTH:
-        raise InvalidCallbackUrl(f"callback URL is longer than {MAX_URL_LENGTH} characters")
+        raise InvalidWebhookUrl(f"webhook URL is longer than {MAX_URL_LENGTH} characters")
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        raise InvalidCallbackUrl("callback URL contains whitespace or control characters")
+        raise InvalidWebhookUrl("webhook URL contains whitespace or control characters")
     try:
         parts = urlsplit(text)
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError as exc:
-        raise InvalidCallbackUrl(f"callback URL is malformed: {exc}") from None
+        raise InvalidWebhookUrl(f"webhook URL is malformed: {exc}") from None
     if parts.scheme not in {"http", "https"}:
-        raise InvalidCallbackUrl(f"callback URL must be http or https, not {parts.scheme!r}")
+        raise InvalidWebhookUrl(f"webhook URL must be http or https, not {parts.scheme!r}")
     if not host:
-        raise InvalidCallbackUrl("callback URL has no host")
+        raise InvalidWebhookUrl("webhook URL has no host")
     if parts.username or parts.password:
-        raise InvalidCallbackUrl("callback URL must not carry credentials (use the signature)")
+        raise InvalidWebhookUrl("webhook URL must not carry credentials (use the signature)")
     if parts.fragment:
-        raise InvalidCallbackUrl("callback URL must not have a #fragment")
+        raise InvalidWebhookUrl("webhook URL must not have a #fragment")
     problem = addresses.never_allowed(host)
     if problem is not None:
-        raise InvalidCallbackUrl(f"callback URL host {problem}")
+        raise InvalidWebhookUrl(f"webhook URL host {problem}")
     return text
 
 
@@ -129,7 +134,7 @@ def signed_headers(key: bytes, msg_id: str, kind: str, body: bytes, now: float) 
 
 
 def shown_url(url: str) -> str:
-    """A callback URL fit for logs and stored errors: no ``user:password@``, the query string
+    """A webhook URL fit for logs and stored errors: no ``user:password@``, the query string
     and fragment replaced by ``…`` (they often carry a token)."""
     try:
         parts = urlsplit(url)
@@ -148,7 +153,7 @@ def scrub_url(text: str, url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
-        return text.replace(url, "(callback URL)")
+        return text.replace(url, "(webhook URL)")
     text = text.replace(url, shown_url(url))
     for secret in (parts.query, parts.fragment, parts.password, parts.username):
         if secret and len(secret) >= 3:

@@ -59,7 +59,7 @@ def apply_answers(
             )
         except Exception as exc:  # noqa: BLE001 - an answer the rules did not foresee
             decision = _not_applied(run, video_id, exc, sent_at, outcome.http_status)
-        decisions.append((video_id, decision, row.callback_url or run.rt.settings.webhook_url))
+        decisions.append((video_id, decision, row.webhook_url or run.rt.settings.webhook_url))
     try:
         applied = _write(run, decisions, sent_at)
     except Exception as exc:
@@ -131,7 +131,7 @@ def job_failed(run: BatchState, video_ids: Sequence[str], exc: BaseException) ->
             (
                 v,
                 _not_applied(run, v, exc, sent_at, None),
-                run.rows[v].callback_url or webhook_url,
+                run.rows[v].webhook_url or webhook_url,
             )
             for v in held
         ]

@@ -19,18 +19,18 @@ def apply(
     video_id: str,
     token: str,
     decision: Decision,
-    callback_url: str | None = None,
+    webhook_url: str | None = None,
     sent_at: datetime | None = None,
 ) -> bool:
     """Write one decision, guarded by the claim token and ``state = 'pending'``.
 
     Returns False (and writes nothing) when the claim no longer holds: a late or duplicate
     answer can never move a finished row, nor overwrite a newer claimant's record. When the
-    row finishes and ``callback_url`` is given, the callback is queued in the same transaction.
+    row finishes and ``webhook_url`` is given, the webhook is queued in the same transaction.
     """
     now = decision.changes.updated_at
-    if decision.state is not State.PENDING and callback_url is not None:
-        # the finished row, as committed, is the callback's body
+    if decision.state is not State.PENDING and webhook_url is not None:
+        # the finished row, as committed, is the webhook's body
         row = videos.write_final(session, video_id, token, decision, sent_at)
         if row is None:
             return False
@@ -39,7 +39,7 @@ def apply(
         outbox.queue(
             session,
             video_id=row["video_id"],
-            url=callback_url,
+            url=webhook_url,
             kind=kind,
             body=body_for(kind, key, row),
             key=key,

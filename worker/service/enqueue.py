@@ -28,7 +28,7 @@ def enqueue(
     policy: Policy,
     *,
     retrack: bool = False,
-    callback_url: str | None = None,
+    webhook_url: str | None = None,
 ) -> EnqueueResult:
     """Insert valid, de-duplicated ids; existing rows are left alone unless ``retrack``.
 
@@ -45,7 +45,7 @@ def enqueue(
         first=first,
         firsts=firsts,
         retrack=retrack,
-        callback_url=callback_url,
+        webhook_url=webhook_url,
     )
     touched = set(added) | set(rearmed)
     return EnqueueResult(added, rearmed, [v for v in video_ids if v not in touched])

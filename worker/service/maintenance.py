@@ -22,7 +22,7 @@ log = logging.getLogger("tracker.maintenance")
 def prune(rt: Runtime, older_than: float | None = None) -> tuple[int, int, int]:
     """Remove history older than ``older_than`` seconds (default TRACKER_RETENTION).
 
-    Returns (events, poll-minute rows, delivered callbacks) removed. ``videos`` rows are
+    Returns (events, poll-minute rows, delivered webhooks) removed. ``videos`` rows are
     never touched.
     """
     age = timedelta(seconds=rt.settings.retention if older_than is None else older_than)
@@ -34,7 +34,7 @@ def prune(rt: Runtime, older_than: float | None = None) -> tuple[int, int, int]:
         if not any(batch):
             break
     events, minutes, deliveries = totals
-    event(log, logging.INFO, "pruned", events=events, poll_minutes=minutes, callbacks=deliveries)
+    event(log, logging.INFO, "pruned", events=events, poll_minutes=minutes, webhooks=deliveries)
     return events, minutes, deliveries
 
 

@@ -16,7 +16,7 @@ from typing import get_args
 from prometheus_client import Counter, Histogram
 from prometheus_client.registry import Collector
 
-from pixverse_tracker.db.outbox import callbacks_owed
+from pixverse_tracker.db.outbox import webhooks_owed
 from pixverse_tracker.rules.outcomes import KIND, Listed, ListOutcome, Outcome, SchedulerOutcome
 from pixverse_tracker.service.runtime import Runtime
 from pixverse_tracker.service.status import summary
@@ -71,9 +71,9 @@ FINISHED = Counter(
     registry=None,
 )
 
-CALLBACKS = Counter(
-    "tracker_callbacks_total",
-    "Webhook (completion callback) attempts, by result (delivered, retry, failed).",
+WEBHOOKS = Counter(
+    "tracker_webhooks_total",
+    "Webhook attempts, by result (delivered, retry, failed).",
     ["result"],
     registry=None,
 )
@@ -81,7 +81,7 @@ CALLBACKS = Counter(
 _REQUESTS = {"video": POLLS, "list": LIST_READS, "scheduler": SCHEDULER_READS}
 
 WORKER_METRICS: tuple[Collector, ...] = (
-    POLLS, LIST_READS, SCHEDULER_READS, UPSTREAM_LATENCY, FINISHED, CALLBACKS
+    POLLS, LIST_READS, SCHEDULER_READS, UPSTREAM_LATENCY, FINISHED, WEBHOOKS
 )  # fmt: skip
 
 
@@ -95,7 +95,7 @@ def _start_known_series() -> None:
     for state in ("done", "abandoned"):
         FINISHED.labels(state=state)
     for result in ("delivered", "retry", "failed"):
-        CALLBACKS.labels(result=result)
+        WEBHOOKS.labels(result=result)
 
 
 _start_known_series()
@@ -124,7 +124,7 @@ GAUGES = {
     "tracker_last_dispatch_age_seconds": "Time since the last dispatch ran (database clock).",
     "tracker_rate_limit_per_second": "Current global upstream request rate after 429s.",
     "tracker_auth_paused": "1 while the upstream rejects the token (polling paused).",
-    "tracker_callbacks_owed": "Webhook deliveries not yet made (nor given up).",
+    "tracker_webhooks_owed": "Webhook deliveries not yet made (nor given up).",
     "tracker_scheduler_consecutive_failures": "Scheduler reads failed in a row (0: last worked).",
     "tracker_scheduler_executing": "Pending ids the last scheduler read listed as executing.",
 }
@@ -136,7 +136,7 @@ def table_reader(rt: Runtime) -> Callable[[], list[Gauge]]:
     def read() -> list[Gauge]:
         with rt.sessions.begin() as session:
             s = summary(session, rt.policy)
-            owed = callbacks_owed(session)
+            owed = webhooks_owed(session)
         age = (s.now - s.oldest_pending_since).total_seconds() if s.oldest_pending_since else 0
         gauges: list[Gauge] = [("tracker_videos", {"state": k}, s.counts[k]) for k in STATES]
         gauges += [
@@ -146,7 +146,7 @@ def table_reader(rt: Runtime) -> Callable[[], list[Gauge]]:
             ("tracker_give_up_after_seconds", {}, rt.settings.give_up_after),
             ("tracker_rate_limit_per_second", {}, rt.settings.rate_limit * s.rate_factor),
             ("tracker_auth_paused", {}, 1.0 if s.auth_failing else 0.0),
-            ("tracker_callbacks_owed", {}, owed),
+            ("tracker_webhooks_owed", {}, owed),
             ("tracker_scheduler_consecutive_failures", {}, s.scheduler_failures),
             ("tracker_scheduler_executing", {}, s.scheduler_executing or 0),
         ]

@@ -1,4 +1,4 @@
-"""One completion-callback POST on the wire: resolved once, checked, pinned, and bounded.
+"""One webhook POST on the wire: resolved once, checked, pinned, and bounded.
 
 The host is resolved once; every address is checked against ``addresses.AddressPolicy``; the
 connection goes to exactly the address that was checked (no second lookup, so no DNS-rebinding

@@ -1,4 +1,4 @@
-"""Delivers owed completion callbacks: claim from the outbox, POST signed, record each result.
+"""Delivers owed webhooks: claim from the outbox, POST signed, record each result.
 
 At least once: a delivery is marked only after its POST; a crash in between re-sends it with
 the same body and ``webhook-id``.
@@ -147,7 +147,7 @@ class Deliverer:
             return False
         level = logging.INFO if attempt.ok else logging.WARNING
         outcome = "delivered" if attempt.ok else ("failed" if give_up else "retry")
-        metrics.CALLBACKS.labels(result=outcome).inc()
+        metrics.WEBHOOKS.labels(result=outcome).inc()
         event(
             log, level, "webhook", video_id=delivery.video_id, url=shown_url(delivery.url),
             outcome=outcome, http_status=attempt.status, attempt=tries, error=error,

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 from pixverse_tracker.rules.addresses import parse_allowlist
 from pixverse_tracker.rules.webhooks import (
-    InvalidCallbackUrl,
     InvalidSecret,
+    InvalidWebhookUrl,
     signing_key,
     validate_url,
 )
@@ -126,7 +126,7 @@ SCHEDULES = ("adaptive", "backoff")
 def parse_webhook_url(_name: str, raw: str) -> str | None:
     try:
         return validate_url(raw)
-    except InvalidCallbackUrl as exc:
+    except InvalidWebhookUrl as exc:
         raise SettingsError(f"TRACKER_WEBHOOK_URL: {exc}") from None
 
 

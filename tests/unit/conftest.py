@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
+import urllib3
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
@@ -215,3 +216,35 @@ def endpoint(request: pytest.FixtureRequest) -> Endpoint:
     result = request.param
     assert isinstance(result, Endpoint)
     return result
+
+
+def echoing_errors(token: str, missing: str) -> list[Reply]:
+    """Error answers of a collection read (the list, the scheduler) in which a careless
+    upstream reflects the token back at us; ``missing`` names what a 404 did not find."""
+    return [
+        make_response(400, {"error": f"bad token {token}"}),
+        make_response(401, {"error": f"Unauthorized: Bearer {token}", "code": 401}),
+        make_response(403, f"Forbidden for {token}"),
+        make_response(404, {"error": f"no {missing} for {token}"}),
+        make_response(429, {"error": f"slow down {token}"}),
+        make_response(503, f"<html>upstream down for {token}</html>"),
+        make_response(200, {"error": f"token {token} rejected"}),
+        make_response(200, {"error": {"nested": token}, "code": 500}),
+        make_response(200, f"not json {token}"),
+        make_response(200, "x" * 490 + token),  # the token straddles the truncation point
+    ]
+
+
+def echoing_transport(token: str, empty_body: bytes) -> list[Reply]:
+    """A connection error and a body cut off mid-read, each carrying the token in its text."""
+    return [
+        requests.exceptions.ConnectionError(f"failed with header Bearer {token}"),
+        make_response(
+            200,
+            raw=FakeRaw(
+                empty_body,
+                fail_with=urllib3.exceptions.ProtocolError(f"broke at {token}"),
+                fail_after=1,
+            ),
+        ),
+    ]

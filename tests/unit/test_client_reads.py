@@ -38,6 +38,8 @@ from tests.unit.conftest import (
     FakeRaw,
     Reply,
     client_with,
+    echoing_errors,
+    echoing_transport,
     list_entry,
     make_response,
     record_for,
@@ -414,17 +416,8 @@ def _echoes_by_id(token: str) -> list[Reply]:
 def _echoes_in_lists(token: str) -> list[Reply]:
     """List answers in which a careless upstream reflects the token back at us."""
     return [
-        make_response(400, {"error": f"bad token {token}"}),
-        make_response(401, {"error": f"Unauthorized: Bearer {token}", "code": 401}),
-        make_response(403, f"Forbidden for {token}"),
-        make_response(404, {"error": f"no list for {token}"}),
-        make_response(429, {"error": f"slow down {token}"}),
-        make_response(503, f"<html>upstream down for {token}</html>"),
-        make_response(200, {"error": f"token {token} rejected"}),
-        make_response(200, {"error": {"nested": token}, "code": 500}),
+        *echoing_errors(token, "list"),
         make_response(200, {"data": {"token": token}}),
-        make_response(200, f"not json {token}"),
-        make_response(200, "x" * 490 + token),  # the token straddles the truncation point
         # Dropped items are not kept, so whatever they echo goes nowhere.
         make_response(200, {"data": [{"video_id": 5, "note": token}, token, list_entry(1)]}),
         # Kept entries that echo it, in a value, a key and deep inside (issue 11): scrubbed.
@@ -436,15 +429,7 @@ def _echoes_in_lists(token: str) -> list[Reply]:
                 ]
             },
         ),
-        requests.exceptions.ConnectionError(f"failed with header Bearer {token}"),
-        make_response(
-            200,
-            raw=FakeRaw(
-                b'{"data": []}',
-                fail_with=urllib3.exceptions.ProtocolError(f"broke at {token}"),
-                fail_after=1,
-            ),
-        ),
+        *echoing_transport(token, b'{"data": []}'),
     ]
 
 

@@ -29,6 +29,8 @@ from tests.unit.conftest import (
     FakeRaw,
     Reply,
     client_with,
+    echoing_errors,
+    echoing_transport,
     make_response,
 )
 
@@ -334,27 +336,12 @@ def test_long_scheduler_error_messages_are_truncated() -> None:
 def _echoes(token: str) -> list[Reply]:
     """Scheduler answers in which a careless upstream reflects the token back at us."""
     return [
-        make_response(400, {"error": f"bad token {token}"}),
-        make_response(401, {"error": f"Unauthorized: Bearer {token}", "code": 401}),
-        make_response(403, f"Forbidden for {token}"),
-        make_response(404, {"error": f"no scheduler for {token}"}),
-        make_response(429, {"error": f"slow down {token}"}),
-        make_response(503, f"<html>upstream down for {token}</html>"),
-        make_response(200, {"error": f"token {token} rejected"}),
-        make_response(200, {"error": {"nested": token}, "code": 500}),
+        *echoing_errors(token, "scheduler"),
         make_response(200, {"executing": {"token": token}}),
-        make_response(200, f"not json {token}"),
-        make_response(200, "x" * 490 + token),  # the token straddles the truncation point
         # Dropped items are not kept, and an "id" that is the token is an echo, not a job.
         make_response(200, [{"id": 5, "note": token}, token, f"id-{token}", item(A)]),
         make_response(200, [item(token), item(f"user:{token}", "videoId"), item(B)]),
-        requests.exceptions.ConnectionError(f"failed with header Bearer {token}"),
-        make_response(
-            200,
-            raw=FakeRaw(
-                b"[]", fail_with=urllib3.exceptions.ProtocolError(f"broke at {token}"), fail_after=1
-            ),
-        ),
+        *echoing_transport(token, b"[]"),
     ]
 
 

@@ -118,7 +118,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.latency",
         description=(
-            "Benchmark 1 of issue 4: detection latency (done_at minus the simulated completion) "
+            "Detection latency (done_at minus the simulated completion) "
             "and upstream calls per video with the default settings, side by side with fixed "
             "15-second polling over the same completion times. Times are compressed by --speed "
             "and reported in real seconds. Prints figures; never fails on a time."
@@ -203,7 +203,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--workload",
         choices=sorted(WORKLOADS),
         default=None,
-        help="one of issue 10's workloads, in real time on the reference finish times (sets "
+        help="a reference workload, in real time on the reference finish times (sets "
         "--videos, --accounts, --spread and --speed 1): a 10x30, b 300x1, c a burst of 1,000 "
         "in one account, d as a with a third never in the scheduler",
     )

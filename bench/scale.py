@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.scale",
         description=(
-            "Benchmark 3 of issue 4 and issue 3 item 7: enqueue many ids through the CLI, time "
+            "Scale: enqueue many ids through the CLI, time "
             "the dispatch claim at that size with its EXPLAIN plans, and drain them with one "
             "worker and one beat while sampling their memory. Prints figures; never fails on a "
             "time."

@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.throughput",
         description=(
-            "Benchmark 2 of issue 4: the request rate one tracker worker achieves against an "
+            "Throughput: the request rate one tracker worker achieves against an "
             "upstream answering in --latency seconds, as a share of TRACKER_RATE_LIMIT, with "
             "CPU and SQL per poll. Prints figures; never fails on a time."
         ),
